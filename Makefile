@@ -1,0 +1,41 @@
+# Every target that runs Python installs first, so `make run` and `make test` work on a
+# fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STORE := sqlite:///$(CURDIR)/mlflow.db
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+.PHONY: help install install-gpu run test sweep ui lint
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed  ## Create .venv and install the runner with its dev tools
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+install-gpu: install  ## Swap the CPU build of TensorFlow for the CUDA one (Linux, NVIDIA)
+	$(PY) -m pip uninstall -y tensorflow-cpu
+	$(PY) -m pip install "tensorflow[and-cuda]"
+
+run: install  ## Train the default model (digits, relu, categorical cross-entropy)
+	$(PY) -m runner
+
+test: install  ## Run the test suite
+	$(PY) -m pytest
+
+sweep: install  ## Compare 3 activations x 2 losses in one multirun sweep
+	$(PY) -m runner -m activation=sigmoid,tanh,relu loss=mse,categorical_crossentropy
+
+ui: install  ## MLflow UI over the default store, on http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
+
+lint: install  ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .

@@ -1,0 +1,1 @@
+"""actlab: compare activation and loss functions with Keras, Hydra and MLflow."""

@@ -1,0 +1,57 @@
+"""``python -m runner``: the Hydra application.
+
+TensorFlow and MLflow are imported inside the task function, so ``--help`` and ``--cfg``
+answer without paying for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from runner.config import UserError, register, validate_values
+from runner.sweep import sweep_of
+
+log = logging.getLogger("runner")
+
+register()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> dict[str, float] | None:
+    """Run one job. A user error exits 2 with its message; in a sweep, a failed job is
+    recorded and the sweep goes on to the next one."""
+    sweep = sweep_of(HydraConfig.get())
+    try:
+        # Checked before TensorFlow is imported, so a bad value is reported at once.
+        validate_values(cfg)
+        from runner import job
+
+        plan = job.prepare(cfg, sweep)
+    except Exception as error:
+        if sweep is None:
+            if not isinstance(error, UserError):
+                raise
+            log.error("%s", error)
+            sys.exit(2)
+        from runner import job
+
+        user_error = isinstance(error, UserError)
+        log.error("job %s refused: %s", job.run_name(cfg), error, exc_info=not user_error)
+        job.record_failure(cfg, sweep, error)
+        return None
+    try:
+        return job.execute(plan, list(HydraConfig.get().overrides.task), sweep)
+    except Exception:
+        if sweep is None:
+            raise
+        log.exception("job %s failed; its run is FAILED and the sweep goes on", job.run_name(cfg))
+        return None
+
+
+if __name__ == "__main__":
+    main()

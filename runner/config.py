@@ -1,0 +1,239 @@
+"""The typed schema of the configuration and the checks Hydra's types cannot express.
+
+The dataclasses are registered in Hydra's ConfigStore as ``schema`` and named first in
+``conf/config.yaml``'s defaults, so a value of the wrong type (``train.epochs=abc``) or an
+unknown key fails while Hydra composes the config, before TensorFlow is imported. The value
+checks in :func:`validate` (ranges, list lengths, Keras names) run at the start of each job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig
+
+
+class UserError(Exception):
+    """A mistake in the user's configuration or data: reported as a message, not a traceback."""
+
+
+class Device(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class Encoding(Enum):
+    """How targets are fed to a loss: class labels one-hot, as integers, as one 0/1 column,
+    or continuous values."""
+
+    onehot = "onehot"
+    integer = "integer"
+    binary = "binary"
+    continuous = "continuous"
+
+
+@dataclass
+class Head:
+    """What a loss needs for one kind of task: the target encoding and the output activation
+    used when ``model.output_activation=auto``."""
+
+    encoding: Encoding = MISSING
+    output_activation: str = MISSING
+
+
+@dataclass
+class LossConfig:
+    """A loss (``name`` is Keras's identifier) and the tasks it can train; a task left
+    ``null`` is refused before training."""
+
+    name: str = MISSING
+    classification: Head | None = None
+    regression: Head | None = None
+
+
+@dataclass
+class OptimizerConfig:
+    """A Keras optimizer by identifier; ``momentum`` applies to sgd and rmsprop only."""
+
+    name: str = MISSING
+    learning_rate: float = 0.001
+    momentum: float | None = None
+
+
+@dataclass
+class DatasetConfig:
+    """A registered dataset and its split: fractions of all samples, fixed by ``split_seed``
+    so that jobs with different ``seed`` values see the same data."""
+
+    name: str = MISSING
+    test_size: float = 0.2
+    val_size: float = 0.2
+    split_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    units: list[int] = field(default_factory=lambda: [64, 64])
+    output_activation: str = "auto"
+    kernel_initializer: str = "glorot_uniform"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 32
+
+
+@dataclass
+class TrackingConfig:
+    """``uri: null`` means ``MLFLOW_TRACKING_URI`` when set, else ``mlflow.db`` in the
+    project root. ``experiment: null`` means the dataset's name."""
+
+    uri: str | None = None
+    experiment: str | None = None
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = MISSING
+    loss: LossConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    # One Keras activation for every hidden layer, or a list with one per layer. Typed Any
+    # because OmegaConf cannot express "str or list of str"; validate() checks it.
+    activation: Any = "relu"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    device: Device = Device.auto
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def register() -> None:
+    """Register the schema so that ``conf/config.yaml`` can name it in its defaults."""
+    ConfigStore.instance().store(name="schema", node=Config)
+
+
+NOT_ACTIVATIONS = {"get", "serialize", "deserialize"}
+
+
+def keras_activations() -> list[str]:
+    """The activation identifiers Keras accepts, read from Keras itself."""
+    import keras
+
+    return sorted(
+        name
+        for name in dir(keras.activations)
+        if not name.startswith("_")
+        and name not in NOT_ACTIVATIONS
+        and callable(getattr(keras.activations, name))
+    )
+
+
+def hidden_activations(cfg: DictConfig) -> list[str]:
+    """``activation`` as one name per hidden layer."""
+    activation = cfg.activation
+    if isinstance(activation, ListConfig | list | tuple):
+        return [str(a) for a in activation]
+    return [str(activation)] * len(cfg.model.units)
+
+
+def activation_label(cfg: DictConfig) -> str:
+    """``activation`` as the user gave it: ``relu``, or ``relu,tanh,sigmoid`` for a list."""
+    activation = cfg.activation
+    if isinstance(activation, ListConfig | list | tuple):
+        return ",".join(str(a) for a in activation)
+    return str(activation)
+
+
+def experiment_name(cfg: DictConfig) -> str:
+    """``tracking.experiment``, or the dataset's name when it is not set."""
+    return cfg.tracking.experiment or cfg.dataset.name
+
+
+def _check_positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise UserError(f"{key}={value} is not allowed: it must be a positive number.")
+
+
+def validate_values(cfg: DictConfig) -> None:
+    """Check ranges, lengths and shapes; needs no TensorFlow."""
+    units = list(cfg.model.units)
+    if not units:
+        raise UserError("model.units=[] is not allowed: give at least one hidden layer width.")
+    for width in units:
+        _check_positive("model.units", width)
+    _check_positive("train.epochs", cfg.train.epochs)
+    _check_positive("train.batch_size", cfg.train.batch_size)
+    _check_positive("optimizer.learning_rate", cfg.optimizer.learning_rate)
+    if cfg.optimizer.momentum is not None:
+        if cfg.optimizer.name not in ("sgd", "rmsprop"):
+            raise UserError(
+                f"optimizer.momentum is set but optimizer={cfg.optimizer.name} has no momentum; "
+                "it applies to optimizer=sgd and optimizer=rmsprop."
+            )
+        if not 0 <= cfg.optimizer.momentum < 1:
+            raise UserError(
+                f"optimizer.momentum={cfg.optimizer.momentum} is not allowed: it must be in [0, 1)."
+            )
+    for key in ("test_size", "val_size"):
+        fraction = cfg.dataset[key]
+        if not 0 < fraction < 1:
+            raise UserError(f"dataset.{key}={fraction} is not allowed: it must be in (0, 1).")
+    if cfg.dataset.test_size + cfg.dataset.val_size >= 1:
+        raise UserError(
+            f"dataset.test_size + dataset.val_size = "
+            f"{cfg.dataset.test_size + cfg.dataset.val_size} leaves no training data: "
+            "their sum must be below 1."
+        )
+
+    activation = cfg.activation
+    if isinstance(activation, ListConfig | list | tuple):
+        if len(activation) != len(units):
+            raise UserError(
+                f"activation={activation_label(cfg)} names {len(activation)} activations but "
+                f"model.units={units} has {len(units)} hidden layers: give one activation, "
+                "or one per hidden layer."
+            )
+        items = list(activation)
+    else:
+        items = [activation]
+    for item in items:
+        if not isinstance(item, str):
+            raise UserError(
+                f"activation={activation!r} is not allowed: give a Keras activation name "
+                "or a list of names, e.g. activation=relu or activation=[relu,tanh]."
+            )
+
+
+def validate_names(cfg: DictConfig) -> None:
+    """Check the Keras identifiers (activations, initializer) by asking Keras, without
+    building a model."""
+    import keras
+
+    allowed = keras_activations()
+    names = {("activation", a) for a in hidden_activations(cfg)}
+    if cfg.model.output_activation != "auto":
+        names.add(("model.output_activation", cfg.model.output_activation))
+    for key, name in sorted(names):
+        if name not in allowed:
+            raise UserError(
+                f"{key}={name} is not a Keras activation. Allowed: {', '.join(allowed)}"
+                + (", auto" if key == "model.output_activation" else "")
+                + "."
+            )
+    try:
+        keras.initializers.get(cfg.model.kernel_initializer)
+    except ValueError:
+        raise UserError(
+            f"model.kernel_initializer={cfg.model.kernel_initializer} is not a Keras "
+            "initializer. Allowed, for example: glorot_uniform, glorot_normal, he_uniform, "
+            "he_normal, lecun_normal, random_normal, zeros, ones."
+        ) from None
+    try:
+        keras.losses.get(cfg.loss.name)
+    except ValueError:
+        raise UserError(f"loss.name={cfg.loss.name} is not a Keras loss.") from None

@@ -1,0 +1,192 @@
+"""One job: check the config, load data, build, train and record one MLflow run.
+
+:func:`prepare` checks everything a user can get wrong before a run is created, so a bad
+value never leaves a run behind; in a sweep, :func:`record_failure` files the refused job as
+a FAILED run so that the sweep's record shows it, and the sweep goes on. :func:`execute`
+trains inside one MLflow run that ends with a true status on every path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import MutableMapping
+from contextlib import suppress
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner.config import (
+    activation_label,
+    experiment_name,
+    hidden_activations,
+    validate_names,
+)
+
+# TensorFlow's C++ start-up chatter (CUDA probing, CPU features) is noise to a user.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from runner import data, model, train  # noqa: E402
+from runner.sweep import Sweep  # noqa: E402
+from runner.track import DIVERGED, Tracker, tracking_uri  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def run_name(cfg: DictConfig) -> str:
+    """``relu-mse-digits-s0``; a per-layer list reads ``relu+tanh-mse-digits-s0``."""
+    activations = activation_label(cfg).replace(",", "+")
+    return f"{activations}-{cfg.loss.name}-{cfg.dataset.name}-s{cfg.seed}"
+
+
+def flat_params(cfg: DictConfig) -> dict[str, object]:
+    """The resolved config as dotted keys, plus the choices a user compares by name."""
+    flat: dict[str, object] = {}
+
+    def walk(node: MutableMapping, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "")
+    flat.update(
+        activation=activation_label(cfg),
+        loss=cfg.loss.name,
+        dataset=cfg.dataset.name,
+        optimizer=cfg.optimizer.name,
+        seed=cfg.seed,
+    )
+    return flat
+
+
+@dataclass
+class Plan:
+    """A job whose config, data, output head and tracking store have all been checked."""
+
+    cfg: DictConfig
+    dataset: data.Dataset
+    head: model.OutputHead
+    device: str
+    tracker: Tracker
+    experiment_id: str
+    parent_id: str | None
+
+
+def prepare(cfg: DictConfig, sweep: Sweep | None) -> Plan:
+    """Check everything else a user can get wrong once :func:`validate_values` has passed,
+    raising :class:`UserError` before any run exists: Keras names, the dataset, the loss
+    against the task, the device and the tracking store."""
+    validate_names(cfg)
+    keras.backend.clear_session()
+    device = train.configure_device(cfg.device.value)
+    dataset = data.load(
+        cfg.dataset.name, cfg.dataset.test_size, cfg.dataset.val_size, cfg.dataset.split_seed
+    )
+    head = model.output_head(cfg.loss, cfg.model.output_activation, dataset.task, dataset.classes)
+    tracker = Tracker(tracking_uri(cfg.tracking.uri))
+    experiment_id = tracker.experiment(experiment_name(cfg))
+    parent_id = tracker.sweep_parent(experiment_id, sweep.id, sweep.name) if sweep else None
+    return Plan(cfg, dataset, head, device, tracker, experiment_id, parent_id)
+
+
+def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, float]:
+    """Train and record the job in one MLflow run; return its test metrics (empty when it
+    diverged). An exception ends the run FAILED and propagates."""
+    cfg, dataset, head, device, tracker = (
+        plan.cfg,
+        plan.dataset,
+        plan.head,
+        plan.device,
+        plan.tracker,
+    )
+    tags = {"sweep_id": sweep.id} if sweep else {}
+    with tracker.open_run(plan.experiment_id, run_name(cfg), tags, plan.parent_id) as mlrun:
+        mlrun.log_params(flat_params(cfg))
+        mlrun.set_tags({"device": device, "task": dataset.task})
+        mlrun.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        mlrun.log_text(OmegaConf.to_yaml(overrides), "overrides.yaml")
+
+        keras.utils.set_random_seed(cfg.seed)
+        net = model.build_model(
+            dataset.features,
+            list(cfg.model.units),
+            hidden_activations(cfg),
+            head,
+            cfg.model.kernel_initializer,
+        )
+        summary: list[str] = []
+        net.summary(print_fn=lambda text, **_: summary.append(text))
+        mlrun.log_text("\n".join(summary), "model_summary.txt")
+
+        splits = (
+            dataset.x_train,
+            dataset.y_train,
+            dataset.x_val,
+            dataset.y_val,
+            dataset.x_test,
+            dataset.y_test,
+        )
+        encoded = tuple(
+            part if i % 2 == 0 else data.encode_targets(part, head.encoding, dataset.classes)
+            for i, part in enumerate(splits)
+        )
+        result = train.train(
+            net,
+            cfg.loss.name,
+            cfg.optimizer,
+            train.task_metrics(dataset.task, head.encoding),
+            encoded,
+            cfg.train.epochs,
+            cfg.train.batch_size,
+            on_epoch=lambda epoch, logs: mlrun.log_metrics(logs, step=epoch),
+        )
+        final = dict(result.test, train_seconds=result.train_seconds)
+        mlrun.log_metrics(final)
+        if result.diverged_epoch is not None:
+            mlrun.outcome = DIVERGED
+            mlrun.set_tags({"diverged_at_epoch": result.diverged_epoch})
+
+    if result.diverged_epoch is not None:
+        log.warning(
+            "%s diverged: the loss stopped being finite at epoch %d; run %s ended FAILED "
+            "with outcome=diverged (try a smaller optimizer.learning_rate).",
+            mlrun.name,
+            result.diverged_epoch + 1,
+            mlrun.run_id,
+        )
+    else:
+        log.info(
+            "%s: %s  (trained in %.1f s on %s)",
+            mlrun.name,
+            "  ".join(f"{k}={v:.4f}" for k, v in result.test.items()),
+            result.train_seconds,
+            device,
+        )
+    log.info(
+        "run %s in experiment '%s' of %s; browse it with `make ui`",
+        mlrun.run_id,
+        experiment_name(cfg),
+        tracker.uri,
+    )
+    return result.test
+
+
+def record_failure(cfg: DictConfig, sweep: Sweep, error: Exception) -> None:
+    """File a sweep job that :func:`prepare` refused as a FAILED run carrying the error, so
+    that the sweep's record counts it; when the store itself is the problem, there is
+    nowhere to file it and the log keeps the error."""
+    # Suppressed: either the run now carries the error, or the store failed and the log,
+    # where the caller wrote the error, is all there is.
+    with suppress(Exception):
+        tracker = Tracker(tracking_uri(cfg.tracking.uri))
+        experiment_id = tracker.experiment(experiment_name(cfg))
+        parent_id = tracker.sweep_parent(experiment_id, sweep.id, sweep.name)
+        with tracker.open_run(
+            experiment_id, run_name(cfg), {"sweep_id": sweep.id}, parent_id
+        ) as mlrun:
+            mlrun.log_params(flat_params(cfg))
+            raise error

@@ -1,0 +1,76 @@
+"""The model: hidden Dense layers with one activation each, then an output head that fits
+the loss and the task.
+
+:func:`build_model` is a function of (inputs, units, activations, head) only, so that a
+stacked variant training several models at once can mirror it layer by layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+
+from runner.config import Encoding, LossConfig, UserError
+from runner.data import CLASSIFICATION, REGRESSION
+
+
+@dataclass(frozen=True)
+class OutputHead:
+    """The last layer's width and activation, and the target encoding the loss expects."""
+
+    units: int
+    activation: str
+    encoding: Encoding
+
+
+def output_head(
+    loss: LossConfig, output_activation: str, task: str, classes: int | None
+) -> OutputHead:
+    """Match the loss to the dataset's task, or refuse the pair before anything trains."""
+    head = loss[task]
+    if head is None:
+        fits = REGRESSION if task == CLASSIFICATION else CLASSIFICATION
+        raise UserError(
+            f"loss={loss.name} needs a {fits} dataset, but this dataset is {task}: "
+            f"{'class labels' if task == CLASSIFICATION else 'continuous targets'} cannot be "
+            f"scored by {loss.name}."
+        )
+    encoding = head.encoding
+    if encoding is Encoding.binary and classes != 2:
+        raise UserError(
+            f"loss={loss.name} scores one 0/1 output, but this dataset has {classes} classes: "
+            "use loss=categorical_crossentropy or loss=sparse_categorical_crossentropy."
+        )
+    if output_activation == "auto":
+        output_activation = head.output_activation
+    if encoding in (Encoding.binary, Encoding.continuous):
+        units = 1
+    else:
+        units = classes
+    return OutputHead(units=units, activation=output_activation, encoding=encoding)
+
+
+def build_model(
+    inputs: int,
+    units: list[int],
+    activations: list[str],
+    head: OutputHead,
+    kernel_initializer: str = "glorot_uniform",
+) -> keras.Model:
+    """Input -> Dense(units[i], activations[i]) for each hidden layer -> Dense(head)."""
+    x = features = keras.Input(shape=(inputs,), name="features")
+    for i, (width, activation) in enumerate(zip(units, activations, strict=True)):
+        x = keras.layers.Dense(
+            width,
+            activation=activation,
+            kernel_initializer=kernel_initializer,
+            name=f"hidden_{i}_{activation}",
+        )(x)
+    outputs = keras.layers.Dense(
+        head.units,
+        activation=head.activation,
+        kernel_initializer=kernel_initializer,
+        name=f"output_{head.activation}",
+    )(x)
+    return keras.Model(features, outputs, name="mlp")

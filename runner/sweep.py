@@ -1,0 +1,72 @@
+"""The Hydra callback that groups a sweep's jobs under one MLflow parent run.
+
+At the start it creates the parent in the sweep's experiment, before any job runs, so that
+parallel workers find it instead of racing to create it. At the end it prints the sweep's
+comparison table from the store, ends the parent with the sweep's status, and makes the
+process exit non-zero when a job failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from runner.config import UserError, experiment_name
+
+log = logging.getLogger("runner")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The sweep a job belongs to: its id (the sweep directory, absolute) and its name (the
+    directory as Hydra was given it). Re-running a sweep into the same directory continues
+    the same parent run."""
+
+    id: str
+    name: str
+
+
+def sweep_of(hydra_cfg: DictConfig) -> Sweep | None:
+    """The sweep of a job or callback from its ``hydra`` config node; None in a single run."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return Sweep(str(Path(hydra_cfg.sweep.dir).resolve()), str(hydra_cfg.sweep.dir))
+
+
+class SweepCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from runner.track import Tracker, tracking_uri
+
+        sweep = sweep_of(config.hydra)
+        try:
+            tracker = Tracker(tracking_uri(config.tracking.uri))
+            tracker.sweep_parent(tracker.experiment(experiment_name(config)), sweep.id, sweep.name)
+        except UserError as error:
+            log.error("%s", error)
+            sys.exit(2)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from runner.compare import format_table, summarize, sweep_runs
+        from runner.track import COMPLETED, FAILED, Tracker, tracking_uri
+
+        sweep = sweep_of(config.hydra)
+        tracker = Tracker(tracking_uri(config.tracking.uri))
+        runs = sweep_runs(tracker.uri, sweep.id)
+        failed = 0
+        if runs.empty:
+            log.warning("sweep %s recorded no runs", sweep.name)
+        else:
+            failed = int(runs["tags.outcome"].eq(FAILED).sum())
+            log.info("sweep %s: %d runs\n%s", sweep.name, len(runs), format_table(summarize(runs)))
+        tracker.end_sweep(sweep.id, FAILED if failed else COMPLETED)
+        log.info("browse the sweep's runs with `make ui` (store: %s)", tracker.uri)
+        if failed:
+            log.error("%d of %d jobs failed; their runs carry the error", failed, len(runs))
+            sys.exit(1)

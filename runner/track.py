@@ -1,0 +1,153 @@
+"""Tracking: one MLflow run per job, and one parent run per sweep that its jobs nest under.
+
+Everything goes through ``MlflowClient`` with explicit run ids rather than MLflow's
+process-wide active run, so one process can record several runs side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from runner.config import UserError
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STORE = ROOT / "mlflow.db"
+
+COMPLETED, DIVERGED, FAILED, INTERRUPTED = "completed", "diverged", "failed", "interrupted"
+STATUS = {COMPLETED: "FINISHED", DIVERGED: "FAILED", FAILED: "FAILED", INTERRUPTED: "KILLED"}
+
+SWEEP_ID = "sweep_id"
+ROLE = "role"
+# MLflow's log_batch takes at most 100 params and 1000 metrics a call.
+PARAMS_PER_CALL = 100
+
+
+def tracking_uri(configured: str | None) -> str:
+    """``tracking.uri`` when given, else ``$MLFLOW_TRACKING_URI``, else the project's SQLite
+    file as an absolute path, so every job of a sweep writes to the same store."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}"
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+
+
+class Tracker:
+    """A tracking store: finds or creates experiments, sweep parents and runs."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+
+    def experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created when missing. For a SQLite store, its
+        artifacts go in ``mlartifacts/`` beside the database, wherever the job runs."""
+        try:
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return found.experiment_id
+            db = _sqlite_path(self.uri)
+            location = (db.parent / "mlartifacts" / quote(name, safe="")).as_uri() if db else None
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException as error:
+            # Another process of the same sweep may have created it a moment ago.
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return found.experiment_id
+            raise UserError(f"tracking store {self.uri} cannot be used: {error.message}") from None
+
+    def sweep_parent(self, experiment_id: str, sweep_id: str, name: str) -> str:
+        """The run id of the sweep's parent run in this experiment, created when missing,
+        and marked RUNNING again when a sweep is re-run into the same directory."""
+        found = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = 'sweep'",
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+            if found[0].info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(
+            experiment_id, run_name=name, tags={SWEEP_ID: sweep_id, ROLE: "sweep"}
+        )
+        return run.info.run_id
+
+    def end_sweep(self, sweep_id: str, outcome: str) -> None:
+        """End the sweep's parent runs, in every experiment, with the sweep's outcome."""
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        for parent in self.client.search_runs(
+            experiments, filter_string=f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = 'sweep'"
+        ):
+            Run(self.client, parent.info.run_id, parent.info.run_name).end(outcome)
+
+    @contextmanager
+    def open_run(
+        self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None
+    ) -> Iterator[Run]:
+        """Start a run and end it on every path: with the outcome the job set when the body
+        returns, ``failed`` (with the error) when it raises, ``interrupted`` on Ctrl-C."""
+        tags = dict(tags, **{ROLE: "job"})
+        if parent_id is not None:
+            tags[MLFLOW_PARENT_RUN_ID] = parent_id
+        created = self.client.create_run(experiment_id, run_name=name, tags=tags)
+        run = Run(self.client, created.info.run_id, name)
+        try:
+            yield run
+        except KeyboardInterrupt:
+            run.end(INTERRUPTED)
+            raise
+        except BaseException as error:
+            run.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
+            run.log_text(traceback.format_exc(), "error.txt")
+            run.end(FAILED)
+            raise
+        else:
+            run.end(run.outcome)
+
+
+class Run:
+    """One MLflow run, fed by id. ``outcome`` starts as ``completed``; the job changes it to
+    ``diverged`` when the loss stops being finite."""
+
+    def __init__(self, client: MlflowClient, run_id: str, name: str):
+        self.client = client
+        self.run_id = run_id
+        self.name = name
+        self.outcome = COMPLETED
+
+    def log_params(self, params: dict[str, object]) -> None:
+        items = [Param(key, str(value)) for key, value in params.items()]
+        for start in range(0, len(items), PARAMS_PER_CALL):
+            self.client.log_batch(self.run_id, params=items[start : start + PARAMS_PER_CALL])
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        stamp = int(time.time() * 1000)
+        batch = [Metric(key, float(value), stamp, step) for key, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: dict[str, object]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_text(self, text: str, path: str) -> None:
+        self.client.log_text(self.run_id, text, path)
+
+    def end(self, outcome: str) -> None:
+        self.set_tags({"outcome": outcome})
+        self.client.set_terminated(self.run_id, status=STATUS[outcome])

@@ -1,0 +1,72 @@
+"""Shared fixtures: a fresh SQLite MLflow store per test, Hydra's Compose API over the real
+configs, and the runner as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from runner.config import register
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+
+register()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    """The URI of an empty SQLite store in the test's own directory."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def make_cfg(store: str) -> Callable[..., DictConfig]:
+    """Compose the real config with overrides, tracking into the test's store."""
+
+    def make(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("config", overrides=[f"tracking.uri={store}", *overrides])
+
+    return make
+
+
+@pytest.fixture
+def cli(tmp_path: Path, store: str) -> Callable[..., subprocess.CompletedProcess]:
+    """Run ``python -m runner ARGS`` in the test's directory against the test's store."""
+
+    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        env = dict(os.environ, MLFLOW_TRACKING_URI=store)
+        return subprocess.run(
+            [sys.executable, "-m", "runner", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+def search(store: str, filter_string: str = "") -> pd.DataFrame:
+    """Every run of the store that matches the filter, in every experiment."""
+    mlflow.set_tracking_uri(store)
+    return mlflow.search_runs(filter_string=filter_string, search_all_experiments=True)
+
+
+def running(store: str) -> int:
+    """How many runs of the store are RUNNING; 0 also when the store was never created."""
+    if not Path(store.removeprefix("sqlite:///")).exists():
+        return 0
+    runs = search(store)
+    return 0 if runs.empty else int((runs["status"] == "RUNNING").sum())

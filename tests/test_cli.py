@@ -1,0 +1,95 @@
+"""``python -m runner`` as a user runs it: real subprocesses, real Hydra multirun, a real
+SQLite store."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import running, search
+
+TINY = ["model.units=[16]", "train.epochs=1"]
+
+
+def test_a_single_run_prints_its_metrics_and_run_id_and_is_reproducible(cli, store):
+    first = cli("activation=relu", "loss=mse", *TINY)
+    assert first.returncode == 0, first.stderr
+    runs = search(store)
+    assert len(runs) == 1
+    run_id = runs.iloc[0]["run_id"]
+    assert run_id in first.stdout + first.stderr
+    assert "test_accuracy=" in first.stdout + first.stderr
+    assert "make ui" in first.stdout + first.stderr
+    second = cli("activation=relu", "loss=mse", *TINY)
+    assert second.returncode == 0, second.stderr
+    runs = search(store)
+    assert runs["status"].tolist() == ["FINISHED", "FINISHED"]
+    assert runs["metrics.test_accuracy"].nunique() == 1
+    assert runs["metrics.test_loss"].nunique() == 1
+
+
+def test_a_sweep_records_its_jobs_under_one_parent_and_prints_the_table(cli, store):
+    result = cli("-m", "activation=sigmoid,relu", "loss=mse,categorical_crossentropy", *TINY)
+    assert result.returncode == 0, result.stderr
+    runs = search(store)
+    parents = runs[runs["tags.role"] == "sweep"]
+    children = runs[runs["tags.role"] == "job"]
+    assert len(parents) == 1
+    assert parents.iloc[0]["status"] == "FINISHED"
+    assert len(children) == 4
+    assert set(children["status"]) == {"FINISHED"}
+    assert set(children["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}
+    assert len(set(zip(children["params.activation"], children["params.loss"], strict=True))) == 4
+    assert children["tags.sweep_id"].nunique() == 1
+    output = result.stdout + result.stderr
+    assert "test_accuracy mean ± std" in output
+    for activation in ("sigmoid", "relu"):
+        assert activation in output
+
+
+def test_a_diverging_job_fails_alone_and_the_sweep_goes_on(cli, store):
+    result = cli("-m", "optimizer=sgd", "optimizer.learning_rate=1e6,0.01", *TINY)
+    assert result.returncode == 0, result.stderr
+    children = search(store, "tags.role = 'job'").set_index("params.optimizer.learning_rate")
+    assert children.loc["1000000.0", ["status", "tags.outcome"]].tolist() == ["FAILED", "diverged"]
+    assert children.loc["0.01", ["status", "tags.outcome"]].tolist() == ["FINISHED", "completed"]
+    assert "diverged" in result.stdout + result.stderr
+    assert running(store) == 0
+
+
+def test_a_refused_job_is_recorded_failed_and_the_sweep_exits_non_zero(cli, store):
+    result = cli("-m", "activation=relu,foo", *TINY)
+    assert result.returncode == 1
+    children = search(store, "tags.role = 'job'").set_index("params.activation")
+    assert children.loc["relu", "tags.outcome"] == "completed"
+    assert children.loc["foo", "tags.outcome"] == "failed"
+    assert "not a Keras activation" in children.loc["foo", "tags.error"]
+    parent = search(store, "tags.role = 'sweep'").iloc[0]
+    assert (parent["status"], parent["tags.outcome"]) == ("FAILED", "failed")
+    assert "1 of 2 jobs failed" in result.stdout + result.stderr
+    assert running(store) == 0
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["activation=foo"], "activation=foo is not a Keras activation. Allowed: "),
+        (["activation=[relu,tanh]", "model.units=[8]"], "names 2 activations but model.units=[8]"),
+        (["train.epochs=0"], "train.epochs=0 is not allowed"),
+        (["train.batch_size=0"], "train.batch_size=0 is not allowed"),
+        (["loss=foo"], "Could not find 'loss/foo'"),
+        (["dataset=foo"], "Could not find 'dataset/foo'"),
+        (["optimizer=foo"], "Could not find 'optimizer/foo'"),
+        (["train.epochs=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
+        (["dataset=diabetes", "loss=categorical_crossentropy"], "needs a classification dataset"),
+        (["device=gpu"], "TensorFlow sees no GPU"),
+    ],
+)
+def test_user_errors_exit_non_zero_with_a_message_and_no_run(cli, store, args, message):
+    result = cli(*args)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert message in output
+    assert "Traceback" not in output
+    if message.startswith("activation=foo"):
+        assert all(name in output for name in ("relu", "sigmoid", "tanh"))
+    assert running(store) == 0

@@ -1,0 +1,112 @@
+"""Real training runs, in process, recorded in a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from runner import job
+from runner.config import validate_values
+from tests.conftest import search
+
+TINY = ["model.units=[16,8]", "train.epochs=2"]
+
+
+def run(cfg, overrides=(), sweep=None):
+    validate_values(cfg)
+    return job.execute(job.prepare(cfg, sweep), list(overrides), sweep)
+
+
+def test_a_run_records_params_epoch_metrics_test_metrics_and_artifacts(make_cfg, store):
+    cfg = make_cfg("activation=[relu,tanh]", "loss=mse", *TINY)
+    test = run(cfg, overrides=["activation=[relu,tanh]", "loss=mse"])
+    runs = search(store)
+    assert len(runs) == 1
+    row = runs.iloc[0]
+    assert row["status"] == "FINISHED"
+    assert row["tags.outcome"] == "completed"
+    assert row["tags.mlflow.runName"] == "relu+tanh-mse-digits-s0"
+    assert (
+        row["experiment_id"] == MlflowClient(store).get_experiment_by_name("digits").experiment_id
+    )
+    params = {k.removeprefix("params."): v for k, v in row.items() if k.startswith("params.")}
+    assert params["activation"] == "relu,tanh"
+    assert params["loss"] == "mse"
+    assert params["dataset"] == "digits"
+    assert params["optimizer"] == "adam"
+    assert params["seed"] == "0"
+    assert params["model.units"] == "[16, 8]"
+    assert params["train.epochs"] == "2"
+    assert params["optimizer.learning_rate"] == "0.001"
+    assert row["metrics.test_accuracy"] == pytest.approx(test["test_accuracy"])
+    assert 0.2 < row["metrics.test_accuracy"] <= 1  # twice chance after 2 epochs
+    assert row["metrics.train_seconds"] > 0
+
+    client = MlflowClient(store)
+    run_id = row["run_id"]
+    for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        history = client.get_metric_history(run_id, name)
+        assert sorted(m.step for m in history) == [0, 1], name
+    losses = {m.step: m.value for m in client.get_metric_history(run_id, "loss")}
+    assert losses[1] < losses[0]
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.yaml", "overrides.yaml", "model_summary.txt"} <= artifacts
+    summary = client.download_artifacts(run_id, "model_summary.txt")
+    text = open(summary).read()
+    assert "hidden_0_relu" in text and "hidden_1_tanh" in text and "output_softmax" in text
+
+
+def test_regression_logs_mae_and_rmse(make_cfg, store):
+    test = run(make_cfg("dataset=diabetes", "loss=huber", *TINY))
+    assert set(test) == {"test_loss", "test_mae", "test_rmse"}
+    row = search(store).iloc[0]
+    assert (
+        row["experiment_id"] == MlflowClient(store).get_experiment_by_name("diabetes").experiment_id
+    )
+    assert {"metrics.mae", "metrics.val_mae", "metrics.rmse"} <= set(row.index)
+    assert 0 < row["metrics.test_rmse"] < 2
+
+
+def test_the_same_seed_gives_identical_test_metrics(make_cfg):
+    first = run(make_cfg("seed=3", *TINY))
+    second = run(make_cfg("seed=3", *TINY))
+    other = run(make_cfg("seed=4", *TINY))
+    assert first == second
+    assert first != other
+
+
+def test_a_nan_loss_ends_the_run_failed_and_diverged(make_cfg, store):
+    test = run(make_cfg("optimizer=sgd", "optimizer.learning_rate=1e6", *TINY))
+    assert test == {}
+    row = search(store).iloc[0]
+    assert row["status"] == "FAILED"
+    assert row["tags.outcome"] == "diverged"
+    assert row["tags.diverged_at_epoch"] == "0"
+    assert math.isnan(row["metrics.loss"])
+    assert "metrics.test_accuracy" not in row or math.isnan(row["metrics.test_accuracy"])
+
+
+def test_an_error_inside_a_run_ends_it_failed_with_the_error(make_cfg, store, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(job.train, "train", broken)
+    with pytest.raises(RuntimeError):
+        run(make_cfg(*TINY))
+    row = search(store).iloc[0]
+    assert (row["status"], row["tags.outcome"]) == ("FAILED", "failed")
+    assert row["tags.error"] == "RuntimeError: out of memory"
+
+
+def test_jobs_of_a_sweep_share_one_parent_run(make_cfg, store):
+    sweep = job.Sweep(id="/tmp/sweeps/a", name="sweeps/a")
+    run(make_cfg("activation=relu", *TINY), sweep=sweep)
+    run(make_cfg("activation=tanh", *TINY), sweep=sweep)
+    runs = search(store)
+    parents = runs[runs["tags.role"] == "sweep"]
+    children = runs[runs["tags.role"] == "job"]
+    assert len(parents) == 1 and len(children) == 2
+    assert set(children["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}
+    assert set(children["tags.sweep_id"]) == {"/tmp/sweeps/a"}
