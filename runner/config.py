@@ -64,15 +64,39 @@ class OptimizerConfig:
     momentum: float | None = None
 
 
+class Scale(Enum):
+    standard = "standard"
+    minmax = "minmax"
+    none = "none"
+
+
+class TaskChoice(Enum):
+    auto = "auto"
+    classification = "classification"
+    regression = "regression"
+
+
 @dataclass
 class DatasetConfig:
-    """A registered dataset and its split: fractions of all samples, fixed by ``split_seed``
-    so that jobs with different ``seed`` values see the same data."""
+    """A registered dataset and how it is cut: ``test_size`` and ``val_size`` are fractions
+    of all samples; ``seed`` fixes the data itself (the synthetic samples, the subsample,
+    the split), apart from the training ``seed``, so that every training seed sees the
+    same data. The other keys apply to the datasets that name them in their YAML."""
 
     name: str = MISSING
     test_size: float = 0.2
     val_size: float = 0.2
-    split_seed: int = 0
+    seed: int = 0
+    scale: Scale = Scale.standard
+    subsample: int | None = None
+    n_samples: int | None = None
+    noise: float | None = None
+    path: str | None = None
+    target: str | None = None
+    task: TaskChoice = TaskChoice.auto
+    max_categories: int = 50
+    dropna: bool = False
+    download: bool = False
 
 
 @dataclass
@@ -183,6 +207,11 @@ def validate_values(cfg: DictConfig) -> None:
         fraction = cfg.dataset[key]
         if not 0 < fraction < 1:
             raise UserError(f"dataset.{key}={fraction} is not allowed: it must be in (0, 1).")
+    if cfg.dataset.subsample is not None and cfg.dataset.subsample < 10:
+        raise UserError(
+            f"dataset.subsample={cfg.dataset.subsample} is not allowed: give at least 10 "
+            "samples, or null for all of them."
+        )
     if cfg.dataset.test_size + cfg.dataset.val_size >= 1:
         raise UserError(
             f"dataset.test_size + dataset.val_size = "

@@ -1,25 +1,22 @@
-"""Datasets: a registry of loaders, a fixed split, and scaling fitted on the training split.
+"""Data: a registered dataset, cut into a fixed train/validation/test split and scaled on
+the training split only.
 
-A loader returns features and targets as numpy arrays and says whether the task is
-classification or regression; :func:`load` splits and standardises them into a
-:class:`Dataset`, plain arrays that the rest of the runner reads. :func:`encode_targets`
-then shapes the targets the way the chosen loss needs them.
+:func:`load` returns a :class:`Dataset` of plain arrays that the rest of the runner reads;
+:func:`encode_targets` then shapes the targets the way the chosen loss needs them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn import datasets as sk_datasets
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from runner.config import Encoding, UserError
+from runner.config import DatasetConfig, Encoding, Scale, UserError
+from runner.datasets import CLASSIFICATION, LOADERS, REGRESSION
 
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
+__all__ = ["CLASSIFICATION", "REGRESSION", "Dataset", "encode_targets", "load"]
 
 
 @dataclass
@@ -36,63 +33,72 @@ class Dataset:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    source: dict[str, str] = field(default_factory=dict)
 
     @property
     def features(self) -> int:
         return self.x_train.shape[1]
 
 
-def _digits() -> tuple[np.ndarray, np.ndarray, str]:
-    x, y = sk_datasets.load_digits(return_X_y=True)
-    return x, y, CLASSIFICATION
+def _split(x, y, size, seed: int, classify: bool, what: str):
+    """One stratified (for classes) cut, turning scikit-learn's complaint about a class too
+    small to stratify into a message that shows the class counts."""
+    try:
+        return train_test_split(
+            x, y, test_size=size, random_state=seed, stratify=y if classify else None
+        )
+    except ValueError as error:
+        if not classify:
+            raise
+        labels, counts = np.unique(y, return_counts=True)
+        raise UserError(
+            f"cannot cut the {what} stratified: {error} Samples per class: "
+            + ", ".join(f"{label}: {count}" for label, count in zip(labels, counts, strict=True))
+            + ". Each class needs a few samples in every split: drop the rare classes, or "
+            "change dataset.test_size, dataset.val_size or dataset.subsample."
+        ) from None
 
 
-def _diabetes() -> tuple[np.ndarray, np.ndarray, str]:
-    x, y = sk_datasets.load_diabetes(return_X_y=True)
-    return x, y, REGRESSION
-
-
-LOADERS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray, str]]] = {
-    "digits": _digits,
-    "diabetes": _diabetes,
-}
-
-
-def load(name: str, test_size: float, val_size: float, split_seed: int) -> Dataset:
-    """Load a registered dataset, split it (stratified for classes) into train, validation
-    and test parts of the given fractions, and standardise it on the training part."""
-    if name not in LOADERS:
-        raise UserError(f"dataset={name} is unknown. Allowed: {', '.join(sorted(LOADERS))}.")
-    x, y, task = LOADERS[name]()
-    x = x.astype(np.float32)
+def load(cfg: DatasetConfig) -> Dataset:
+    """Load the dataset ``cfg.name``, subsample it when asked, split it (stratified for
+    classes) into train, validation and test parts, and scale it on the training part."""
+    if cfg.name not in LOADERS:
+        raise UserError(f"dataset={cfg.name} is unknown. Allowed: {', '.join(sorted(LOADERS))}.")
+    raw = LOADERS[cfg.name](cfg)
+    x, y, task = raw.x.astype(np.float32), raw.y, raw.task
+    classify = task == CLASSIFICATION
     classes = None
-    if task == CLASSIFICATION:
+    if classify:
         labels, y = np.unique(y, return_inverse=True)
         classes = len(labels)
+        if classes < 2:
+            raise UserError(
+                f"dataset={cfg.name}: the target has one class only ({labels[0]!r}); a "
+                "classifier needs at least two. Is dataset.target the right column?"
+            )
+    else:
+        y = y.astype(np.float64)
 
-    stratify = y if task == CLASSIFICATION else None
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=test_size, random_state=split_seed, stratify=stratify
-    )
-    stratify = y_rest if task == CLASSIFICATION else None
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest,
-        y_rest,
-        test_size=val_size / (1 - test_size),
-        random_state=split_seed,
-        stratify=stratify,
+    if cfg.subsample is not None and cfg.subsample < len(y):
+        x, _, y, _ = _split(x, y, len(y) - cfg.subsample, cfg.seed, classify, "subsample")
+    x_rest, x_test, y_rest, y_test = _split(x, y, cfg.test_size, cfg.seed, classify, "test split")
+    x_train, x_val, y_train, y_val = _split(
+        x_rest, y_rest, cfg.val_size / (1 - cfg.test_size), cfg.seed, classify, "validation split"
     )
 
-    scaler = StandardScaler().fit(x_train)
-    x_train, x_val, x_test = (
-        scaler.transform(part).astype(np.float32) for part in (x_train, x_val, x_test)
-    )
-    if task == REGRESSION:
+    if cfg.scale is not Scale.none:
+        scaler = (StandardScaler if cfg.scale is Scale.standard else MinMaxScaler)().fit(x_train)
+        x_train, x_val, x_test = (
+            scaler.transform(p).astype(np.float32) for p in (x_train, x_val, x_test)
+        )
+    if not classify:
         # Standardised targets keep a default learning rate sensible for any target scale;
         # metrics such as test_rmse are then in units of the training targets' std.
-        mean, std = y_train.mean(), y_train.std()
-        y_train, y_val, y_test = ((part - mean) / std for part in (y_train, y_val, y_test))
-    return Dataset(name, task, classes, x_train, y_train, x_val, y_val, x_test, y_test)
+        mean, std = y_train.mean(), y_train.std() or 1.0
+        y_train, y_val, y_test = ((p - mean) / std for p in (y_train, y_val, y_test))
+    return Dataset(
+        cfg.name, task, classes, x_train, y_train, x_val, y_val, x_test, y_test, raw.source
+    )
 
 
 def encode_targets(y: np.ndarray, encoding: Encoding, classes: int | None) -> np.ndarray:

@@ -83,9 +83,7 @@ def prepare(cfg: DictConfig, sweep: Sweep | None) -> Plan:
     validate_names(cfg)
     keras.backend.clear_session()
     device = train.configure_device(cfg.device.value)
-    dataset = data.load(
-        cfg.dataset.name, cfg.dataset.test_size, cfg.dataset.val_size, cfg.dataset.split_seed
-    )
+    dataset = data.load(cfg.dataset)
     head = model.output_head(cfg.loss, cfg.model.output_activation, dataset.task, dataset.classes)
     tracker = Tracker(tracking_uri(cfg.tracking.uri))
     experiment_id = tracker.experiment(experiment_name(cfg))
@@ -107,6 +105,15 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
     with tracker.open_run(plan.experiment_id, run_name(cfg), tags, plan.parent_id) as mlrun:
         mlrun.log_params(flat_params(cfg))
         mlrun.set_tags({"device": device, "task": dataset.task})
+        mlrun.log_inputs(
+            dataset.name,
+            dataset.source,
+            {
+                "train": (dataset.x_train, dataset.y_train),
+                "validation": (dataset.x_val, dataset.y_val),
+                "test": (dataset.x_test, dataset.y_test),
+            },
+        )
         mlrun.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         mlrun.log_text(OmegaConf.to_yaml(overrides), "overrides.yaml")
 

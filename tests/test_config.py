@@ -24,14 +24,17 @@ def options(group: str) -> list[str]:
 
 
 def build(cfg):
-    dataset = data.load(cfg.dataset.name, 0.2, 0.2, 0)
+    dataset = data.load(cfg.dataset)
     head = model.output_head(cfg.loss, cfg.model.output_activation, dataset.task, dataset.classes)
     net = model.build_model(dataset.features, list(cfg.model.units), hidden_activations(cfg), head)
     return dataset, head, net
 
 
 def test_the_groups_have_the_documented_options():
-    assert options("dataset") == ["diabetes", "digits"]
+    assert options("dataset") == sorted(
+        "iris wine breast_cancer digits diabetes circles moons xor friedman mnist5k "
+        "mnist fashion_mnist cifar10 csv npz".split()
+    )
     assert options("optimizer") == ["adam", "rmsprop", "sgd"]
     assert set(options("loss")) >= {
         "mse",

@@ -1,47 +1,102 @@
-"""The embedded datasets: sizes, tasks, a fixed stratified split, scaling from the training
-split only, and target encodings."""
+"""Every dataset: shape, task and classes; a fixed stratified split; scaling from the
+training split only; the user's CSV and NPZ files; and a clear error for bad data."""
 
 from __future__ import annotations
 
+import gzip
+import time
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from runner import data
-from runner.config import Encoding, UserError
+from runner.config import Encoding, UserError, validate_values
+
+OFFLINE = {
+    # name: (samples, features, task, classes)
+    "iris": (150, 4, "classification", 3),
+    "wine": (178, 13, "classification", 3),
+    "breast_cancer": (569, 30, "classification", 2),
+    "digits": (1797, 64, "classification", 10),
+    "diabetes": (442, 10, "regression", None),
+    "circles": (1000, 2, "classification", 2),
+    "moons": (1000, 2, "classification", 2),
+    "xor": (1000, 2, "classification", 2),
+    "friedman": (1000, 10, "regression", None),
+    "mnist5k": (5000, 784, "classification", 10),
+}
 
 
-@pytest.mark.parametrize(
-    "name,samples,features,task,classes",
-    [("digits", 1797, 64, "classification", 10), ("diabetes", 442, 10, "regression", None)],
-)
-def test_embedded_datasets_have_their_documented_shape(name, samples, features, task, classes):
-    ds = data.load(name, test_size=0.2, val_size=0.2, split_seed=0)
+@pytest.fixture
+def dataset_cfg(make_cfg):
+    def make(name: str, *overrides: str):
+        cfg = make_cfg(f"dataset={name}", *[f"dataset.{o}" for o in overrides])
+        validate_values(cfg)
+        return cfg.dataset
+
+    return make
+
+
+@pytest.mark.parametrize("name", sorted(OFFLINE))
+def test_offline_datasets_have_their_documented_shape(dataset_cfg, name):
+    samples, features, task, classes = OFFLINE[name]
+    ds = data.load(dataset_cfg(name))
     assert (ds.task, ds.classes, ds.features) == (task, classes, features)
     assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == samples
     assert len(ds.y_test) == pytest.approx(0.2 * samples, abs=1)
     assert len(ds.y_val) == pytest.approx(0.2 * samples, abs=1)
+    assert ds.x_train.dtype == np.float32
+    assert ds.source
 
 
-def test_splits_are_disjoint_stratified_and_fixed_by_the_split_seed():
-    ds = data.load("digits", 0.2, 0.2, 0)
+def test_mnist5k_pixels_are_scaled_to_the_unit_interval(dataset_cfg):
+    ds = data.load(dataset_cfg("mnist5k"))
+    assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0
+    assert np.bincount(ds.y_train).min() >= 290  # 500 a class, 60 % of them in training
+
+
+def test_splits_are_disjoint_stratified_and_fixed_by_the_dataset_seed(dataset_cfg):
+    ds = data.load(dataset_cfg("digits"))
     rows = [{r.tobytes() for r in part} for part in (ds.x_train, ds.x_val, ds.x_test)]
     assert not rows[0] & rows[1] and not rows[0] & rows[2] and not rows[1] & rows[2]
     shares = [np.bincount(y, minlength=10) / len(y) for y in (ds.y_train, ds.y_val, ds.y_test)]
     assert np.abs(shares[0] - shares[2]).max() < 0.02
     assert np.abs(shares[0] - shares[1]).max() < 0.02
-    again = data.load("digits", 0.2, 0.2, 0)
-    np.testing.assert_array_equal(ds.x_test, again.x_test)
-    other = data.load("digits", 0.2, 0.2, 1)
-    assert not np.array_equal(ds.x_test, other.x_test)
+    np.testing.assert_array_equal(ds.x_test, data.load(dataset_cfg("digits")).x_test)
+    assert not np.array_equal(ds.x_test, data.load(dataset_cfg("digits", "seed=1")).x_test)
 
 
-def test_standardisation_is_fitted_on_the_training_split_only():
-    ds = data.load("diabetes", 0.2, 0.2, 0)
-    np.testing.assert_allclose(ds.x_train.mean(axis=0), 0, atol=1e-5)
-    np.testing.assert_allclose(ds.x_train.std(axis=0), 1, atol=1e-4)
-    assert np.abs(ds.x_test.mean(axis=0)).max() > 1e-3
+def test_synthetic_data_follows_n_samples_noise_and_seed(dataset_cfg):
+    small = data.load(dataset_cfg("moons", "n_samples=200", "noise=0.0"))
+    assert len(small.y_train) + len(small.y_val) + len(small.y_test) == 200
+    again = data.load(dataset_cfg("moons", "n_samples=200", "noise=0.0"))
+    np.testing.assert_array_equal(small.x_train, again.x_train)
+    noisy = data.load(dataset_cfg("moons", "n_samples=200", "noise=0.5"))
+    assert not np.array_equal(small.x_train, noisy.x_train)
+
+
+@pytest.mark.parametrize("scale", ["standard", "minmax", "none"])
+def test_scaling_is_fitted_on_the_training_split_only(dataset_cfg, scale):
+    ds = data.load(dataset_cfg("diabetes", f"scale={scale}"))
+    if scale == "standard":
+        np.testing.assert_allclose(ds.x_train.mean(axis=0), 0, atol=1e-5)
+        np.testing.assert_allclose(ds.x_train.std(axis=0), 1, atol=1e-4)
+        assert np.abs(ds.x_test.mean(axis=0)).max() > 1e-3
+    elif scale == "minmax":
+        np.testing.assert_allclose(ds.x_train.min(axis=0), 0, atol=1e-6)
+        np.testing.assert_allclose(ds.x_train.max(axis=0), 1, atol=1e-6)
+        assert ds.x_test.min() < 0 or ds.x_test.max() > 1
+    else:
+        assert np.abs(ds.x_train).max() < 0.25  # scikit-learn's diabetes comes pre-scaled
     assert ds.y_train.mean() == pytest.approx(0, abs=1e-9)
     assert ds.y_train.std() == pytest.approx(1)
+
+
+def test_subsample_caps_the_samples_and_keeps_the_class_balance(dataset_cfg):
+    ds = data.load(dataset_cfg("digits", "subsample=500"))
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 500
+    assert np.bincount(ds.y_train).min() >= 25
 
 
 def test_targets_are_encoded_for_the_loss():
@@ -54,6 +109,164 @@ def test_targets_are_encoded_for_the_loss():
     assert data.encode_targets(np.array([0.5, -1.0]), Encoding.continuous, None).shape == (2, 1)
 
 
-def test_an_unknown_dataset_lists_the_registered_ones():
-    with pytest.raises(UserError, match="dataset=nope is unknown. Allowed: diabetes, digits"):
-        data.load("nope", 0.2, 0.2, 0)
+# --- Keras's datasets, from a cache the test writes -------------------------------------
+
+
+def test_a_missing_keras_dataset_fails_fast_saying_where_and_what_instead(
+    dataset_cfg, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    start = time.perf_counter()
+    with pytest.raises(UserError) as error:
+        data.load(dataset_cfg("fashion_mnist"))
+    assert time.perf_counter() - start < 0.5
+    message = str(error.value)
+    assert str(tmp_path / "keras" / "datasets" / "fashion-mnist") in message
+    assert "keras.datasets.fashion_mnist.load_data()" in message
+    assert "dataset.download=true" in message
+    assert "dataset=mnist5k" in message
+
+
+def test_keras_mnist_loads_from_the_cache(dataset_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "datasets").mkdir()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(100, 28, 28), dtype=np.uint8)
+    labels = np.repeat(np.arange(10, dtype=np.uint8), 10)
+    np.savez(
+        tmp_path / "datasets" / "mnist.npz",
+        x_train=images[:80],
+        y_train=labels[:80],
+        x_test=images[80:],
+        y_test=labels[80:],
+    )
+    ds = data.load(dataset_cfg("mnist", "test_size=0.3", "val_size=0.3"))
+    assert (ds.features, ds.classes) == (784, 10)
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 100
+    assert 0 <= ds.x_train.min() and ds.x_train.max() <= 1
+
+
+def test_keras_fashion_mnist_loads_from_the_cache(dataset_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    folder = tmp_path / "datasets" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    labels = np.repeat(np.arange(10, dtype=np.uint8), 10)
+    images = np.arange(100 * 784, dtype=np.uint32).astype(np.uint8)
+    for prefix, part in (("train", slice(0, 70)), ("t10k", slice(70, 100))):
+        n = len(labels[part])
+        with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(b"\0" * 8 + labels[part].tobytes())
+        with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(b"\0" * 16 + images[: n * 784].tobytes())
+    ds = data.load(dataset_cfg("fashion_mnist", "test_size=0.3", "val_size=0.3"))
+    assert (ds.features, ds.classes) == (784, 10)
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 100
+
+
+# --- the user's files --------------------------------------------------------------------
+
+
+def write_csv(path, rows: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "height": rng.normal(170, 10, rows),
+            "colour": rng.choice(["red", "green", "blue"], rows),
+            "member": rng.choice([True, False], rows),
+            "species": np.repeat(["cat", "dog", "fox"], rows // 3),
+            "weight": rng.normal(60, 5, rows),
+        }
+    )
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def test_csv_round_trip_encodes_categories_and_infers_the_task(dataset_cfg, tmp_path):
+    path = tmp_path / "animals.csv"
+    write_csv(path)
+    ds = data.load(dataset_cfg("csv", f"path={path}", "target=species"))
+    # height, weight, member (a bool, as 0/1) and colour (3 one-hot columns)
+    assert (ds.task, ds.classes, ds.features) == ("classification", 3, 6)
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 60
+    ds = data.load(dataset_cfg("csv", f"path={path}", "target=weight"))
+    assert (ds.task, ds.classes) == ("regression", None)
+    ds = data.load(dataset_cfg("csv", f"path={path}", "target=height", "task=regression"))
+    assert ds.task == "regression"
+
+
+def test_npz_round_trip(dataset_cfg, tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, x=rng.normal(size=(90, 3, 2)), y=np.repeat([0, 1, 2], 30))
+    ds = data.load(dataset_cfg("npz", f"path={path}"))
+    assert (ds.task, ds.classes, ds.features) == ("classification", 3, 6)
+    np.savez(path, x=rng.normal(size=(90, 4)), y=rng.normal(size=90))
+    assert data.load(dataset_cfg("npz", f"path={path}")).task == "regression"
+
+
+def test_nan_values_are_reported_with_where_and_dropped_on_request(dataset_cfg, tmp_path):
+    path = tmp_path / "gaps.csv"
+    frame = write_csv(path)
+    frame.loc[[4, 9], "height"] = np.nan
+    frame.loc[7, "colour"] = np.nan
+    frame.to_csv(path, index=False)
+    with pytest.raises(UserError) as error:
+        data.load(dataset_cfg("csv", f"path={path}", "target=species"))
+    message = str(error.value)
+    assert "3 missing values in 3 rows" in message
+    assert "'height' (2, first at row 4)" in message and "'colour' (1, first at row 7)" in message
+    assert "dataset.dropna=true" in message
+    ds = data.load(dataset_cfg("csv", f"path={path}", "target=species", "dropna=true"))
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 57
+
+
+BAD_CSV = [
+    # (file content, overrides, message)
+    (None, ["target=a"], "no such file"),
+    ("", ["target=a"], "is empty"),
+    ("a,b\n", ["target=a"], "has a header but no rows"),
+    ("\x89PNG\r\n\x1a\n\x00\x00\xff\xfe\xfd", ["target=a"], "is not a CSV file"),
+    ("a,b\n1,2\n3,4\n", ["target=c"], "dataset.target=c is not a column of bad.csv. Columns: a, b"),
+    ("a,b\n1,x\n3,x\n2,x\n", ["target=b"], "the target has one class only"),
+]
+
+
+@pytest.mark.parametrize("content,overrides,message", BAD_CSV)
+def test_bad_csv_files_get_a_clear_error(dataset_cfg, tmp_path, content, overrides, message):
+    path = tmp_path / "bad.csv"
+    if content is not None:
+        path.write_bytes(content.encode("latin-1"))
+    with pytest.raises(UserError) as error:
+        data.load(dataset_cfg("csv", f"path={path}", *overrides))
+    assert message in str(error.value)
+
+
+def test_a_class_too_small_to_stratify_shows_the_class_counts(dataset_cfg, tmp_path):
+    path = tmp_path / "rare.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{i % 2}\n" for i in range(20)) + "5,7\n")
+    with pytest.raises(UserError) as error:
+        data.load(dataset_cfg("csv", f"path={path}", "target=b"))
+    assert "cannot cut the test split stratified" in str(error.value)
+    assert "Samples per class: 0: 10, 1: 10, 2: 1" in str(error.value)
+
+
+def test_a_feature_that_cannot_be_encoded_is_named(dataset_cfg, tmp_path):
+    path = tmp_path / "ids.csv"
+    pd.DataFrame({"id": [f"u{i}" for i in range(80)], "y": [0, 1] * 40}).to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"cannot encode column 'id' \(80 distinct values\)"):
+        data.load(dataset_cfg("csv", f"path={path}", "target=y"))
+
+
+def test_npz_with_objects_or_missing_arrays_is_refused(dataset_cfg, tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=np.array([{"a": 1}] * 10, dtype=object), y=np.zeros(10))
+    with pytest.raises(UserError, match="cannot be read as .npz without pickle"):
+        data.load(dataset_cfg("npz", f"path={path}"))
+    np.savez(path, features=np.zeros((10, 2)))
+    with pytest.raises(UserError, match="lacks the array x and y: it has features"):
+        data.load(dataset_cfg("npz", f"path={path}"))
+
+
+def test_csv_without_a_path_says_what_it_needs(dataset_cfg):
+    with pytest.raises(UserError, match="dataset=csv needs dataset.path=FILE"):
+        data.load(dataset_cfg("csv"))

