@@ -7,7 +7,7 @@ STORE := sqlite:///$(CURDIR)/mlflow.db
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: help install install-gpu run test sweep ui lint
+.PHONY: help install install-gpu run test sweep ui lint plots
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ sweep: install  ## Compare 3 activations x 2 losses in one multirun sweep
 
 ui: install  ## MLflow UI over the default store, on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
+
+plots: install  ## Draw every activation with its derivative into activations.png
+	$(PY) -m runner.reference_plot activations.png
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check .
