@@ -117,6 +117,15 @@ class TrainConfig:
 
 
 @dataclass
+class DiagnosticsConfig:
+    """Per-layer gradient norms and dead or saturated units, measured at each epoch's end
+    on ``probe_size`` training samples (see runner/diagnostics.py)."""
+
+    enabled: bool = True
+    probe_size: int = 256
+
+
+@dataclass
 class TrackingConfig:
     """``uri: null`` means ``MLFLOW_TRACKING_URI`` when set, else ``mlflow.db`` in the
     project root. ``experiment: null`` means the dataset's name."""
@@ -135,6 +144,7 @@ class Config:
     activation: Any = "relu"
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     seed: int = 0
     device: Device = Device.auto
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -197,6 +207,7 @@ def validate_values(cfg: DictConfig) -> None:
     _check_positive("train.epochs", cfg.train.epochs)
     _check_positive("train.batch_size", cfg.train.batch_size)
     _check_positive("train.steps_per_execution", cfg.train.steps_per_execution)
+    _check_positive("diagnostics.probe_size", cfg.diagnostics.probe_size)
     _check_positive("optimizer.learning_rate", cfg.optimizer.learning_rate)
     if cfg.optimizer.momentum is not None:
         if cfg.optimizer.name not in ("sgd", "rmsprop"):

@@ -27,8 +27,10 @@ from runner.config import (
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
-from runner import data, model, train  # noqa: E402
+from runner import data, figures, model, train  # noqa: E402
+from runner.diagnostics import Diagnostics  # noqa: E402
 from runner.sweep import Sweep  # noqa: E402
 from runner.track import DIVERGED, Tracker, tracking_uri  # noqa: E402
 
@@ -152,10 +154,18 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
             cfg.train.batch_size,
             seed=cfg.seed,
             steps_per_execution=cfg.train.steps_per_execution,
+            callbacks=diagnostics(cfg, encoded[0], encoded[1]),
             on_epoch=lambda epoch, logs: mlrun.log_metrics(logs, step=epoch),
         )
         final = dict(result.test, train_seconds=result.train_seconds)
         mlrun.log_metrics(final)
+        metric = "accuracy" if dataset.task == data.CLASSIFICATION else "mae"
+        mlrun.log_figure(
+            figures.learning_curves(result.history, metric, mlrun.name), "learning_curves.png"
+        )
+        gradients = figures.gradient_norms(result.history, mlrun.name)
+        if gradients is not None:
+            mlrun.log_figure(gradients, "gradient_norms.png")
         if result.diverged_epoch is not None:
             mlrun.outcome = DIVERGED
             mlrun.set_tags({"diverged_at_epoch": result.diverged_epoch})
@@ -183,6 +193,16 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
         tracker.uri,
     )
     return result.test
+
+
+def diagnostics(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray) -> list:
+    """The diagnostics callback, probing the first ``probe_size`` training samples (the
+    split has shuffled them already), or nothing when they are turned off."""
+    if not cfg.diagnostics.enabled:
+        return []
+    size = cfg.diagnostics.probe_size
+    probe = Diagnostics(x_train[:size], y_train[:size], cfg.loss.name, hidden_activations(cfg))
+    return [probe]
 
 
 def record_failure(cfg: DictConfig, sweep: Sweep, error: Exception) -> None:

@@ -166,6 +166,9 @@ class Run:
     def log_text(self, text: str, path: str) -> None:
         self.client.log_text(self.run_id, text, path)
 
+    def log_figure(self, figure: object, path: str) -> None:
+        self.client.log_figure(self.run_id, figure, path)
+
     def end(self, outcome: str) -> None:
         self.set_tags({"outcome": outcome})
         self.client.set_terminated(self.run_id, status=STATUS[outcome])

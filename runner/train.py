@@ -118,11 +118,12 @@ class _EpochEnd(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         logs.update({f"val_{name}": value for name, value in self.validation().items()})
         values = {name: float(value) for name, value in logs.items()}
+        # Per-layer diagnostics (``grad_norm/hidden_0``, ...) go to tracking, not the console.
         log.info(
             "epoch %d/%d  %s",
             epoch + 1,
             self.epochs,
-            "  ".join(f"{name}={value:.4g}" for name, value in values.items()),
+            "  ".join(f"{name}={value:.4g}" for name, value in values.items() if "/" not in name),
         )
         if self.on_epoch is not None:
             self.on_epoch(epoch, values)
@@ -139,11 +140,13 @@ def train(
     batch_size: int,
     seed: int,
     steps_per_execution: int = 1,
+    callbacks: list[keras.callbacks.Callback] = (),
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Compile, fit on (x_train, y_train), validating on (x_val, y_val) after each epoch,
     and evaluate on (x_test, y_test) unless the loss became NaN or infinite, which stops
-    training. ``seed`` fixes the order of the training batches."""
+    training. ``seed`` fixes the order of the training batches. ``callbacks`` may add
+    values to each epoch's logs, which ``on_epoch`` then receives with Keras's own."""
     x_train, y_train, x_val, y_val, x_test, y_test = data
     model.compile(
         loss=loss,
@@ -168,6 +171,7 @@ def train(
         shuffle=False,  # the pipeline shuffles, from ``seed``
         callbacks=[
             keras.callbacks.TerminateOnNaN(),
+            *callbacks,
             _EpochEnd(epochs, lambda: evaluate(model, x_val, y_val, loss, val_metrics), on_epoch),
         ],
     )

@@ -1,0 +1,102 @@
+"""The per-layer diagnostics on real, tiny training runs: present for every layer and
+epoch, and telling dead relu units and vanishing sigmoid gradients apart."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from runner import data, job, model, train
+from runner.config import DatasetConfig, Encoding, OptimizerConfig, validate_values
+from runner.diagnostics import Diagnostics
+from tests.conftest import search
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = data.load(OmegaConf.structured(DatasetConfig(name="digits")))
+    y = [
+        data.encode_targets(part, Encoding.onehot, 10) for part in (ds.y_train, ds.y_val, ds.y_test)
+    ]
+    return ds, (ds.x_train, y[0], ds.x_val, y[1], ds.x_test, y[2])
+
+
+def fit(digits, activations, epochs=2, dead_bias=False):
+    ds, splits = digits
+    keras.utils.set_random_seed(0)
+    head = model.OutputHead(10, "softmax", Encoding.onehot)
+    net = model.build_model(ds.features, [32] * len(activations), activations, head)
+    if dead_bias:
+        for layer in net.layers:
+            if layer.name.startswith("hidden_"):
+                layer.bias.assign(np.full(layer.bias.shape, -100.0, dtype="float32"))
+    probe = Diagnostics(splits[0][:256], splits[1][:256], "categorical_crossentropy", activations)
+    optimizer = OmegaConf.structured(OptimizerConfig(name="adam"))
+    return train.train(
+        net,
+        "categorical_crossentropy",
+        optimizer,
+        "classification",
+        Encoding.onehot,
+        splits,
+        epochs,
+        32,
+        seed=0,
+        steps_per_execution=8,
+        callbacks=[probe],
+    )
+
+
+def test_every_hidden_layer_gets_its_diagnostics_every_epoch(digits):
+    history = fit(digits, ["relu", "sigmoid", "tanh", "elu"], epochs=3).history
+    for i in range(4):
+        assert len(history[f"grad_norm/hidden_{i}"]) == 3
+        assert all(value > 0 for value in history[f"grad_norm/hidden_{i}"])
+    assert len(history["dead_fraction/hidden_0"]) == 3
+    assert len(history["saturated_fraction/hidden_1"]) == 3
+    assert len(history["saturated_fraction/hidden_2"]) == 3
+    assert len(history["dead_fraction/hidden_3"]) == 3
+    assert "saturated_fraction/hidden_0" not in history and "dead_fraction/hidden_1" not in history
+
+
+def test_relu_units_forced_dead_report_a_dead_fraction_of_one(digits):
+    history = fit(digits, ["relu", "relu"], dead_bias=True).history
+    assert history["dead_fraction/hidden_0"] == [1.0, 1.0]
+    assert history["dead_fraction/hidden_1"] == [1.0, 1.0]
+    assert history["grad_norm/hidden_0"] == [0.0, 0.0]
+
+
+def test_a_deep_sigmoid_net_has_a_smaller_first_layer_gradient_than_relu(digits):
+    sigmoid = fit(digits, ["sigmoid"] * 6, epochs=1).history["grad_norm/hidden_0"][0]
+    relu = fit(digits, ["relu"] * 6, epochs=1).history["grad_norm/hidden_0"][0]
+    assert sigmoid < relu / 10
+
+
+def test_a_run_records_diagnostics_and_figures_or_not_when_disabled(make_cfg, store):
+    for enabled in ("true", "false"):
+        cfg = make_cfg(
+            "activation=[relu,tanh]",
+            "model.units=[8,8]",
+            "train.epochs=2",
+            f"diagnostics.enabled={enabled}",
+        )
+        validate_values(cfg)
+        job.execute(job.prepare(cfg, None), [], None)
+    client = MlflowClient(store)
+    runs = search(store).set_index("params.diagnostics.enabled")
+    on, off = runs.loc["True", "run_id"], runs.loc["False", "run_id"]
+    for name in (
+        "grad_norm/hidden_0",
+        "grad_norm/hidden_1",
+        "dead_fraction/hidden_0",
+        "saturated_fraction/hidden_1",
+    ):
+        assert [m.step for m in client.get_metric_history(on, name)] == [0, 1], name
+    assert not [k for k in client.get_run(off).data.metrics if "/" in k]
+    on_files = {a.path for a in client.list_artifacts(on)}
+    assert {"learning_curves.png", "gradient_norms.png"} <= on_files
+    off_files = {a.path for a in client.list_artifacts(off)}
+    assert "learning_curves.png" in off_files and "gradient_norms.png" not in off_files
