@@ -1,7 +1,8 @@
-"""Per-run figures, from a run's Keras history: learning curves and gradient norms.
+"""The per-run figure, from a run's Keras history: learning curves and gradient norms.
 
-Drawn on matplotlib's Agg canvas through the object API, so they need no display and leave
-pyplot's global state alone in a sweep's long-lived process.
+One figure with a panel each, drawn on matplotlib's Agg canvas through the object API, so
+that it needs no display, leaves pyplot's global state alone in a sweep's long-lived
+process, and is rendered once per run (rendering, not drawing, is what costs).
 """
 
 from __future__ import annotations
@@ -11,43 +12,30 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 
-def _epochs(values: list[float]) -> list[int]:
-    return list(range(1, len(values) + 1))
-
-
-def learning_curves(history: dict[str, list[float]], metric: str, title: str) -> Figure:
-    """Loss and ``metric`` (``accuracy`` or ``mae``) per epoch, training and validation."""
-    figure = Figure(figsize=(9, 3.6), layout="constrained")
+def training_curves(history: dict[str, list[float]], metric: str, title: str) -> Figure:
+    """Loss and ``metric`` (``accuracy`` or ``mae``) per epoch, training and validation,
+    and, when the diagnostics ran, each hidden layer's gradient norm on a log scale."""
+    layers = sorted(k for k in history if k.startswith("grad_norm/"))
+    panels = 3 if layers else 2
+    figure = Figure(figsize=(4.5 * panels, 3.6), layout="constrained")
     FigureCanvasAgg(figure)
-    for ax, name in zip(figure.subplots(1, 2), ("loss", metric), strict=True):
+    axes = figure.subplots(1, panels)
+    for ax, name in zip(axes, ("loss", metric), strict=False):
         for key, label, style in ((name, "train", "-"), (f"val_{name}", "validation", "--")):
             if key in history:
-                ax.plot(_epochs(history[key]), history[key], style, marker=".", label=label)
+                ax.plot(range(1, len(history[key]) + 1), history[key], style, label=label)
+        ax.set_ylabel(name)
+        ax.legend()
+    if layers:
+        ax = axes[2]
+        for key in layers:
+            ax.plot(range(1, len(history[key]) + 1), history[key], label=key.split("/", 1)[1])
+        ax.set_yscale("log")
+        ax.set_ylabel("gradient norm on the probe batch")
+        ax.legend(title="layer")
+    for ax in axes:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(name)
-        ax.grid(True, alpha=0.3)
-        ax.legend()
+        ax.grid(True, which="both", alpha=0.3)
     figure.suptitle(title, fontsize="medium")
-    return figure
-
-
-def gradient_norms(history: dict[str, list[float]], title: str) -> Figure | None:
-    """Each hidden layer's gradient norm per epoch on a log scale; None without
-    diagnostics."""
-    layers = sorted(k for k in history if k.startswith("grad_norm/"))
-    if not layers:
-        return None
-    figure = Figure(figsize=(6, 3.8), layout="constrained")
-    FigureCanvasAgg(figure)
-    ax = figure.subplots()
-    for key in layers:
-        ax.plot(_epochs(history[key]), history[key], marker=".", label=key.split("/", 1)[1])
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("||dL/dW|| on the probe batch")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="layer")
-    figure.suptitle(title, fontsize="small")
     return figure

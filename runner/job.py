@@ -160,12 +160,8 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
         final = dict(result.test, train_seconds=result.train_seconds)
         mlrun.log_metrics(final)
         metric = "accuracy" if dataset.task == data.CLASSIFICATION else "mae"
-        mlrun.log_figure(
-            figures.learning_curves(result.history, metric, mlrun.name), "learning_curves.png"
-        )
-        gradients = figures.gradient_norms(result.history, mlrun.name)
-        if gradients is not None:
-            mlrun.log_figure(gradients, "gradient_norms.png")
+        curves = figures.training_curves(result.history, metric, mlrun.name)
+        mlrun.log_figure(curves, "training_curves.png")
         if result.diverged_epoch is not None:
             mlrun.outcome = DIVERGED
             mlrun.set_tags({"diverged_at_epoch": result.diverged_epoch})
