@@ -7,11 +7,12 @@ answer without paying for them.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from runner.config import UserError, register, validate_values
 from runner.sweep import sweep_of
@@ -21,11 +22,25 @@ log = logging.getLogger("runner")
 register()
 
 
+def share_of_cores(hydra_cfg: DictConfig) -> int | None:
+    """Cores per job when the launcher runs ``n_jobs`` jobs at once (joblib's key), so that
+    the workers do not fight over the cores; None for one job at a time."""
+    n_jobs = hydra_cfg.launcher.get("n_jobs")
+    cores = os.cpu_count() or 1
+    workers = cores if n_jobs is not None and n_jobs < 0 else n_jobs
+    if not workers or workers == 1:
+        return None
+    return max(1, cores // workers)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, float] | None:
     """Run one job. A user error exits 2 with its message; in a sweep, a failed job is
     recorded and the sweep goes on to the next one."""
     sweep = sweep_of(HydraConfig.get())
+    if cfg.train.threads is None:
+        with open_dict(cfg):
+            cfg.train.threads = share_of_cores(HydraConfig.get())
     try:
         # Checked before TensorFlow is imported, so a bad value is reported at once.
         validate_values(cfg)

@@ -114,6 +114,9 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 32
     steps_per_execution: int = 64
+    # TensorFlow's threads per op pool; null: all cores, or a share of them per worker
+    # when a parallel launcher runs several jobs at once (see runner/__main__.py).
+    threads: int | None = None
 
 
 @dataclass
@@ -208,6 +211,8 @@ def validate_values(cfg: DictConfig) -> None:
     _check_positive("train.batch_size", cfg.train.batch_size)
     _check_positive("train.steps_per_execution", cfg.train.steps_per_execution)
     _check_positive("diagnostics.probe_size", cfg.diagnostics.probe_size)
+    if cfg.train.threads is not None:
+        _check_positive("train.threads", cfg.train.threads)
     _check_positive("optimizer.learning_rate", cfg.optimizer.learning_rate)
     if cfg.optimizer.momentum is not None:
         if cfg.optimizer.name not in ("sgd", "rmsprop"):

@@ -84,7 +84,7 @@ def prepare(cfg: DictConfig, sweep: Sweep | None) -> Plan:
     against the task, the device and the tracking store."""
     validate_names(cfg)
     keras.backend.clear_session()
-    device = train.configure_device(cfg.device.value)
+    device = train.configure_device(cfg.device.value, cfg.train.threads)
     dataset = data.load(cfg.dataset)
     head = model.output_head(cfg.loss, cfg.model.output_activation, dataset.task, dataset.classes)
     tracker = Tracker(tracking_uri(cfg.tracking.uri))

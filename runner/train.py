@@ -36,21 +36,42 @@ class TrainResult:
     diverged_epoch: int | None = None
 
 
-def configure_device(device: str) -> str:
-    """Make TensorFlow use the device asked for, before it creates any tensor; return the
-    device used: ``gpu`` or ``cpu``."""
+def configure_device(device: str, threads: int | None = None) -> str:
+    """Make TensorFlow use the device asked for, with ``threads`` threads per op pool when
+    given, before it creates any tensor; return the device used: ``gpu`` or ``cpu``.
+
+    TensorFlow fixes these once per process, so the jobs of a sweep that share a process
+    must ask for the same; asking again for the same is free."""
+    request = (device, threads)
+    if _configured:
+        if request not in _configured:
+            raise UserError(
+                f"device={device} with {threads} threads cannot follow "
+                f"device={next(iter(_configured))[0]} in the same process: TensorFlow fixes "
+                "its devices once. Sweep them in separate runs."
+            )
+        return _configured[request]
     gpus = tf.config.list_physical_devices("GPU")
     if device == "gpu" and not gpus:
         raise UserError(
             "device=gpu, but TensorFlow sees no GPU on this machine (no CUDA-capable device "
             "or driver). Use device=auto to train on the GPU when there is one, or device=cpu."
         )
+    if threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     if device == "cpu" or not gpus:
         tf.config.set_visible_devices([], "GPU")
-        return "cpu"
-    for gpu in gpus:
-        tf.config.experimental.set_memory_growth(gpu, True)
-    return "gpu"
+        used = "cpu"
+    else:
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        used = "gpu"
+    _configured[request] = used
+    return used
+
+
+_configured: dict[tuple[str, int | None], str] = {}
 
 
 def make_optimizer(cfg: OptimizerConfig) -> keras.optimizers.Optimizer:

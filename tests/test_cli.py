@@ -3,7 +3,10 @@ SQLite store."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.conftest import running, search
 
@@ -44,6 +47,26 @@ def test_a_sweep_records_its_jobs_under_one_parent_and_prints_the_table(cli, sto
     assert "test_accuracy mean ± std" in output
     for activation in ("sigmoid", "relu"):
         assert activation in output
+
+
+def test_a_parallel_joblib_sweep_records_every_job_with_its_history(cli, store):
+    result = cli(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        "activation=relu,tanh", "loss=mse,categorical_crossentropy", "model.units=[8]",
+        "train.epochs=2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    parents = search(store, "tags.role = 'sweep'")
+    children = search(store, "tags.role = 'job'")
+    assert len(parents) == 1 and len(children) == 4
+    assert set(children["status"]) == {"FINISHED"}
+    assert set(children["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}
+    # Two workers on this machine's cores: each gets its share, not all of them.
+    assert set(children["params.train.threads"]) == {str(max(1, (os.cpu_count() or 1) // 2))}
+    client = MlflowClient(store)
+    for run_id in children["run_id"]:
+        for name in ("loss", "val_loss", "accuracy", "val_accuracy", "grad_norm/hidden_0"):
+            assert len(client.get_metric_history(run_id, name)) == 2, name
 
 
 def test_a_diverging_job_fails_alone_and_the_sweep_goes_on(cli, store):
