@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+from contextlib import suppress
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from runner.config import UserError, register, validate_values
-from runner.sweep import sweep_of
+from runner.sweep import Sweep, sweep_of
 
 log = logging.getLogger("runner")
 
@@ -33,14 +36,47 @@ def share_of_cores(hydra_cfg: DictConfig) -> int | None:
     return max(1, cores // workers)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def interrupted(cfg: DictConfig, sweep: Sweep | None) -> NoReturn:
+    """After Ctrl-C or SIGTERM (the job's own run is ended KILLED already): end the sweep's
+    parent runs KILLED too, say in one line what was kept, and exit 130."""
+    from runner.track import INTERRUPTED, Tracker, tracking_uri
+
+    if sweep is None:
+        log.error("interrupted: the run ended KILLED with the metrics logged so far")
+    else:
+        tracker = Tracker(tracking_uri(cfg.tracking.uri))
+        tracker.end_sweep(sweep.id, INTERRUPTED)
+        log.error(
+            "interrupted: sweep %s stopped; its finished jobs are kept. Re-run the same "
+            "command with resume=true to run only the missing ones.",
+            sweep.name,
+        )
+    sys.exit(130)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, float] | None:
     """Run one job. A user error exits 2 with its message; in a sweep, a failed job is
-    recorded and the sweep goes on to the next one."""
+    recorded and the sweep goes on to the next one. Ctrl-C and SIGTERM stop the job and the
+    sweep with true statuses and exit 130."""
+    # SLURM, Kubernetes and `kill` stop a job with SIGTERM: end its runs as for Ctrl-C.
+    with suppress(ValueError):  # signal handlers can only be set in the main thread
+        signal.signal(signal.SIGTERM, _interrupt)
     sweep = sweep_of(HydraConfig.get())
     if cfg.train.threads is None:
         with open_dict(cfg):
             cfg.train.threads = share_of_cores(HydraConfig.get())
+    try:
+        return run(cfg, sweep)
+    except KeyboardInterrupt:
+        interrupted(cfg, sweep)
+
+
+def run(cfg: DictConfig, sweep: Sweep | None) -> dict[str, float] | None:
     try:
         # Checked before TensorFlow is imported, so a bad value is reported at once.
         validate_values(cfg)
@@ -59,6 +95,8 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
         log.error("job %s refused: %s", job.run_name(cfg), error, exc_info=not user_error)
         job.record_failure(cfg, sweep, error)
         return None
+    if plan.finished is not None:
+        return job.skip(plan, sweep)
     try:
         return job.execute(plan, list(HydraConfig.get().overrides.task), sweep)
     except Exception:

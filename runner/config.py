@@ -150,6 +150,7 @@ class Config:
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     seed: int = 0
     device: Device = Device.auto
+    resume: bool = False
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

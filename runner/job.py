@@ -8,6 +8,8 @@ trains inside one MLflow run that ends with a true status on every path.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import MutableMapping
@@ -65,9 +67,26 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
     return flat
 
 
+# What does not change a job's result, and so stays out of its fingerprint: where it is
+# recorded, whether it may be skipped, and how many threads compute it.
+NOT_FINGERPRINTED = ("tracking", "resume")
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """A digest of the resolved config less :data:`NOT_FINGERPRINTED` and
+    ``train.threads``: equal for two jobs that train the same model on the same data."""
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    for key in NOT_FINGERPRINTED:
+        container.pop(key, None)
+    container["train"].pop("threads", None)
+    text = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass
 class Plan:
-    """A job whose config, data, output head and tracking store have all been checked."""
+    """A job whose config, data, output head and tracking store have all been checked.
+    ``finished`` is the earlier run that makes it unnecessary, when ``resume=true``."""
 
     cfg: DictConfig
     dataset: data.Dataset
@@ -76,6 +95,27 @@ class Plan:
     tracker: Tracker
     experiment_id: str
     parent_id: str | None
+    fingerprint: str
+    finished: object | None = None
+
+
+# Stores whose orphaned runs this process has looked for already.
+_reaped: set[str] = set()
+
+
+def reap_orphans(tracker: Tracker) -> None:
+    """Once per store and process: end the runs a killed process left RUNNING, in one line."""
+    if tracker.uri in _reaped:
+        return
+    _reaped.add(tracker.uri)
+    names = tracker.reap_orphans()
+    if names:
+        log.warning(
+            "marked %d run(s) left RUNNING by a process that is gone as KILLED "
+            "(outcome=interrupted): %s",
+            len(names),
+            ", ".join(names),
+        )
 
 
 def prepare(cfg: DictConfig, sweep: Sweep | None) -> Plan:
@@ -89,8 +129,25 @@ def prepare(cfg: DictConfig, sweep: Sweep | None) -> Plan:
     head = model.output_head(cfg.loss, cfg.model.output_activation, dataset.task, dataset.classes)
     tracker = Tracker(tracking_uri(cfg.tracking.uri))
     experiment_id = tracker.experiment(experiment_name(cfg))
+    reap_orphans(tracker)
     parent_id = tracker.sweep_parent(experiment_id, sweep.id, sweep.name) if sweep else None
-    return Plan(cfg, dataset, head, device, tracker, experiment_id, parent_id)
+    digest = fingerprint(cfg)
+    finished = tracker.finished_run(experiment_id, digest) if cfg.resume else None
+    return Plan(cfg, dataset, head, device, tracker, experiment_id, parent_id, digest, finished)
+
+
+def skip(plan: Plan, sweep: Sweep | None) -> dict[str, float]:
+    """Stand in for a job that finished before: move its run into this sweep and return
+    its test metrics."""
+    run = plan.finished
+    if sweep is not None:
+        plan.tracker.adopt(run.info.run_id, sweep.id, plan.parent_id)
+    log.info(
+        "skipped %s: run %s finished with the same config (resume=true)",
+        run.info.run_name,
+        run.info.run_id,
+    )
+    return {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
 
 
 def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, float]:
@@ -104,6 +161,7 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
         plan.tracker,
     )
     tags = {"sweep_id": sweep.id} if sweep else {}
+    tags["fingerprint"] = plan.fingerprint
     with tracker.open_run(plan.experiment_id, run_name(cfg), tags, plan.parent_id) as mlrun:
         mlrun.log_params(flat_params(cfg))
         mlrun.set_tags({"device": device, "task": dataset.task})

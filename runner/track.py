@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import traceback
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ STATUS = {COMPLETED: "FINISHED", DIVERGED: "FAILED", FAILED: "FAILED", INTERRUPT
 
 SWEEP_ID = "sweep_id"
 ROLE = "role"
+FINGERPRINT = "fingerprint"
 # MLflow's log_batch takes at most 100 params and 1000 metrics a call.
 PARAMS_PER_CALL = 100
 
@@ -50,12 +52,60 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
 
 
+def _process_tags() -> dict[str, str]:
+    """Who writes a run: a run left RUNNING by a process that is gone can then be told
+    from one still training."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Tracker:
     """A tracking store: finds or creates experiments, sweep parents and runs."""
 
     def __init__(self, uri: str):
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
+
+    def _all_experiments(self) -> list[str]:
+        return [e.experiment_id for e in self.client.search_experiments()]
+
+    def reap_orphans(self) -> list[str]:
+        """End as KILLED (``outcome=interrupted``) the runs left RUNNING on this host by a
+        process that no longer exists, such as one killed with SIGKILL; return their names."""
+        reaped = []
+        for run in self.client.search_runs(
+            self._all_experiments(),
+            filter_string=f"attributes.status = 'RUNNING' and tags.host = '{socket.gethostname()}'",
+            max_results=50000,
+        ):
+            pid = run.data.tags.get("pid", "")
+            if pid.isdigit() and not _alive(int(pid)):
+                Run(self.client, run.info.run_id, run.info.run_name).end(INTERRUPTED)
+                reaped.append(run.info.run_name)
+        return reaped
+
+    def finished_run(self, experiment_id: str, fingerprint: str) -> object | None:
+        """A FINISHED run of the experiment with this config fingerprint, if there is one."""
+        found = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"status = 'FINISHED' and tags.{FINGERPRINT} = '{fingerprint}'",
+            max_results=1,
+        )
+        return found[0] if found else None
+
+    def adopt(self, run_id: str, sweep_id: str, parent_id: str) -> None:
+        """Move a finished run into a sweep, so that a resumed sweep's table is complete."""
+        self.client.set_tag(run_id, SWEEP_ID, sweep_id)
+        self.client.set_tag(run_id, MLFLOW_PARENT_RUN_ID, parent_id)
 
     def experiment(self, name: str) -> str:
         """The id of experiment ``name``, created when missing. For a SQLite store, its
@@ -87,16 +137,15 @@ class Tracker:
             if found[0].info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
             return run_id
-        run = self.client.create_run(
-            experiment_id, run_name=name, tags={SWEEP_ID: sweep_id, ROLE: "sweep"}
-        )
+        tags = {SWEEP_ID: sweep_id, ROLE: "sweep", **_process_tags()}
+        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
         return run.info.run_id
 
     def end_sweep(self, sweep_id: str, outcome: str) -> None:
         """End the sweep's parent runs, in every experiment, with the sweep's outcome."""
-        experiments = [e.experiment_id for e in self.client.search_experiments()]
         for parent in self.client.search_runs(
-            experiments, filter_string=f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = 'sweep'"
+            self._all_experiments(),
+            filter_string=f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = 'sweep'",
         ):
             Run(self.client, parent.info.run_id, parent.info.run_name).end(outcome)
 
@@ -106,7 +155,7 @@ class Tracker:
     ) -> Iterator[Run]:
         """Start a run and end it on every path: with the outcome the job set when the body
         returns, ``failed`` (with the error) when it raises, ``interrupted`` on Ctrl-C."""
-        tags = dict(tags, **{ROLE: "job"})
+        tags = dict(tags, **{ROLE: "job"}, **_process_tags())
         if parent_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent_id
         created = self.client.create_run(experiment_id, run_name=name, tags=tags)
