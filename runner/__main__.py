@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from runner.config import UserError, register, validate_values
+from runner.config import UserError, check_group_overrides, register, validate_values
 from runner.sweep import Sweep, sweep_of
 
 log = logging.getLogger("runner")
@@ -107,4 +107,9 @@ def run(cfg: DictConfig, sweep: Sweep | None) -> dict[str, float] | None:
 
 
 if __name__ == "__main__":
+    try:
+        check_group_overrides(sys.argv[1:])
+    except UserError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from omegaconf import MISSING, DictConfig, ListConfig
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 class UserError(Exception):
@@ -157,6 +162,31 @@ class Config:
 def register() -> None:
     """Register the schema so that ``conf/config.yaml`` can name it in its defaults."""
     ConfigStore.instance().store(name="schema", node=Config)
+
+
+def check_group_overrides(overrides: list[str]) -> None:
+    """Refuse a config group given something other than option names (``loss=0``,
+    ``loss=[0]``), which Hydra 1.3 reports with a traceback instead of a message. Overrides
+    that do not parse are left to Hydra, which reports those cleanly."""
+    groups = {p.name: p for p in CONF.iterdir() if p.is_dir()}
+    try:
+        parsed = OverridesParser.create().parse_overrides(
+            [o for o in overrides if "=" in o and not o.startswith("-")]
+        )
+    except OverrideParseException:
+        return
+    for override in parsed:
+        if override.key_or_group not in groups or override.package is not None:
+            continue
+        values = (
+            list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        )
+        if not all(isinstance(value, str) for value in values):
+            options = sorted(p.stem for p in groups[override.key_or_group].glob("*.yaml"))
+            raise UserError(
+                f"{override.input_line} is not allowed: {override.key_or_group} takes the name "
+                f"of an option. Allowed: {', '.join(options)}."
+            )
 
 
 NOT_ACTIVATIONS = {"get", "serialize", "deserialize"}

@@ -1,0 +1,135 @@
+"""Bad input never crashes: every config key with a wrong type, an out-of-range value or a
+wrong name gets a clean error naming the key and the value, and random overrides thrown at
+the config parser and the checks give either a valid config or a clean error."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from omegaconf.errors import OmegaConfBaseException
+
+from runner import data, model
+from runner.config import UserError, check_group_overrides, validate_names, validate_values
+from tests.conftest import CONF
+
+CLEAN = (UserError, HydraException, OmegaConfBaseException)
+
+
+def check(*overrides: str) -> None:
+    """Everything the runner checks before a run exists, except the tracking store."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    validate_values(cfg)
+    validate_names(cfg)
+    dataset = data.load(cfg.dataset)
+    model.output_head(cfg.loss, cfg.model.output_activation, dataset.task, dataset.classes)
+
+
+CASES = [
+    # (overrides, words the message must contain: the key, the value, what is allowed)
+    # wrong types, caught by the schema while Hydra composes
+    (["train.epochs=abc"], ["train.epochs", "abc", "Integer"]),
+    (["train.batch_size=1.5"], ["train.batch_size", "1.5", "Integer"]),
+    (["train.steps_per_execution=[1]"], ["train.steps_per_execution", "Integer"]),
+    (["seed=x"], ["seed", "'x'", "Integer"]),
+    (["device=tpu"], ["device", "tpu", "auto, cpu, gpu"]),
+    (["model.units=abc"], ["model.units", "abc"]),
+    (["model.units=[a,b]"], ["model.units", "'a'", "Integer"]),
+    (["optimizer.learning_rate=fast"], ["optimizer.learning_rate", "fast", "Float"]),
+    (["optimizer.momentum=high"], ["optimizer.momentum", "high", "Float"]),
+    (["diagnostics.enabled=maybe"], ["diagnostics.enabled", "maybe", "bool"]),
+    (["resume=perhaps"], ["resume", "perhaps", "bool"]),
+    (["dataset.scale=log"], ["dataset.scale", "log", "standard, minmax, none"]),
+    (["dataset.task=ranking"], ["dataset.task", "ranking", "auto, classification, regression"]),
+    (["dataset.test_size=big"], ["dataset.test_size", "big", "Float"]),
+    (["dataset.dropna=sometimes"], ["dataset.dropna", "sometimes", "bool"]),
+    # wrong names: groups, keys
+    (["loss=foo"], ["loss/foo", "categorical_crossentropy", "mse"]),
+    (["dataset=foo"], ["dataset/foo", "digits", "circles"]),
+    (["optimizer=foo"], ["optimizer/foo", "adam", "sgd"]),
+    (["train.epoch=3"], ["train.epoch", "epoch"]),
+    (["model.layers=3"], ["model.layers", "layers"]),
+    (["activation=foo"], ["activation=foo", "relu", "sigmoid", "tanh"]),
+    (["activation=[relu,bar]", "model.units=[4,4]"], ["activation=bar", "relu"]),
+    (["model.output_activation=bar"], ["model.output_activation=bar", "softmax"]),
+    (["model.kernel_initializer=baz"], ["model.kernel_initializer=baz", "glorot_uniform"]),
+    # out of range
+    (["train.epochs=0"], ["train.epochs=0", "positive"]),
+    (["train.epochs=-5"], ["train.epochs=-5", "positive"]),
+    (["train.batch_size=0"], ["train.batch_size=0", "positive"]),
+    (["train.steps_per_execution=0"], ["train.steps_per_execution=0", "positive"]),
+    (["train.threads=0"], ["train.threads=0", "positive"]),
+    (["diagnostics.probe_size=0"], ["diagnostics.probe_size=0", "positive"]),
+    (["model.units=[]"], ["model.units=[]", "at least one"]),
+    (["model.units=[64,-1]"], ["model.units=-1", "positive"]),
+    (["activation=[relu,tanh,relu]"], ["activation=relu,tanh,relu", "model.units=[64, 64]"]),
+    (["activation=[relu,5]"], ["activation=", "Keras activation name"]),
+    (["optimizer.learning_rate=-0.1"], ["optimizer.learning_rate=-0.1", "positive"]),
+    (["optimizer=sgd", "optimizer.momentum=1.0"], ["optimizer.momentum=1.0", "[0, 1)"]),
+    (["optimizer.momentum=0.5"], ["optimizer.momentum", "adam", "sgd", "rmsprop"]),
+    (["dataset.test_size=0"], ["dataset.test_size=0", "(0, 1)"]),
+    (["dataset.val_size=1.2"], ["dataset.val_size=1.2", "(0, 1)"]),
+    (["dataset.test_size=0.5", "dataset.val_size=0.5"], ["dataset.val_size", "below 1"]),
+    (["dataset.subsample=3"], ["dataset.subsample=3", "at least 10"]),
+    (["dataset=circles", "dataset.noise=-1"], ["dataset.noise=-1.0", ">= 0"]),
+    (["dataset=circles", "dataset.n_samples=5"], ["dataset.n_samples=5", "at least 10"]),
+    (["dataset=csv"], ["dataset.path=FILE"]),
+    (["dataset=csv", "dataset.path=/no/such.csv"], ["dataset.path=/no/such.csv", "no such file"]),
+    (["dataset=diabetes", "loss=categorical_crossentropy"], ["loss=categorical_crossentropy"]),
+    (["loss=binary_crossentropy"], ["loss=binary_crossentropy", "10 classes"]),
+]
+
+
+@pytest.mark.parametrize("overrides,words", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_each_bad_input_gets_a_clean_error_naming_key_value_and_what_is_allowed(overrides, words):
+    with pytest.raises(CLEAN) as error:
+        check(*overrides)
+    message = str(error.value) + str(error.value.__cause__ or "")
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+
+
+@pytest.mark.parametrize("override", ["loss=0", "loss=[0]", "dataset=1.5", "optimizer=adam,3"])
+def test_a_group_given_something_else_than_option_names_is_refused(override):
+    with pytest.raises(UserError, match="takes the name of an option. Allowed: "):
+        check_group_overrides([override])
+
+
+def test_there_are_at_least_30_cases():
+    assert len(CASES) >= 30
+
+
+KEYS = [
+    "activation", "loss", "dataset", "optimizer", "seed", "device", "resume", "model.units",
+    "model.output_activation", "model.kernel_initializer", "train.epochs", "train.batch_size",
+    "train.steps_per_execution", "train.threads", "optimizer.learning_rate",
+    "optimizer.momentum", "dataset.test_size", "dataset.val_size", "dataset.scale",
+    "dataset.subsample", "diagnostics.enabled", "tracking.experiment", "nope", "+new",
+    "~train.epochs", "hydra.job.name",
+]  # fmt: skip
+VALUES = st.one_of(
+    st.text(max_size=12),
+    st.integers(-(10**6), 10**6).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.lists(st.sampled_from(["relu", "tanh", "1", "-2", "x", ""]), max_size=4).map(
+        lambda items: "[" + ",".join(items) + "]"
+    ),
+    st.sampled_from(["null", "true", "[]", "{}", "${seed}", "${oops}", "'a,b'", "a,b", "\\"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(KEYS), VALUES), max_size=3))
+def test_random_overrides_give_a_valid_config_or_a_clean_error(pairs):
+    overrides = [f"{key}={value}" for key, value in pairs]
+    try:
+        check_group_overrides(overrides)  # what `python -m runner` checks before Hydra
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+        validate_values(cfg)
+        validate_names(cfg)
+    except CLEAN:
+        pass
