@@ -7,7 +7,7 @@ STORE := sqlite:///$(CURDIR)/mlflow.db
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: help install install-gpu run test sweep ui lint plots
+.PHONY: help install install-gpu run test sweep compare ui lint plots
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ test: install  ## Run the test suite
 
 sweep: install  ## Compare 3 activations x 2 losses in one multirun sweep
 	$(PY) -m runner -m activation=sigmoid,tanh,relu loss=mse,categorical_crossentropy
+
+compare: install  ## Compare the latest sweep: table, CSV, Markdown and figure
+	$(PY) -m runner.compare $(ARGS)
 
 ui: install  ## MLflow UI over the default store, on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)

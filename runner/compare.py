@@ -1,32 +1,65 @@
-"""Comparison: MLflow runs -> a pandas table of each combination's metric over seeds.
+"""Comparison: MLflow runs -> each combination's metric over seeds, as a table and a figure.
 
-The runs come from ``mlflow.search_runs`` as a DataFrame (``params.*``, ``metrics.*``,
-``tags.*`` columns); this module only groups and ranks them.
+``python -m runner.compare`` picks runs (the latest sweep, a named sweep, an experiment, an
+MLflow filter), groups them by the params that vary, ranks the groups by a metric, prints
+the table and writes ``comparison.md``, ``comparison.csv`` and ``comparison.png``, which it
+also logs to the sweep's parent runs. The runs come from ``mlflow.search_runs`` as a
+DataFrame (``params.*``, ``metrics.*``, ``tags.*`` columns); this module groups and ranks
+them and draws them.
 """
 
 from __future__ import annotations
 
-import pandas as pd
+import argparse
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from runner.track import COMPLETED, DIVERGED, FAILED, INTERRUPTED
+import mlflow
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from runner.config import UserError
+from runner.track import (
+    COMPLETED,
+    DIVERGED,
+    FAILED,
+    INTERRUPTED,
+    ROLE,
+    SWEEP_ID,
+    sqlite_path,
+    tracking_uri,
+)
 
 # Params that identify a run or repeat it, never what a comparison is about.
 NOT_COMPARED = {"seed", "tracking.uri", "tracking.experiment"}
 CHOICES = ("activation", "loss", "dataset", "optimizer")
 LOWER_IS_BETTER = ("loss", "mae", "rmse", "mse")
-SUMMARY_COLUMNS = {"n", DIVERGED, FAILED, INTERRUPTED, "mean", "std", "min", "max", "rank"}
+COUNTS = (DIVERGED, FAILED, INTERRUPTED)
+STATS = ("mean", "std", "min", "max")
+SUMMARY_COLUMNS = {*STATS, "n", *COUNTS, "rank"}
+RUN_NAME = "tags.mlflow.runName"
+OUTCOME = "tags.outcome"
+STYLES = ("-", "--", ":", "-.")
+# How many sweep names an unknown --sweep lists.
+RECENT = 5
 
 
 def sweep_runs(uri: str, sweep_id: str) -> pd.DataFrame:
-    """The job runs of one sweep, in every experiment of the store."""
-    import mlflow
-
+    """The job runs of one sweep, in every experiment of the store, as ``mlflow.search_runs``
+    returns them."""
     mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(
-        filter_string=f"tags.sweep_id = '{sweep_id}' and tags.role = 'job'",
+    return mlflow.search_runs(
+        filter_string=f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = 'job'",
         search_all_experiments=True,
     )
-    return runs
 
 
 def varying_params(runs: pd.DataFrame) -> list[str]:
@@ -36,7 +69,10 @@ def varying_params(runs: pd.DataFrame) -> list[str]:
     the choices a user names first: ``loss.name`` adds nothing to ``loss``, and neither does
     ``optimizer.learning_rate`` when it only changes with ``optimizer``."""
     names = [c.removeprefix("params.") for c in runs.columns if c.startswith("params.")]
-    names.sort(key=lambda name: (name.count("."), name not in CHOICES))
+    # The choices in their own order, then the rest alphabetically: the same columns in the
+    # same order whatever order the store returns the params in.
+    rank = {name: i for i, name in enumerate(CHOICES)}
+    names.sort(key=lambda name: (name.count("."), rank.get(name, len(rank)), name))
     kept: list[str] = []
     groups = 1
     for name in names:
@@ -54,55 +90,397 @@ def default_metric(runs: pd.DataFrame) -> str:
     return "test_accuracy" if "metrics.test_accuracy" in runs.columns else "test_rmse"
 
 
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller ``metric`` is the better one. Losses and errors are: ``loss``,
+    ``mae``, ``rmse``, ``mse`` with or without ``test_``/``val_``, and any name ending in
+    ``loss`` or ``error``; so are times (``train_seconds``). Everything else, accuracies and
+    diagnostics such as ``grad_norm/hidden_0`` included, counts as higher-is-better; a
+    diagnostic is judged by its family, the part before ``/``."""
+    family = metric.split("/", 1)[0].removeprefix("test_").removeprefix("val_")
+    return family in LOWER_IS_BETTER or family.endswith(("loss", "error", "seconds"))
+
+
+def outcomes(runs: pd.DataFrame) -> pd.Series:
+    """Each run's ``outcome`` tag; a run without one never reached its end (killed before
+    MLflow heard of it, or still running), so it counts as interrupted."""
+    return runs.get(OUTCOME, pd.Series(index=runs.index, dtype=object)).fillna(INTERRUPTED)
+
+
 def summarize(
-    runs: pd.DataFrame, by: list[str] | None = None, metric: str | None = None
+    runs: pd.DataFrame,
+    by: list[str] | None = None,
+    metric: str | None = None,
+    lower: bool | None = None,
 ) -> pd.DataFrame:
-    """One row per combination of ``by`` (default: the params that vary): mean, std, min
-    and max of ``metric`` over the runs that completed, how many completed, diverged or
-    failed, and the rank of the mean (1 is best)."""
+    """One row per combination of ``by`` (default: the params that vary): mean, std
+    (ddof=1), min and max of ``metric`` over the runs that completed, how many completed
+    (``n``), diverged, failed or were interrupted, and the rank of the mean (1 is best, ties
+    share the better rank). ``lower`` overrides :func:`lower_is_better`. The table's
+    ``attrs`` keep the metric and the direction."""
     by = by or varying_params(runs) or ["activation"]
     metric = metric or default_metric(runs)
+    lower = lower_is_better(metric) if lower is None else lower
     column = f"metrics.{metric}"
+    keys = [f"params.{p}" for p in by]
+    # A key no run has (a store of failed runs) is one group rather than a KeyError.
+    runs = runs.assign(**{k: np.nan for k in keys if k not in runs.columns})
     runs = runs.assign(
-        _value=runs[column] if column in runs.columns else float("nan"),
-        _outcome=runs.get("tags.outcome", pd.Series(index=runs.index, dtype=object)).fillna(
-            INTERRUPTED
-        ),
+        _value=runs[column] if column in runs.columns else np.nan, _outcome=outcomes(runs)
     )
     completed = runs[runs["_outcome"] == COMPLETED]
-    keys = [f"params.{p}" for p in by]
-    stats = completed.groupby(keys, dropna=False)["_value"].agg(["mean", "std", "min", "max"])
+    stats = completed.groupby(keys, dropna=False)["_value"].agg(list(STATS))
     counts = runs.groupby(keys, dropna=False)["_outcome"].value_counts().unstack(fill_value=0)
-    for outcome in (COMPLETED, DIVERGED, FAILED, INTERRUPTED):
-        if outcome not in counts.columns:
-            counts[outcome] = 0
-    table = counts[[COMPLETED, DIVERGED, FAILED, INTERRUPTED]].join(stats, how="left")
-    table = table.rename(columns={COMPLETED: "n"})
-    ascending = metric.removeprefix("test_").removeprefix("val_") in LOWER_IS_BETTER
-    table["rank"] = table["mean"].rank(ascending=ascending, method="min").astype("Int64")
-    table = table.sort_values("rank", na_position="last")
+    counts = counts.reindex(columns=[COMPLETED, *COUNTS], fill_value=0)
+    table = stats.join(counts, how="right").rename(columns={COMPLETED: "n"})
+    table = table[[*STATS, "n", *COUNTS]]
+    table["rank"] = table["mean"].rank(ascending=lower, method="min").astype("Int64")
+    table = table.sort_values("rank", kind="stable", na_position="last")
     table.index = table.index.set_names(by)
     table = table.reset_index()
-    table.attrs["metric"] = metric
+    table.attrs.update(metric=metric, lower_is_better=lower)
     return table
 
 
-def format_table(table: pd.DataFrame) -> str:
-    """The summary as aligned text: ``mean ± std`` of the metric, min, max, the counts and
-    the rank."""
+def group_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of a summary that name its groups."""
+    return [c for c in table.columns if c not in SUMMARY_COLUMNS]
+
+
+def _shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The summary as strings: the groups, ``mean ± std`` of the metric (the mean alone when
+    one run completed, ``—`` when none did), min, max, the counts and the rank."""
     metric = table.attrs.get("metric", "metric")
-    by = [c for c in table.columns if c not in SUMMARY_COLUMNS]
 
     def number(value: float) -> str:
+        """Four decimals, or a dash for no value."""
         return "—" if pd.isna(value) else f"{value:.4f}"
 
-    shown = table[by].copy()
+    groups = table[group_columns(table)]
+    shown = groups.astype(object).where(groups.notna(), "—").astype(str)
     shown[f"{metric} mean ± std"] = [
         number(m) if pd.isna(s) else f"{m:.4f} ± {s:.4f}"
         for m, s in zip(table["mean"], table["std"], strict=True)
     ]
     shown["min"] = table["min"].map(number)
     shown["max"] = table["max"].map(number)
-    for column in ("n", DIVERGED, FAILED, INTERRUPTED, "rank"):
-        shown[column] = table[column]
-    return shown.to_string(index=False)
+    for column in ("n", *COUNTS):
+        shown[column] = table[column].astype(str)
+    shown["rank"] = table["rank"].map(lambda r: "—" if pd.isna(r) else str(r))
+    return shown
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The summary as aligned text: ``mean ± std`` of the metric, min, max, the counts and
+    the rank."""
+    return _shown(table).to_string(index=False)
+
+
+def format_markdown(table: pd.DataFrame) -> str:
+    """The summary as a Markdown table, numbers right-aligned. Written here rather than with
+    ``DataFrame.to_markdown``, which needs ``tabulate`` for what is a few lines."""
+    shown = _shown(table)
+    groups = set(group_columns(table))
+
+    def row(cells: Iterable[str]) -> str:
+        """One line of the table, with ``|`` in a cell escaped."""
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    lines = [
+        row(shown.columns),
+        row("---" if c in groups else "---:" for c in shown.columns),
+        *(row(cells) for cells in shown.itertuples(index=False)),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def group_labels(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """One label per row from its values in ``columns``, such as ``relu · mse``; the same
+    for a summary's row and for the runs of that group."""
+    return [
+        " · ".join("—" if pd.isna(v) else str(v) for v in values)
+        for values in frame[columns].itertuples(index=False)
+    ]
+
+
+def curve_metric(metric: str, available: Iterable[str]) -> str:
+    """The per-epoch metric that shows how ``metric`` came about: its validation twin when
+    the runs logged one (``test_accuracy`` and ``accuracy`` -> ``val_accuracy``,
+    ``test_rmse`` -> ``val_rmse``, ``test_loss`` -> ``val_loss``), else ``metric`` itself
+    (``grad_norm/hidden_0``)."""
+    twin = "val_" + metric.removeprefix("test_").removeprefix("val_")
+    return twin if twin in set(available) else metric
+
+
+def curves(uri: str, runs: pd.DataFrame, by: list[str], metric: str) -> pd.Series:
+    """``metric``'s history per group and epoch, the mean over the group's completed runs
+    (its seeds), indexed by (group label, step)."""
+    client = MlflowClient(tracking_uri=uri)
+    completed = runs[outcomes(runs) == COMPLETED]
+    labels = group_labels(completed, [f"params.{p}" for p in by])
+    history = pd.DataFrame(
+        [
+            (label, point.step, point.value)
+            for label, run_id in zip(labels, completed["run_id"], strict=True)
+            for point in client.get_metric_history(run_id, metric)
+        ],
+        columns=["group", "step", "value"],
+    )
+    return history.groupby(["group", "step"])["value"].mean()
+
+
+def draw(table: pd.DataFrame, curve: pd.Series, curve_name: str, title: str, path: Path) -> None:
+    """Save the comparison figure at ``path``: on the left the metric's mean per group with
+    std error bars, best on top, each group's completed and lost runs under its name; on
+    the right ``curve_name`` per epoch, one line per group in the same colour."""
+    metric = table.attrs["metric"]
+    direction = "lower" if table.attrs["lower_is_better"] else "higher"
+    by = group_columns(table)
+    labels = group_labels(table, by)
+    # Past ten groups, tab20's paired shades; past twenty, the colours repeat with another
+    # line style, so that no two groups look alike in the legend.
+    palette = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    colors = [palette(i % palette.N) for i in range(len(labels))]
+    styles = [STYLES[i // palette.N % len(STYLES)] for i in range(len(labels))]
+    fig = Figure(figsize=(13, max(4.5, 0.55 * len(labels) + 2)), layout="constrained")
+    FigureCanvasAgg(fig)
+    bars, lines = fig.subplots(1, 2, width_ratios=[1, 1.25])
+
+    ticks = []
+    for label, row in zip(labels, table.itertuples(index=False), strict=True):
+        lost = ", ".join(f"{getattr(row, c)} {c}" for c in COUNTS if getattr(row, c))
+        ticks.append(f"{label}\nn={row.n}" + (f", {lost}" if lost else ""))
+    y = np.arange(len(labels))
+    bars.barh(y, table["mean"], xerr=table["std"], color=colors, capsize=4, alpha=0.85)
+    for yi, mean in zip(y, table["mean"], strict=True):
+        if pd.isna(mean):
+            bars.text(0, yi, " no completed run", va="center", color="0.4")
+    bars.set_yticks(y, ticks)
+    # Best on top, and room for a group with no bar at the bottom.
+    bars.set_ylim(len(labels) - 0.5, -0.5)
+    bars.set_xlabel(f"{metric}, mean ± std over completed runs ({direction} is better)")
+    bars.set_title(f"{metric} by {', '.join(by)}")
+    bars.grid(True, axis="x", alpha=0.3)
+
+    # A metric logged once per run (test_*, train_seconds) has no curve to show.
+    steps = curve.index.get_level_values("step").nunique()
+    if steps < 2:
+        note = f"{curve_name}: one value per run, no curve" if steps else f"no {curve_name} logged"
+        lines.text(0.5, 0.5, note, ha="center", color="0.4", transform=lines.transAxes)
+    else:
+        for label, color, style in zip(labels, colors, styles, strict=True):
+            if label in curve.index.get_level_values("group"):
+                points = curve.loc[label]
+                # MLflow's step is Keras's epoch index; the runner's figures count from 1.
+                epochs = points.index + 1
+                lines.plot(epochs, points.values, c=color, ls=style, marker="o", ms=3, label=label)
+        # Many groups would hide the curves: their legend goes beside the axes instead.
+        outside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1)} if len(labels) > 6 else {}
+        lines.legend(title=", ".join(by), fontsize="small", **outside)
+    lines.set_xlabel("epoch")
+    lines.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lines.set_ylabel(f"{curve_name}, mean over completed runs")
+    lines.set_title(f"{curve_name} per epoch")
+    lines.grid(True, alpha=0.3)
+
+    fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+
+
+@dataclass
+class Selection:
+    """The runs to compare, what they are (``sweep multirun/…`` or ``experiment digits``)
+    and, for a sweep, the parent runs that receive the comparison's files."""
+
+    runs: pd.DataFrame
+    label: str
+    parents: list[str] = field(default_factory=list)
+
+
+def find_sweep(where: str, sweep: str | None, experiment_ids: list[str] | None) -> pd.DataFrame:
+    """The parent runs of one sweep (one per experiment it touched): the sweep whose parent
+    started last, or the one that ``sweep`` names by its run name (the sweep directory as
+    given), its id (the directory made absolute) or a path that resolves to that id, among
+    the experiments ``experiment_ids`` (None: all of them, ``where`` names them in errors).
+    When two sweeps share a name, the later one wins."""
+    parents = mlflow.search_runs(
+        experiment_ids=experiment_ids,
+        filter_string=f"tags.{ROLE} = 'sweep'",
+        search_all_experiments=True,
+        order_by=["attributes.start_time DESC"],
+    )
+    if parents.empty:
+        raise UserError(
+            f"no sweep in {where}: run one (make sweep), or compare an experiment's runs with "
+            "--experiment NAME"
+        )
+    if sweep is None:
+        sweep_id = parents[f"tags.{SWEEP_ID}"].iloc[0]
+    else:
+        ids = parents[f"tags.{SWEEP_ID}"]
+        named = parents[
+            (parents[RUN_NAME] == sweep) | ids.isin({sweep, str(Path(sweep).resolve())})
+        ]
+        if named.empty:
+            recent = parents.drop_duplicates(f"tags.{SWEEP_ID}")[RUN_NAME].head(RECENT)
+            raise UserError(f"no sweep {sweep!r} in {where}; the latest: {', '.join(recent)}")
+        sweep_id = named[f"tags.{SWEEP_ID}"].iloc[0]
+    return parents[parents[f"tags.{SWEEP_ID}"] == sweep_id]
+
+
+def select(
+    uri: str,
+    sweep: str | None = None,
+    experiment: str | None = None,
+    filter_string: str | None = None,
+) -> Selection:
+    """The job runs to compare: the sweep ``sweep`` names, else the whole of ``experiment``,
+    else the latest sweep; a sweep and an experiment together take the sweep's runs in that
+    experiment, and ``filter_string`` (MLflow's syntax) narrows any of them. Raises
+    :class:`UserError` when the store, sweep or experiment is missing or no run matches."""
+    db = sqlite_path(uri)
+    # MLflow would create an empty store at a mistyped path rather than say it is missing.
+    if db is not None and not db.exists():
+        raise UserError(f"no MLflow store at {db}: run a job or a sweep first (make sweep)")
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_ids = None
+    where = uri
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            names = ", ".join(e.name for e in client.search_experiments()) or "none"
+            raise UserError(f"no experiment {experiment!r} in {uri}; experiments: {names}")
+        experiment_ids = [found.experiment_id]
+        where = f"experiment {experiment}"
+    clauses = [f"tags.{ROLE} = 'job'"]
+    selection = Selection(pd.DataFrame(), where)
+    if sweep is not None or experiment is None:
+        parents = find_sweep(where, sweep, experiment_ids)
+        clauses.append(f"tags.{SWEEP_ID} = '{parents[f'tags.{SWEEP_ID}'].iloc[0]}'")
+        selection.label = f"sweep {parents[RUN_NAME].iloc[0]}" + (
+            f" in experiment {experiment}" if experiment else ""
+        )
+        selection.parents = parents["run_id"].tolist()
+    if filter_string:
+        clauses.append(filter_string)
+    try:
+        selection.runs = mlflow.search_runs(
+            experiment_ids=experiment_ids,
+            filter_string=" and ".join(clauses),
+            search_all_experiments=True,
+        )
+    except MlflowException as error:
+        raise UserError(
+            f"cannot search {uri} for {' and '.join(clauses)}: {error.message}"
+        ) from None
+    if selection.runs.empty:
+        matching = f" matching {filter_string!r}" if filter_string else ""
+        raise UserError(f"no job runs{matching} in {selection.label}")
+    return selection
+
+
+def check(runs: pd.DataFrame, label: str, metric: str, by: list[str] | None) -> None:
+    """Raise :class:`UserError` naming what is there when ``metric`` or a param of ``by`` is
+    not among the runs'."""
+
+    def logged(prefix: str) -> list[str]:
+        """The names of the runs' columns that start with ``prefix``, without it."""
+        return sorted(c.removeprefix(prefix) for c in runs.columns if c.startswith(prefix))
+
+    if metric not in logged("metrics."):
+        available = ", ".join(logged("metrics.")) or "none"
+        raise UserError(f"no metric {metric!r} in the runs of {label}; metrics: {available}")
+    unknown = [p for p in by or [] if p not in logged("params.")]
+    if unknown:
+        params = ", ".join(logged("params."))
+        raise UserError(f"no param {', '.join(unknown)} in the runs of {label}; params: {params}")
+
+
+def write(
+    uri: str, selection: Selection, table: pd.DataFrame, heading: str, out: Path
+) -> list[Path]:
+    """Write ``comparison.md`` (``heading`` and the table), ``comparison.csv`` (groups and
+    numbers) and ``comparison.png`` (see :func:`draw`) into ``out``; return their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    metric = table.attrs["metric"]
+    by = group_columns(table)
+    available = [c.removeprefix("metrics.") for c in selection.runs.columns]
+    curve_name = curve_metric(metric, available)
+    markdown, csv, png = out / "comparison.md", out / "comparison.csv", out / "comparison.png"
+    markdown.write_text(f"{heading}\n\n{format_markdown(table)}", encoding="utf-8")
+    table.to_csv(csv, index=False)
+    curve = curves(uri, selection.runs, by, curve_name)
+    draw(table, curve, curve_name, heading.replace("`", ""), png)
+    return [markdown, csv, png]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of ``python -m runner.compare``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m runner.compare",
+        description="Compare MLflow runs: one row per combination of params, the metric's "
+        "mean ± std over the completed runs, the lost runs and the rank; written as Markdown, "
+        "CSV and a figure, and logged to the sweep's parent runs.",
+    )
+    parser.add_argument(
+        "--sweep",
+        help="a sweep's name (multirun/DATE/TIME) or id (its absolute directory); "
+        "default: the latest sweep",
+    )
+    parser.add_argument("--experiment", help="every job run of this experiment")
+    parser.add_argument(
+        "--filter", help="an MLflow filter that narrows the runs: \"params.loss = 'mse'\""
+    )
+    parser.add_argument(
+        "--by", help="comma-separated params to group by; default: the params that vary"
+    )
+    parser.add_argument(
+        "--metric",
+        help="any logged metric, its last value for a per-epoch one; default: test_accuracy, "
+        "or test_rmse for regression",
+    )
+    parser.add_argument(
+        "--lower-is-better",
+        action=argparse.BooleanOptionalAction,
+        help="rank the smallest mean first (or, with --no-lower-is-better, the largest); "
+        "default: lower for losses, errors and seconds, higher for anything else",
+    )
+    parser.add_argument("--out", default="comparison", help="output folder (default: %(default)s)")
+    parser.add_argument("--uri", help="MLflow tracking URI; default: as the runner tracks")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compare the runs the command line picks: print the table, write the files into
+    ``--out``, log them to the sweep's parent runs. A missing store, sweep, experiment,
+    metric or param, or no matching run, is one line on stderr and exit code 2."""
+    args = parse_args(argv)
+    uri = args.uri or tracking_uri(None)
+    by = [p.strip() for p in args.by.split(",")] if args.by else None
+    try:
+        selection = select(uri, args.sweep, args.experiment, args.filter)
+        metric = args.metric or default_metric(selection.runs)
+        check(selection.runs, selection.label, metric, by)
+    except UserError as error:
+        print(f"compare: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    table = summarize(selection.runs, by, metric, args.lower_is_better)
+    direction = "lower" if table.attrs["lower_is_better"] else "higher"
+    heading = (
+        f"{selection.label}: {len(selection.runs)} runs, `{metric}` ({direction} is better)"
+        + (f", filter `{args.filter}`" if args.filter else "")
+    )
+    print(heading.replace("`", ""))
+    print(format_table(table))
+    paths = write(uri, selection, table, heading, Path(args.out))
+    client = MlflowClient(tracking_uri=uri)
+    for run_id in selection.parents:
+        for path in paths:
+            client.log_artifact(run_id, str(path), "comparison")
+    logged = f"; logged to parent run {', '.join(selection.parents)}" if selection.parents else ""
+    print(f"wrote {', '.join(map(str, paths))}{logged}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -47,7 +47,7 @@ def tracking_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}"
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
     prefix = "sqlite:///"
     return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
 
@@ -114,7 +114,7 @@ class Tracker:
             found = self.client.get_experiment_by_name(name)
             if found is not None:
                 return found.experiment_id
-            db = _sqlite_path(self.uri)
+            db = sqlite_path(self.uri)
             location = (db.parent / "mlartifacts" / quote(name, safe="")).as_uri() if db else None
             return self.client.create_experiment(name, artifact_location=location)
         except MlflowException as error:
