@@ -270,3 +270,22 @@ def test_npz_with_objects_or_missing_arrays_is_refused(dataset_cfg, tmp_path):
 def test_csv_without_a_path_says_what_it_needs(dataset_cfg):
     with pytest.raises(UserError, match="dataset=csv needs dataset.path=FILE"):
         data.load(dataset_cfg("csv"))
+
+
+def test_keras_cifar10_loads_from_the_cache(dataset_cfg, tmp_path, monkeypatch):
+    import pickle
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    folder = tmp_path / "datasets" / "cifar-10-batches-py-target" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        batch = {
+            b"data": rng.integers(0, 256, size=(20, 3072), dtype=np.uint8),
+            b"labels": list(np.tile(np.arange(10), 2)),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+    ds = data.load(dataset_cfg("cifar10"))
+    assert (ds.features, ds.classes) == (3072, 10)
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 120
+    assert 0 <= ds.x_train.min() and ds.x_train.max() <= 1
