@@ -23,6 +23,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
+from sqlalchemy.exc import SQLAlchemyError
 
 from runner.config import UserError
 
@@ -68,12 +69,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)
+
+
+def unusable(uri: str, error: Exception) -> UserError:
+    """The message for a store that cannot be opened or read."""
+    reason = getattr(error, "message", None) or str(error).splitlines()[0]
+    return UserError(
+        f"tracking store {uri} cannot be used: {reason}. Point tracking.uri (or "
+        "MLFLOW_TRACKING_URI) at an MLflow store, or at a new file to start one."
+    )
+
+
 class Tracker:
     """A tracking store: finds or creates experiments, sweep parents and runs."""
 
     def __init__(self, uri: str):
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            # A SQLite store is opened, and migrated, here: a corrupt file fails at once.
+            self.client = MlflowClient(tracking_uri=uri)
+        except STORE_ERRORS as error:
+            raise unusable(uri, error) from None
 
     def _all_experiments(self) -> list[str]:
         return [e.experiment_id for e in self.client.search_experiments()]
@@ -112,8 +129,11 @@ class Tracker:
         artifacts go in ``mlartifacts/`` beside the database, wherever the job runs."""
         try:
             found = self.client.get_experiment_by_name(name)
-            if found is not None:
-                return found.experiment_id
+        except STORE_ERRORS as error:
+            raise unusable(self.uri, error) from None
+        if found is not None:
+            return found.experiment_id
+        try:
             db = sqlite_path(self.uri)
             location = (db.parent / "mlartifacts" / quote(name, safe="")).as_uri() if db else None
             return self.client.create_experiment(name, artifact_location=location)

@@ -92,3 +92,15 @@ def test_an_interrupted_sweep_resumes_with_only_the_missing_jobs(tmp_path, store
     assert sorted(finished["params.train.epochs"]) == ["1", "150"]
     assert finished["tags.sweep_id"].nunique() == 1
     assert search(store, "tags.role = 'sweep'").iloc[0]["status"] == "FINISHED"
+
+
+def test_a_corrupt_store_is_a_clear_error_and_is_left_as_it_was(tmp_path, cli):
+    junk = bytes(range(256)) * 20
+    path = tmp_path / "corrupt.db"
+    path.write_bytes(junk)
+    result = cli(f"tracking.uri=sqlite:///{path}", "train.epochs=1")
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert f"tracking store sqlite:///{path} cannot be used" in output
+    assert "file is not a database" in output and "Traceback" not in output
+    assert path.read_bytes() == junk
