@@ -379,6 +379,17 @@ def select(
     return selection
 
 
+def at_step(uri: str, runs: pd.DataFrame, metric: str, step: int) -> pd.DataFrame:
+    """The runs with ``metric`` replaced by its value at ``step`` (an epoch index, from 0)
+    instead of its last value: early epochs are where vanishing gradients show."""
+    client = MlflowClient(tracking_uri=uri)
+    values = []
+    for run_id in runs["run_id"]:
+        points = {p.step: p.value for p in client.get_metric_history(run_id, metric)}
+        values.append(points.get(step, np.nan))
+    return runs.assign(**{f"metrics.{metric}": values})
+
+
 def check(runs: pd.DataFrame, label: str, metric: str, by: list[str] | None) -> None:
     """Raise :class:`UserError` naming what is there when ``metric`` or a param of ``by`` is
     not among the runs'."""
@@ -440,6 +451,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "or test_rmse for regression",
     )
     parser.add_argument(
+        "--step",
+        type=int,
+        help="take a per-epoch metric at this epoch index (0 is the first) instead of its "
+        "last value",
+    )
+    parser.add_argument(
         "--lower-is-better",
         action=argparse.BooleanOptionalAction,
         help="rank the smallest mean first (or, with --no-lower-is-better, the largest); "
@@ -464,10 +481,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"compare: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    if args.step is not None:
+        selection.runs = at_step(uri, selection.runs, metric, args.step)
+        metric_label = f"{metric} at epoch {args.step + 1}"
+    else:
+        metric_label = metric
     table = summarize(selection.runs, by, metric, args.lower_is_better)
     direction = "lower" if table.attrs["lower_is_better"] else "higher"
     heading = (
-        f"{selection.label}: {len(selection.runs)} runs, `{metric}` ({direction} is better)"
+        f"{selection.label}: {len(selection.runs)} runs, `{metric_label}` ({direction} is better)"
         + (f", filter `{args.filter}`" if args.filter else "")
     )
     print(heading.replace("`", ""))

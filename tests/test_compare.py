@@ -416,3 +416,15 @@ def test_python_m_runner_compare_writes_into_comparison_under_the_cwd(sweeps, tm
     table = pd.read_csv(tmp_path / "comparison" / "comparison.csv")
     assert table["loss"].tolist() == [CCE, "mse"]
     assert table["n"].tolist() == [4, 4]
+
+
+def test_step_takes_a_per_epoch_metric_at_that_epoch(sweeps, tmp_path, capsys):
+    base = ["--uri", sweeps["uri"], "--metric", "val_accuracy", "--by", "activation"]
+    assert compare(capsys, *base, "--out", str(tmp_path / "last"))[0] == 0
+    code, out, _ = compare(capsys, *base, "--step", "0", "--out", str(tmp_path / "first"))
+    assert code == 0 and "val_accuracy at epoch 1" in out
+    last = read_csv(tmp_path / "last", ["activation"])
+    first = read_csv(tmp_path / "first", ["activation"])
+    # The store's val_accuracy grows linearly to its last value over EPOCHS epochs.
+    for activation in last.index:
+        assert first.loc[activation, "mean"] == pytest.approx(last.loc[activation, "mean"] / EPOCHS)
