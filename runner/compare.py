@@ -276,6 +276,9 @@ def draw(table: pd.DataFrame, curve: pd.Series, curve_name: str, title: str, pat
         # Many groups would hide the curves: their legend goes beside the axes instead.
         outside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1)} if len(labels) > 6 else {}
         lines.legend(title=", ".join(by), fontsize="small", **outside)
+    if curve_name.startswith("grad_norm/"):
+        # Vanishing gradients span orders of magnitude: on a linear axis they all read 0.
+        lines.set_yscale("log")
     lines.set_xlabel("epoch")
     lines.xaxis.set_major_locator(MaxNLocator(integer=True))
     lines.set_ylabel(f"{curve_name}, mean over completed runs")
