@@ -7,7 +7,7 @@ STORE := sqlite:///$(CURDIR)/mlflow.db
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: help install install-gpu run test sweep compare ui lint plots
+.PHONY: help install install-gpu run test test-slow sweep compare ui lint plots
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,8 +27,11 @@ install-gpu: install  ## Swap the CPU build of TensorFlow for the CUDA one (Linu
 run: install  ## Train the default model (digits, relu, categorical cross-entropy)
 	$(PY) -m runner
 
-test: install  ## Run the test suite
+test: install  ## Run the test suite (about 10 minutes on 2 cores)
 	$(PY) -m pytest
+
+test-slow: install  ## Run the slow tests: parallel sweeps, resuming a killed sweep
+	$(PY) -m pytest -m slow
 
 sweep: install  ## Compare 3 activations x 2 losses in one multirun sweep
 	$(PY) -m runner -m activation=sigmoid,tanh,relu loss=mse,categorical_crossentropy

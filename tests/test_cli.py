@@ -49,6 +49,7 @@ def test_a_sweep_records_its_jobs_under_one_parent_and_prints_the_table(cli, sto
         assert activation in output
 
 
+@pytest.mark.slow
 def test_a_parallel_joblib_sweep_records_every_job_with_its_history(cli, store):
     result = cli(
         "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",

@@ -71,6 +71,7 @@ def test_sigkill_leaves_a_run_that_the_next_start_marks_killed(tmp_path, store, 
     assert (run.info.status, run.data.tags["outcome"]) == ("KILLED", "interrupted")
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_with_only_the_missing_jobs(tmp_path, store, cli):
     sweep = ["-m", "train.epochs=1,150", "hydra.sweep.dir=study", "model.units=[16]"]
     process = start(tmp_path, store, *sweep)
