@@ -7,7 +7,7 @@ STORE := sqlite:///$(CURDIR)/mlflow.db
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: help install install-gpu run test test-slow sweep compare ui lint plots
+.PHONY: help install install-gpu run test test-slow sweep compare ui server lint plots
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ compare: install  ## Compare the latest sweep: table, CSV, Markdown and figure
 
 ui: install  ## MLflow UI over the default store, on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
+
+server: install  ## MLflow tracking server over the default store, on 127.0.0.1:5000
+	$(VENV)/bin/mlflow server --backend-store-uri $(STORE) \
+		--artifacts-destination $(CURDIR)/mlartifacts --host $(HOST) --port $(PORT)
 
 plots: install  ## Draw every activation with its derivative into activations.png
 	$(PY) -m runner.reference_plot activations.png

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import mlflow.data
 import numpy as np
+import requests
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -35,6 +36,9 @@ DEFAULT_STORE = ROOT / "mlflow.db"
 COMPLETED, DIVERGED, FAILED, INTERRUPTED = "completed", "diverged", "failed", "interrupted"
 STATUS = {COMPLETED: "FINISHED", DIVERGED: "FAILED", FAILED: "FAILED", INTERRUPTED: "KILLED"}
 
+# Seconds to wait for a tracking server's health answer before calling it unreachable.
+SERVER_TIMEOUT = 5
+
 SWEEP_ID = "sweep_id"
 ROLE = "role"
 FINGERPRINT = "fingerprint"
@@ -46,6 +50,20 @@ def tracking_uri(configured: str | None) -> str:
     """``tracking.uri`` when given, else ``$MLFLOW_TRACKING_URI``, else the project's SQLite
     file as an absolute path, so every job of a sweep writes to the same store."""
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}"
+
+
+def check_server(uri: str) -> None:
+    """Fail at once, before any training, when a tracking server does not answer: MLflow's
+    own client would retry each call with backoff for minutes first."""
+    try:
+        response = requests.get(f"{uri.rstrip('/')}/health", timeout=SERVER_TIMEOUT)
+        response.raise_for_status()
+    except requests.RequestException as error:
+        raise UserError(
+            f"tracking server {uri} is not reachable ({type(error).__name__}). Start it "
+            "(make server runs one on 127.0.0.1:5000), or drop tracking.uri to use the "
+            "local SQLite store."
+        ) from None
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -86,6 +104,8 @@ class Tracker:
 
     def __init__(self, uri: str):
         self.uri = uri
+        if uri.startswith(("http://", "https://")):
+            check_server(uri)
         try:
             # A SQLite store is opened, and migrated, here: a corrupt file fails at once.
             self.client = MlflowClient(tracking_uri=uri)
