@@ -105,3 +105,54 @@ def test_a_corrupt_store_is_a_clear_error_and_is_left_as_it_was(tmp_path, cli):
     assert f"tracking store sqlite:///{path} cannot be used" in output
     assert "file is not a database" in output and "Traceback" not in output
     assert path.read_bytes() == junk
+
+
+@pytest.mark.slow
+def test_eight_parallel_jobs_on_a_fresh_store_lose_nothing(cli, store):
+    result = cli(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=8", "seed=0,1,2,3,4,5,6,7",
+        "model.units=[8]", "train.epochs=3",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "database is locked" not in output
+    children = search(store, "tags.role = 'job'")
+    assert sorted(children["status"]) == ["FINISHED"] * 8
+    client = MlflowClient(store)
+    points = sum(
+        len(client.get_metric_history(run_id, name))
+        for run_id in children["run_id"]
+        for name in ("loss", "val_loss", "accuracy", "val_accuracy")
+    )
+    assert points == 8 * 3 * 4
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+@pytest.mark.xfail(
+    strict=True,
+    reason="TensorFlow 2.21 keeps about 4 MB per trained model even after "
+    "keras.backend.clear_session() and gc (keras-team/keras#17458; plain model.fit leaks the "
+    "same here): 100 jobs grow by about 380 MB. Strict, so that a fix shows as a failure.",
+)
+def test_a_hundred_jobs_in_one_process_release_their_memory(make_cfg, store):
+    from runner import job
+    from runner.config import validate_values
+
+    rss = {}
+    for i in range(1, 101):
+        cfg = make_cfg(
+            f"seed={i}", "model.units=[8]", "train.epochs=1", "diagnostics.enabled=false"
+        )
+        validate_values(cfg)
+        job.execute(job.prepare(cfg, None), [], None)
+        rss[i] = rss_mb()
+    assert rss[100] - rss[10] < 200, rss
+    assert len(search(store, "attributes.status = 'FINISHED'")) == 100
