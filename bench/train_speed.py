@@ -107,8 +107,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args()
     ds = data.load(OmegaConf.structured(DatasetConfig(name="digits")))
-    ys = [data.encode_targets(y, Encoding.onehot, 10) for y in (ds.y_train, ds.y_val, ds.y_test)]
-    splits = (ds.x_train, ys[0], ds.x_val, ys[1], ds.x_test, ys[2])
+    splits = data.encoded_splits(ds, Encoding.onehot)
     contenders = {"tutorial": tutorial, "runner": runner, "loop": loop}
     seconds: dict[str, list[float]] = {name: [] for name in contenders}
     accuracy: dict[str, list[float]] = {name: [] for name in contenders}

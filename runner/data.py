@@ -16,7 +16,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from runner.config import DatasetConfig, Encoding, Scale, UserError
 from runner.datasets import CLASSIFICATION, LOADERS, REGRESSION
 
-__all__ = ["CLASSIFICATION", "REGRESSION", "Dataset", "encode_targets", "load"]
+__all__ = ["CLASSIFICATION", "REGRESSION", "Dataset", "encode_targets", "encoded_splits", "load"]
 
 
 @dataclass
@@ -98,6 +98,19 @@ def load(cfg: DatasetConfig) -> Dataset:
         y_train, y_val, y_test = ((p - mean) / std for p in (y_train, y_val, y_test))
     return Dataset(
         cfg.name, task, classes, x_train, y_train, x_val, y_val, x_test, y_test, raw.source
+    )
+
+
+def encoded_splits(dataset: Dataset, encoding: Encoding) -> tuple[np.ndarray, ...]:
+    """(x_train, y_train, x_val, y_val, x_test, y_test) with the targets encoded for a loss."""
+    return tuple(
+        part
+        for x, y in (
+            (dataset.x_train, dataset.y_train),
+            (dataset.x_val, dataset.y_val),
+            (dataset.x_test, dataset.y_test),
+        )
+        for part in (x, encode_targets(y, encoding, dataset.classes))
     )
 
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -177,43 +177,12 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
         mlrun.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         mlrun.log_text(OmegaConf.to_yaml(overrides), "overrides.yaml")
 
-        keras.utils.set_random_seed(cfg.seed)
-        net = model.build_model(
-            dataset.features,
-            list(cfg.model.units),
-            hidden_activations(cfg),
-            head,
-            cfg.model.kernel_initializer,
-        )
+        net = build(cfg, dataset, head)
         summary: list[str] = []
         net.summary(print_fn=lambda text, **_: summary.append(text))
         mlrun.log_text("\n".join(summary), "model_summary.txt")
-
-        splits = (
-            dataset.x_train,
-            dataset.y_train,
-            dataset.x_val,
-            dataset.y_val,
-            dataset.x_test,
-            dataset.y_test,
-        )
-        encoded = tuple(
-            part if i % 2 == 0 else data.encode_targets(part, head.encoding, dataset.classes)
-            for i, part in enumerate(splits)
-        )
-        result = train.train(
-            net,
-            cfg.loss.name,
-            cfg.optimizer,
-            dataset.task,
-            head.encoding,
-            encoded,
-            cfg.train.epochs,
-            cfg.train.batch_size,
-            seed=cfg.seed,
-            steps_per_execution=cfg.train.steps_per_execution,
-            callbacks=diagnostics(cfg, encoded[0], encoded[1]),
-            on_epoch=lambda epoch, logs: mlrun.log_metrics(logs, step=epoch),
+        result = fit(
+            cfg, net, dataset, head, lambda epoch, logs: mlrun.log_metrics(logs, step=epoch)
         )
         final = dict(result.test, train_seconds=result.train_seconds)
         mlrun.log_metrics(final)
@@ -247,6 +216,43 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
         tracker.uri,
     )
     return result.test
+
+
+def build(cfg: DictConfig, dataset: data.Dataset, head: model.OutputHead) -> keras.Model:
+    """The job's model, its initial weights fixed by ``seed``."""
+    keras.utils.set_random_seed(cfg.seed)
+    return model.build_model(
+        dataset.features,
+        list(cfg.model.units),
+        hidden_activations(cfg),
+        head,
+        cfg.model.kernel_initializer,
+    )
+
+
+def fit(
+    cfg: DictConfig,
+    net: keras.Model,
+    dataset: data.Dataset,
+    head: model.OutputHead,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> train.TrainResult:
+    """Train ``net`` as the job's config says, with the diagnostics when they are on."""
+    splits = data.encoded_splits(dataset, head.encoding)
+    return train.train(
+        net,
+        cfg.loss.name,
+        cfg.optimizer,
+        dataset.task,
+        head.encoding,
+        splits,
+        cfg.train.epochs,
+        cfg.train.batch_size,
+        seed=cfg.seed,
+        steps_per_execution=cfg.train.steps_per_execution,
+        callbacks=diagnostics(cfg, splits[0], splits[1]),
+        on_epoch=on_epoch,
+    )
 
 
 def diagnostics(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray) -> list:

@@ -289,3 +289,11 @@ def test_keras_cifar10_loads_from_the_cache(dataset_cfg, tmp_path, monkeypatch):
     assert (ds.features, ds.classes) == (3072, 10)
     assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 120
     assert 0 <= ds.x_train.min() and ds.x_train.max() <= 1
+
+
+def test_encoded_splits_pair_each_split_with_its_encoded_targets(dataset_cfg):
+    ds = data.load(dataset_cfg("iris"))
+    x_train, y_train, x_val, y_val, x_test, y_test = data.encoded_splits(ds, Encoding.onehot)
+    assert x_train is ds.x_train and x_test is ds.x_test
+    assert y_train.shape == (len(ds.y_train), 3) and y_val.shape == (len(ds.y_val), 3)
+    np.testing.assert_array_equal(y_test.argmax(axis=1), ds.y_test)

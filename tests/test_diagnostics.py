@@ -18,10 +18,7 @@ from tests.conftest import search
 @pytest.fixture(scope="module")
 def digits():
     ds = data.load(OmegaConf.structured(DatasetConfig(name="digits")))
-    y = [
-        data.encode_targets(part, Encoding.onehot, 10) for part in (ds.y_train, ds.y_val, ds.y_test)
-    ]
-    return ds, (ds.x_train, y[0], ds.x_val, y[1], ds.x_test, y[2])
+    return ds, data.encoded_splits(ds, Encoding.onehot)
 
 
 def fit(digits, activations, epochs=2, dead_bias=False):
