@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-from contextlib import suppress
 from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from runner import stop
 from runner.config import UserError, check_group_overrides, register, validate_values
 from runner.sweep import Sweep, sweep_of
 
@@ -34,10 +33,6 @@ def share_of_cores(hydra_cfg: DictConfig) -> int | None:
     if not workers or workers == 1:
         return None
     return max(1, cores // workers)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def interrupted(cfg: DictConfig, sweep: Sweep | None) -> NoReturn:
@@ -63,9 +58,7 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
     """Run one job. A user error exits 2 with its message; in a sweep, a failed job is
     recorded and the sweep goes on to the next one. Ctrl-C and SIGTERM stop the job and the
     sweep with true statuses and exit 130."""
-    # SLURM, Kubernetes and `kill` stop a job with SIGTERM: end its runs as for Ctrl-C.
-    with suppress(ValueError):  # signal handlers can only be set in the main thread
-        signal.signal(signal.SIGTERM, _interrupt)
+    stop.install()
     sweep = sweep_of(HydraConfig.get())
     if cfg.train.threads is None:
         with open_dict(cfg):

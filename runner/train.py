@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from runner import stop
 from runner.config import Encoding, OptimizerConfig, UserError
 from runner.data import CLASSIFICATION
 
@@ -118,7 +119,8 @@ def evaluate(
 
 class _EpochEnd(keras.callbacks.Callback):
     """Adds the validation metrics to the epoch's logs, logs the epoch, and hands the logs
-    to ``on_epoch``.
+    to ``on_epoch``; after each batch, raises a Ctrl-C or SIGTERM whose first raise a
+    finalizer swallowed (see runner/stop.py).
 
     Validation runs here rather than through ``fit(validation_data=...)``, whose
     ``evaluate`` builds a new input pipeline every epoch: on digits that took as long as
@@ -135,7 +137,11 @@ class _EpochEnd(keras.callbacks.Callback):
         self.validation = validation
         self.on_epoch = on_epoch
 
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        stop.check()
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        stop.check()
         logs = logs if logs is not None else {}
         logs.update({f"val_{name}": value for name, value in self.validation().items()})
         values = {name: float(value) for name, value in logs.items()}
