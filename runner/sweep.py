@@ -47,7 +47,8 @@ class SweepCallback(Callback):
         sweep = sweep_of(config.hydra)
         try:
             tracker = Tracker(tracking_uri(config.tracking.uri))
-            tracker.sweep_parent(tracker.experiment(experiment_name(config)), sweep.id, sweep.name)
+            experiment_id = tracker.experiment(experiment_name(config))
+            tracker.sweep_parent(experiment_id, sweep.id, sweep.name, claim=True)
         except UserError as error:
             log.error("%s", error)
             sys.exit(2)

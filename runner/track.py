@@ -164,9 +164,13 @@ class Tracker:
                 return found.experiment_id
             raise UserError(f"tracking store {self.uri} cannot be used: {error.message}") from None
 
-    def sweep_parent(self, experiment_id: str, sweep_id: str, name: str) -> str:
-        """The run id of the sweep's parent run in this experiment, created when missing,
-        and marked RUNNING again when a sweep is re-run into the same directory."""
+    def sweep_parent(
+        self, experiment_id: str, sweep_id: str, name: str, claim: bool = False
+    ) -> str:
+        """The run id of the sweep's parent run in this experiment, created when missing.
+        ``claim`` (the sweep's own process, at its start) marks a parent found from an earlier
+        sweep into the same directory RUNNING again, as this process's, so that the orphan
+        check does not take it for the earlier, dead process's."""
         found = self.client.search_runs(
             [experiment_id],
             filter_string=f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = 'sweep'",
@@ -174,8 +178,10 @@ class Tracker:
         )
         if found:
             run_id = found[0].info.run_id
-            if found[0].info.status != "RUNNING":
+            if claim:
                 self.client.update_run(run_id, status="RUNNING")
+                tags = [RunTag(k, v) for k, v in _process_tags().items()]
+                self.client.log_batch(run_id, tags=tags)
             return run_id
         tags = {SWEEP_ID: sweep_id, ROLE: "sweep", **_process_tags()}
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)
