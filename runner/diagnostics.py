@@ -42,15 +42,20 @@ class Diagnostics(keras.callbacks.Callback):
         outputs = [layer.output for layer in hidden] + [self.model.output]
         tap = keras.Model(self.model.inputs, outputs)
         kernels = [layer.kernel for layer in hidden]
+        optimizer = self.model.optimizer
 
         # One traced function: a forward and backward pass per epoch, without the eager
         # overhead that would add more than the 10 % of training time allowed here.
         @tf.function
         def probe(x: tf.Tensor, y: tf.Tensor) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
+            # The loss scale training uses under train.mixed_precision, 1 otherwise: without
+            # it, a deep sigmoid stack's first-layer gradient underflows to 0 in float16.
+            scale = optimizer.scale_loss(tf.constant(1.0))
             with tf.GradientTape() as tape:
                 *hidden_outputs, predictions = tap(x, training=False)
-                loss = tf.reduce_mean(self.loss(y, predictions))
-            return tape.gradient(loss, kernels), hidden_outputs
+                loss = tf.reduce_mean(self.loss(y, predictions)) * scale
+            gradients = tape.gradient(loss, kernels)
+            return [gradient / scale for gradient in gradients], hidden_outputs
 
         self.probe = probe
 

@@ -57,20 +57,29 @@ def build_model(
     activations: list[str],
     head: OutputHead,
     kernel_initializer: str = "glorot_uniform",
+    mixed_precision: bool = False,
 ) -> keras.Model:
-    """Input -> Dense(units[i], activations[i]) for each hidden layer -> Dense(head)."""
+    """Input -> Dense(units[i], activations[i]) for each hidden layer -> Dense(head).
+
+    ``mixed_precision``: the hidden layers compute in float16 (Keras's ``mixed_float16``:
+    float32 weights), the output layer in float32, so that softmax and the loss do too. The
+    policy is set per layer, never process-wide, so that the jobs sharing a sweep's process
+    each get their own."""
+    hidden_dtype = "mixed_float16" if mixed_precision else "float32"
     x = features = keras.Input(shape=(inputs,), name="features")
     for i, (width, activation) in enumerate(zip(units, activations, strict=True)):
         x = keras.layers.Dense(
             width,
             activation=activation,
             kernel_initializer=kernel_initializer,
+            dtype=hidden_dtype,
             name=f"hidden_{i}_{activation}",
         )(x)
     outputs = keras.layers.Dense(
         head.units,
         activation=head.activation,
         kernel_initializer=kernel_initializer,
+        dtype="float32",
         name=f"output_{head.activation}",
     )(x)
     return keras.Model(features, outputs, name="mlp")
