@@ -6,8 +6,11 @@ PY := $(VENV)/bin/python
 STORE := sqlite:///$(CURDIR)/mlflow.db
 HOST ?= 127.0.0.1
 PORT ?= 5000
+# The ray extra holds joblib and cloudpickle back: it gets a venv of its own, so that
+# .venv stays the default install that the other tests check.
+RAY_VENV ?= .venv-ray
 
-.PHONY: help install install-gpu run test test-slow sweep compare ui server lint plots
+.PHONY: help install install-gpu run test test-slow sweep compare ui server lint plots test-ray
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,8 +33,17 @@ run: install  ## Train the default model (digits, relu, categorical cross-entrop
 test: install  ## Run the test suite (about 6 minutes on 2 cores)
 	$(PY) -m pytest
 
-test-slow: install  ## Run the slow tests: parallel sweeps, resuming a killed sweep
+test-slow: install  ## Run the slow tests: parallel and distributed sweeps, search, PostgreSQL, resume
 	$(PY) -m pytest -m slow
+
+$(RAY_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/python -m pip install --upgrade pip
+	$(RAY_VENV)/bin/python -m pip install -e ".[dev,ray]"
+	touch $@
+
+test-ray: $(RAY_VENV)/.installed  ## Run the Ray launcher's test in .venv-ray (the ray extra)
+	$(RAY_VENV)/bin/python -m pytest -m slow tests/test_launchers.py -k ray
 
 sweep: install  ## Compare 3 activations x 2 losses in one multirun sweep
 	$(PY) -m runner -m activation=sigmoid,tanh,relu loss=mse,categorical_crossentropy

@@ -41,6 +41,8 @@ def test_a_run_records_params_epoch_metrics_test_metrics_and_artifacts(make_cfg,
     assert params["train.epochs"] == "2"
     assert params["optimizer.learning_rate"] == "0.001"
     assert row["metrics.test_accuracy"] == pytest.approx(test["test_accuracy"])
+    # The last epoch's validation metric too, as the store has it: what a search optimises.
+    assert row["metrics.val_accuracy"] == pytest.approx(test["val_accuracy"])
     assert 0.2 < row["metrics.test_accuracy"] <= 1  # twice chance after 2 epochs
     assert row["metrics.train_seconds"] > 0
 
@@ -59,8 +61,9 @@ def test_a_run_records_params_epoch_metrics_test_metrics_and_artifacts(make_cfg,
 
 
 def test_regression_logs_mae_and_rmse(make_cfg, store):
-    test = run(make_cfg("dataset=diabetes", "loss=huber", *TINY))
-    assert set(test) == {"test_loss", "test_mae", "test_rmse"}
+    metrics = run(make_cfg("dataset=diabetes", "loss=huber", *TINY))
+    names = {"loss", "mae", "rmse"}
+    assert set(metrics) == {f"{split}_{name}" for split in ("val", "test") for name in names}
     row = search(store).iloc[0]
     assert (
         row["experiment_id"] == MlflowClient(store).get_experiment_by_name("diabetes").experiment_id

@@ -1,13 +1,21 @@
 """Tracking through a real ``mlflow server`` on a free local port, started and stopped by
-the test: a sweep records everything; with the server down, a clear error and no training."""
+the test: a sweep records everything; with the server down, a clear error and no training;
+a parallel sweep through a server whose store is a real PostgreSQL database."""
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -25,33 +33,51 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path: Path):
+@contextmanager
+def mlflow_server(backend: str, artifacts: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``mlflow server`` over the store ``backend`` on a free local port, once its health
+    check answers (it creates or migrates the store's schema first); stopped on leaving."""
     port = free_port()
+    # One web worker and no job runner (MLflow's GenAI jobs): the default four workers and
+    # the job runner each import MLflow, which takes minutes on two busy cores.
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     process = subprocess.Popen(
         [
             sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination", str(tmp_path / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", backend,
+            "--artifacts-destination", str(artifacts),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         ],
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Its own process group, so that stopping it stops the web server it starts too.
+        start_new_session=True,
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
             if requests.get(f"{uri}/health", timeout=1).ok:
                 break
         except requests.RequestException:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     else:
-        process.kill()
-        raise AssertionError("mlflow server did not start in 60 s")
-    yield uri, process
-    process.terminate()
-    process.wait(timeout=30)
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError("mlflow server did not start in 120 s")
+    try:
+        yield uri, process
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as started:
+        yield started
 
 
 def runner(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -91,3 +117,136 @@ def test_a_server_that_is_down_is_a_clear_error_before_training(server, tmp_path
     assert f"tracking server {uri} is not reachable" in output
     assert "epoch 1/1" not in output and "Traceback" not in output
     assert time.monotonic() - start < 60
+
+
+def test_a_server_that_goes_away_mid_run_costs_seconds_and_loses_no_metric(server, tmp_path):
+    uri, process = server
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    job = subprocess.Popen(
+        [
+            sys.executable, "-m", "runner", f"tracking.uri={uri}", "model.units=[32]",
+            "train.epochs=60", "train.steps_per_execution=1",
+        ],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    client = MlflowClient(uri)
+    deadline = time.monotonic() + 180
+    while True:
+        assert time.monotonic() < deadline and job.poll() is None, "no epoch reached the server"
+        runs = search(uri, "tags.role = 'job'")
+        if not runs.empty and len(client.get_metric_history(runs.run_id.item(), "loss")) >= 2:
+            break
+        time.sleep(0.5)
+    run_id = runs.run_id.item()
+    process.terminate()
+    process.wait(timeout=30)
+    killed = time.monotonic()
+    output, _ = job.communicate(timeout=300)
+
+    # The rest of training, then seconds per failed call rather than MLflow's minutes.
+    assert time.monotonic() - killed < 100
+    assert job.returncode == 1, output
+    assert f"is incomplete in {uri}" in output and "the status FINISHED" in output
+    assert "epoch 60/60" in output and "Traceback" not in output
+    (kept_in,) = tmp_path.glob("outputs/*/*/unrecorded.json")
+    assert str(kept_in) in output
+    kept = json.loads(kept_in.read_text())
+    assert (kept["run_id"], kept["status"], kept["outcome"]) == (run_id, "FINISHED", "completed")
+    # What the server's store holds and what the file keeps make up every epoch.
+    stored = MlflowClient(f"sqlite:///{tmp_path / 'server.db'}")
+    assert stored.get_run(run_id).info.status == "RUNNING"
+    for name in ("loss", "val_accuracy", "grad_norm/hidden_0"):
+        recorded = [m.step for m in stored.get_metric_history(run_id, name)]
+        unrecorded = [m["step"] for m in kept["metrics"] if m["key"] == name]
+        assert sorted(recorded + unrecorded) == list(range(60)), name
+    assert "test_accuracy" in {m["key"] for m in kept["metrics"]}
+
+
+def postgres_account() -> dict[str, int]:
+    """Popen's ``user`` and ``group`` for PostgreSQL's programs, which refuse to run as root:
+    as root, the ``postgres`` account (made by Debian's package), else ``nobody``; as anyone
+    else, that user."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        account = pwd.getpwnam("postgres")
+    except KeyError:
+        account = pwd.getpwnam("nobody")
+    return {"user": account.pw_uid, "group": account.pw_gid}
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server of the test's own: a new cluster in a temporary directory, trust
+    authentication, listening on 127.0.0.1 only, on a free port, its socket in that
+    directory; the URI of its database ``mlflow``. Stopped and deleted afterwards."""
+    if shutil.which("initdb") is None or shutil.which("postgres") is None:
+        pytest.skip("needs PostgreSQL's initdb and postgres on PATH (apt-get install postgresql)")
+    import psycopg
+
+    account = postgres_account()
+    # Not under pytest's tmp_path: its parent is private to the user running the tests.
+    home = Path(tempfile.mkdtemp(prefix="actlab-pg-"))
+    if account:
+        os.chown(home, account["user"], account["group"])
+    data = home / "data"
+    subprocess.run(
+        ["initdb", "-D", str(data), "--auth=trust", "--username=mlflow", "--no-locale",
+         "--encoding=UTF8", "--no-sync"],
+        cwd=home, check=True, capture_output=True, **account,
+    )  # fmt: skip
+    port = free_port()
+    process = subprocess.Popen(
+        ["postgres", "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(home),
+         "-c", "fsync=off"],
+        cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **account,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                admin = psycopg.connect(
+                    host="127.0.0.1", port=port, user="mlflow", dbname="postgres", autocommit=True
+                )
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        with admin:
+            admin.execute("CREATE DATABASE mlflow")
+        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        # SIGINT: PostgreSQL's fast shutdown, which ends the sessions still open.
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        shutil.rmtree(home)
+
+
+def test_a_parallel_sweep_through_a_server_on_postgresql_records_every_metric(postgres, tmp_path):
+    import psycopg
+
+    # SQLAlchemy's name for the database with its driver, psycopg 3 (the postgres extra).
+    store = postgres.replace("postgresql://", "postgresql+psycopg://")
+    with mlflow_server(store, tmp_path / "artifacts") as (uri, _):
+        result = runner(
+            tmp_path, "-m", f"tracking.uri={uri}", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", "activation=relu,tanh", "seed=0,1", "dataset=iris",
+            "model.units=[8]", "train.epochs=2",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        parents = search(uri, "tags.role = 'sweep'")
+        children = search(uri, "tags.role = 'job'")
+        assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
+        assert len(children) == 4 and set(children["status"]) == {"FINISHED"}
+        assert set(children["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}
+        client = MlflowClient(uri)
+        for run_id in children["run_id"]:
+            for name in ("loss", "val_loss", "accuracy", "val_accuracy", "grad_norm/hidden_0"):
+                assert len(client.get_metric_history(run_id, name)) == 2, name
+    # What the server reported is what PostgreSQL holds.
+    with psycopg.connect(postgres) as connection:
+        statuses = connection.execute("SELECT status, count(*) FROM runs GROUP BY status")
+        assert statuses.fetchall() == [("FINISHED", 5)]
+        epochs = connection.execute("SELECT count(*) FROM metrics WHERE key = 'val_accuracy'")
+        assert epochs.fetchone() == (8,)
