@@ -2,31 +2,41 @@
 
 Everything goes through ``MlflowClient`` with explicit run ids rather than MLflow's
 process-wide active run, so one process can record several runs side by side.
+
+A run's metrics are written by a thread of its own, so that training never waits for the
+store, and all of them are written before the run's status is set. When the store fails in
+the middle of a run (a tracking server that went away, a full disk), training goes on; at
+the end, what could not be recorded is kept in ``unrecorded.json`` in the job's output
+directory and :class:`Unrecorded` says so in one line.
+
+MLflow is imported only when a store is opened: with ``tracking.enabled=false`` the job
+gets :class:`Untracked`, records nothing and never loads MLflow.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import queue
 import socket
+import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sized
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import mlflow.data
-import numpy as np
-import requests
-from mlflow.data.code_dataset_source import CodeDatasetSource
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
-from sqlalchemy.exc import SQLAlchemyError
-
 from runner.config import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+    from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +49,22 @@ STATUS = {COMPLETED: "FINISHED", DIVERGED: "FAILED", FAILED: "FAILED", INTERRUPT
 # Seconds to wait for a tracking server's health answer before calling it unreachable.
 SERVER_TIMEOUT = 5
 
+# MLflow retries a failed HTTP call 7 times with exponential backoff and waits 120 s for an
+# answer: minutes per call once a tracking server has gone. The runner gives up after
+# seconds instead, and goes on training; a value set in the environment wins.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
 SWEEP_ID = "sweep_id"
 ROLE = "role"
 FINGERPRINT = "fingerprint"
 # MLflow's log_batch takes at most 100 params and 1000 metrics a call.
 PARAMS_PER_CALL = 100
+METRICS_PER_CALL = 1000
+UNRECORDED_FILE = "unrecorded.json"
 
 
 def tracking_uri(configured: str | None) -> str:
@@ -52,9 +73,19 @@ def tracking_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}"
 
 
+def open_tracker(tracking: DictConfig) -> Tracker | Untracked:
+    """The store that the ``tracking`` config names, or, when ``tracking.enabled`` is false,
+    a stand-in that records nothing."""
+    if not tracking.enabled:
+        return Untracked()
+    return Tracker(tracking_uri(tracking.uri))
+
+
 def check_server(uri: str) -> None:
     """Fail at once, before any training, when a tracking server does not answer: MLflow's
-    own client would retry each call with backoff for minutes first."""
+    own client would retry each call with backoff first."""
+    import requests
+
     try:
         response = requests.get(f"{uri.rstrip('/')}/health", timeout=SERVER_TIMEOUT)
         response.raise_for_status()
@@ -64,6 +95,30 @@ def check_server(uri: str) -> None:
             "(make server runs one on 127.0.0.1:5000), or drop tracking.uri to use the "
             "local SQLite store."
         ) from None
+
+
+def check_writable(uri: str) -> None:
+    """Fail at once, before any training, when a SQLite store can be read but not written
+    (a read-only file, directory or file system): MLflow would fail only when the run is
+    created, with a traceback. The probe rewrites the header's ``user_version`` with its
+    own value inside a transaction that it rolls back, so the file is left as it was."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            version = int(connection.exec_driver_sql("PRAGMA user_version").scalar())
+            connection.exec_driver_sql(f"PRAGMA user_version = {version}")
+            connection.exec_driver_sql("ROLLBACK")
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        raise UserError(
+            f"tracking store {uri} cannot be written: {reason(getattr(error, 'orig', error))}. "
+            "Make the file and its directory writable, or point tracking.uri (or "
+            "MLFLOW_TRACKING_URI) at another store."
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -87,16 +142,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
-STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)
+def store_errors() -> tuple[type[Exception], ...]:
+    """What a store raises when it cannot be used: MLflow's errors, the database's, and the
+    operating system's (a full disk; a refused connection, as requests' errors are
+    OSErrors)."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (MlflowException, SQLAlchemyError, OSError)
+
+
+def reason(error: Exception) -> str:
+    """An error in one line: MLflow's message, or the exception's first line."""
+    text = getattr(error, "message", None) or str(error)
+    lines = text.strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:500]
 
 
 def unusable(uri: str, error: Exception) -> UserError:
     """The message for a store that cannot be opened or read."""
-    reason = getattr(error, "message", None) or str(error).splitlines()[0]
+    text = getattr(error, "message", None) or str(error).splitlines()[0]
     return UserError(
-        f"tracking store {uri} cannot be used: {reason}. Point tracking.uri (or "
+        f"tracking store {uri} cannot be used: {text}. Point tracking.uri (or "
         "MLFLOW_TRACKING_URI) at an MLflow store, or at a new file to start one."
     )
+
+
+class Unrecorded(Exception):
+    """A run ended, but part of it could not be written to the store. The message, which
+    the run has logged already, says what and names the file that keeps it."""
+
+
+# The SQLite stores that this process has found writable: a sweep's later jobs skip the probe.
+_writable: set[str] = set()
 
 
 class Tracker:
@@ -105,15 +183,31 @@ class Tracker:
     def __init__(self, uri: str):
         self.uri = uri
         if uri.startswith(("http://", "https://")):
+            for name, value in HTTP_LIMITS.items():
+                os.environ.setdefault(name, value)
+            # urllib3 announces each retry of each call; the run says once what failed.
+            logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
             check_server(uri)
+        from mlflow.tracking import MlflowClient
+
         try:
             # A SQLite store is opened, and migrated, here: a corrupt file fails at once.
             self.client = MlflowClient(tracking_uri=uri)
-        except STORE_ERRORS as error:
+        except store_errors() as error:
             raise unusable(uri, error) from None
+        if uri.startswith("sqlite:") and uri not in _writable:
+            check_writable(uri)
+            _writable.add(uri)
 
     def _all_experiments(self) -> list[str]:
         return [e.experiment_id for e in self.client.search_experiments()]
+
+    def _end(self, run_id: str, outcome: str) -> None:
+        """End a run that this process did not write, such as an orphan or a sweep's parent."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag("outcome", outcome)])
+        self.client.set_terminated(run_id, status=STATUS[outcome])
 
     def reap_orphans(self) -> list[str]:
         """End as KILLED (``outcome=interrupted``) the runs left RUNNING on this host by a
@@ -126,7 +220,7 @@ class Tracker:
         ):
             pid = run.data.tags.get("pid", "")
             if pid.isdigit() and not _alive(int(pid)):
-                Run(self.client, run.info.run_id, run.info.run_name).end(INTERRUPTED)
+                self._end(run.info.run_id, INTERRUPTED)
                 reaped.append(run.info.run_name)
         return reaped
 
@@ -141,15 +235,19 @@ class Tracker:
 
     def adopt(self, run_id: str, sweep_id: str, parent_id: str) -> None:
         """Move a finished run into a sweep, so that a resumed sweep's table is complete."""
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
         self.client.set_tag(run_id, SWEEP_ID, sweep_id)
         self.client.set_tag(run_id, MLFLOW_PARENT_RUN_ID, parent_id)
 
     def experiment(self, name: str) -> str:
         """The id of experiment ``name``, created when missing. For a SQLite store, its
         artifacts go in ``mlartifacts/`` beside the database, wherever the job runs."""
+        from mlflow.exceptions import MlflowException
+
         try:
             found = self.client.get_experiment_by_name(name)
-        except STORE_ERRORS as error:
+        except store_errors() as error:
             raise unusable(self.uri, error) from None
         if found is not None:
             return found.experiment_id
@@ -171,6 +269,8 @@ class Tracker:
         ``claim`` (the sweep's own process, at its start) marks a parent found from an earlier
         sweep into the same directory RUNNING again, as this process's, so that the orphan
         check does not take it for the earlier, dead process's."""
+        from mlflow.entities import RunTag
+
         found = self.client.search_runs(
             [experiment_id],
             filter_string=f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = 'sweep'",
@@ -193,58 +293,232 @@ class Tracker:
             self._all_experiments(),
             filter_string=f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = 'sweep'",
         ):
-            Run(self.client, parent.info.run_id, parent.info.run_name).end(outcome)
+            self._end(parent.info.run_id, outcome)
 
     @contextmanager
     def open_run(
-        self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None
+        self,
+        experiment_id: str,
+        name: str,
+        tags: dict[str, str],
+        parent_id: str | None = None,
+        output_dir: Path | None = None,
     ) -> Iterator[Run]:
         """Start a run and end it on every path: with the outcome the job set when the body
-        returns, ``failed`` (with the error) when it raises, ``interrupted`` on Ctrl-C."""
+        returns, ``failed`` (with the error) when it raises, ``interrupted`` on Ctrl-C.
+
+        What the store did not take is kept in ``unrecorded.json`` in ``output_dir`` (the
+        current directory when None); after a body that returned, :class:`Unrecorded` is
+        raised then, so that the caller can exit non-zero."""
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
         tags = dict(tags, **{ROLE: "job"}, **_process_tags())
         if parent_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent_id
         created = self.client.create_run(experiment_id, run_name=name, tags=tags)
         run = Run(self.client, created.info.run_id, name)
+        where = (output_dir or Path.cwd()) / UNRECORDED_FILE
         try:
             yield run
         except KeyboardInterrupt:
             run.end(INTERRUPTED)
+            run.keep_unrecorded(self.uri, where)
+            raise
+        except Unrecorded:
+            # Another run, opened inside this one (several runs of one process), could not
+            # be recorded in full: this run has its own outcome.
+            run.end(run.outcome)
+            run.keep_unrecorded(self.uri, where)
             raise
         except BaseException as error:
             run.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
             run.log_text(traceback.format_exc(), "error.txt")
             run.end(FAILED)
+            run.keep_unrecorded(self.uri, where)
             raise
         else:
             run.end(run.outcome)
+            line = run.keep_unrecorded(self.uri, where)
+            if line is not None:
+                raise Unrecorded(line)
+
+
+@dataclass
+class Lost:
+    """What a run could not write to its store."""
+
+    metrics: list[Metric] = field(default_factory=list)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+    status: str | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.metrics, self.params, self.tags, self.inputs, self.artifacts, self.status))
+
+    def summary(self) -> str:
+        """``12 metric values, 2 tags, the status FINISHED and the artifact x.png``."""
+
+        def count(items: Sized, noun: str) -> str | None:
+            n = len(items)
+            return f"{n} {noun}{'s' if n != 1 else ''}" if n else None
+
+        parts = [
+            count(self.metrics, "metric value"),
+            count(self.params, "param"),
+            count(self.tags, "tag"),
+            count(self.inputs, "dataset input"),
+            f"the status {self.status}" if self.status else None,
+            f"the artifact{'s' if len(self.artifacts) > 1 else ''} {', '.join(self.artifacts)}"
+            if self.artifacts
+            else None,
+        ]
+        parts = [part for part in parts if part]
+        return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+
+class _Writer:
+    """The process's one thread that writes the runs' metrics in the order they were logged,
+    so that training does not wait for the store; what queued up for a run while it wrote
+    goes in one call. One thread for all runs: a fused group logs 24 runs at once, and a
+    thread each took more connections than the SQLite store's pool holds."""
+
+    _instance: _Writer | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def get(cls) -> _Writer:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def __init__(self):
+        self._queue: queue.SimpleQueue[tuple[Run, list[Metric] | threading.Event]] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._drain, name="metrics-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, run: Run, metrics: list[Metric]) -> None:
+        self._queue.put((run, metrics))
+
+    def flush(self, run: Run) -> None:
+        """Return once everything put so far for ``run`` is written, or kept as lost."""
+        done = threading.Event()
+        self._queue.put((run, done))
+        done.wait()
+
+    def _drain(self) -> None:
+        while True:
+            batches: dict[Run, list[Metric]] = {}
+            flushed: list[threading.Event] = []
+            item = self._queue.get()
+            while True:
+                run, payload = item
+                if isinstance(payload, threading.Event):
+                    flushed.append(payload)
+                else:
+                    batches.setdefault(run, []).extend(payload)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            for run, batch in batches.items():
+                try:
+                    run._write_metrics(batch)
+                except Exception:
+                    # Whatever went wrong, the thread must live on: runs wait on it to end.
+                    log.exception(
+                        "could not write %d metric values of run %s", len(batch), run.name
+                    )
+                    run.lost.metrics.extend(batch)
+            for done in flushed:
+                done.set()
 
 
 class Run:
     """One MLflow run, fed by id. ``outcome`` starts as ``completed``; the job changes it to
-    ``diverged`` when the loss stops being finite."""
+    ``diverged`` when the loss stops being finite.
+
+    A write the store refuses does not stop the job: it is kept in :attr:`lost`. After the
+    first refusal (:attr:`fault`), later writes are kept without trying, so that a store
+    that is gone costs one timeout rather than one per epoch; one more try at the end
+    records everything if the store has come back."""
 
     def __init__(self, client: MlflowClient, run_id: str, name: str):
         self.client = client
         self.run_id = run_id
         self.name = name
         self.outcome = COMPLETED
+        self.fault: str | None = None
+        self.artifact_error: str | None = None
+        self.lost = Lost()
+        self._lock = threading.Lock()
+        self._queued = False
+
+    def _store(self, write: Callable[[], object]) -> bool:
+        """Call ``write`` unless the store has failed already; False when it was not written.
+        Any error counts, not only the store's: recording must never stop training."""
+        if self.fault is None:
+            try:
+                write()
+                return True
+            except Exception as error:
+                with self._lock:
+                    if self.fault is None:
+                        self.fault = reason(error)
+                        log.warning(
+                            "tracking store failed for run %s (%s); training goes on, and what "
+                            "it cannot record is kept in %s at the end",
+                            self.name,
+                            self.fault,
+                            UNRECORDED_FILE,
+                        )
+        return False
 
     def log_params(self, params: dict[str, object]) -> None:
-        items = [Param(key, str(value)) for key, value in params.items()]
-        for start in range(0, len(items), PARAMS_PER_CALL):
-            self.client.log_batch(self.run_id, params=items[start : start + PARAMS_PER_CALL])
+        from mlflow.entities import Param
+
+        values = {key: str(value) for key, value in params.items()}
+        items = [Param(key, value) for key, value in values.items()]
+
+        def write() -> None:
+            for start in range(0, len(items), PARAMS_PER_CALL):
+                self.client.log_batch(self.run_id, params=items[start : start + PARAMS_PER_CALL])
+
+        if not self._store(write):
+            self.lost.params.update(values)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Queue the metrics for the writer thread; :meth:`end` waits for them."""
+        from mlflow.entities import Metric
+
         stamp = int(time.time() * 1000)
         batch = [Metric(key, float(value), stamp, step) for key, value in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        self._queued = True
+        _Writer.get().put(self, batch)
+
+    def _write_metrics(self, batch: list[Metric]) -> None:
+        def write() -> None:
+            for start in range(0, len(batch), METRICS_PER_CALL):
+                chunk = batch[start : start + METRICS_PER_CALL]
+                self.client.log_batch(self.run_id, metrics=chunk)
+
+        if not self._store(write):
+            self.lost.metrics.extend(batch)
 
     def log_inputs(
         self, name: str, source: dict[str, str], splits: dict[str, tuple[np.ndarray, np.ndarray]]
     ) -> None:
         """Record each split as an MLflow dataset input (name, source, digest), so the UI
         shows which data a run saw and whether two runs saw the same."""
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
         inputs = []
         for context, (x, y) in splits.items():
             dataset = mlflow.data.from_numpy(
@@ -253,17 +527,170 @@ class Run:
             tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
             # MLflow's fluent log_input does the same conversion, but only for the active run.
             inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
-        self.client.log_inputs(self.run_id, datasets=inputs)
+        if not self._store(lambda: self.client.log_inputs(self.run_id, datasets=inputs)):
+            self.lost.inputs.extend(f"{name}-{context}" for context in splits)
 
     def set_tags(self, tags: dict[str, object]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        from mlflow.entities import RunTag
+
+        values = {key: str(value) for key, value in tags.items()}
+        items = [RunTag(key, value) for key, value in values.items()]
+        if not self._store(lambda: self.client.log_batch(self.run_id, tags=items)):
+            self.lost.tags.update(values)
+
+    def _artifact(self, path: str, write: Callable[[], object]) -> None:
+        """MLflow stages an artifact in a temporary file and copies it into the store, and a
+        local store writes a hidden file beside the artifact that it renames once complete:
+        a write that fails part way leaves no artifact behind, and the run lists it as lost."""
+        if self.fault is None:
+            try:
+                write()
+                return
+            except Exception as error:
+                self.artifact_error = self.artifact_error or reason(error)
+        else:
+            self.artifact_error = self.artifact_error or self.fault
+        self.lost.artifacts.append(path)
 
     def log_text(self, text: str, path: str) -> None:
-        self.client.log_text(self.run_id, text, path)
+        self._artifact(path, lambda: self.client.log_text(self.run_id, text, path))
 
     def log_figure(self, figure: object, path: str) -> None:
-        self.client.log_figure(self.run_id, figure, path)
+        self._artifact(path, lambda: self.client.log_figure(self.run_id, figure, path))
+
+    def _retry(self) -> None:
+        """One more try for the params, tags and metrics that a failed store did not take."""
+        from mlflow.entities import Param, RunTag
+
+        lost = self.lost
+        params = [Param(key, value) for key, value in lost.params.items()]
+        tags = [RunTag(key, value) for key, value in lost.tags.items()]
+        try:
+            for start in range(0, len(params), PARAMS_PER_CALL):
+                self.client.log_batch(self.run_id, params=params[start : start + PARAMS_PER_CALL])
+            if tags:
+                self.client.log_batch(self.run_id, tags=tags)
+            for start in range(0, len(lost.metrics), METRICS_PER_CALL):
+                chunk = lost.metrics[start : start + METRICS_PER_CALL]
+                self.client.log_batch(self.run_id, metrics=chunk)
+        except Exception:
+            return
+        log.info("tracking store took run %s's writes again after failing", self.name)
+        self.fault = None
+        lost.params.clear()
+        lost.tags.clear()
+        lost.metrics.clear()
 
     def end(self, outcome: str) -> None:
-        self.set_tags({"outcome": outcome})
-        self.client.set_terminated(self.run_id, status=STATUS[outcome])
+        """Write the queued metrics, then the outcome and the status, so that a run never
+        shows as ended while metrics it logged are still on their way. A completed run whose
+        artifacts could not be written ends FAILED, tagged with what is missing, when the
+        store takes the rest."""
+        if self._queued:
+            _Writer.get().flush(self)
+        if self.fault is not None:
+            self._retry()
+        tags = {"outcome": outcome}
+        if self.lost.artifacts:
+            tags["unrecorded"] = ", ".join(self.lost.artifacts)
+            # A store that takes the status says the run is incomplete; one that is gone
+            # leaves the job's own outcome to unrecorded.json.
+            if outcome == COMPLETED and self.fault is None:
+                outcome = FAILED
+                tags["outcome"] = FAILED
+                tags["error"] = f"could not write {tags['unrecorded']}: {self.artifact_error}"
+        self.outcome = outcome
+        self.set_tags(tags)
+        status = STATUS[outcome]
+        if not self._store(lambda: self.client.set_terminated(self.run_id, status=status)):
+            self.lost.status = status
+
+    def keep_unrecorded(self, uri: str, path: Path) -> str | None:
+        """When part of the run could not be recorded: write it to ``path`` as JSON, log one
+        line that says what and where, and return that line; None when nothing was lost."""
+        lost = self.lost
+        if not lost:
+            return None
+        why = "; ".join(e for e in (self.fault, self.artifact_error) if e)
+        record: dict[str, Any] = {
+            "store": uri,
+            "run_id": self.run_id,
+            "run_name": self.name,
+            "error": why,
+            "outcome": self.outcome,
+            "status": lost.status,
+            "params": lost.params,
+            "tags": lost.tags,
+            "metrics": [
+                {"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp}
+                for m in lost.metrics
+            ],
+            "inputs": lost.inputs,
+            "artifacts": lost.artifacts,
+        }
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record, indent=1))
+            kept = f"listed in {path}"
+        except OSError as error:
+            kept = f"and could not be kept in {path} either ({reason(error)})"
+        line = (
+            f"run {self.name} ({self.run_id}) is incomplete in {uri}: {lost.summary()} could "
+            f"not be recorded ({why}); {kept}"
+        )
+        log.error("%s", line)
+        return line
+
+
+class Untracked:
+    """Stands in for a store when ``tracking.enabled=false``: jobs train and log to the
+    console, and nothing is recorded."""
+
+    uri = None
+
+    def experiment(self, name: str) -> str:
+        return ""
+
+    def reap_orphans(self) -> list[str]:
+        return []
+
+    def sweep_parent(self, *args: object, **kwargs: object) -> None:
+        return None
+
+    def finished_run(self, experiment_id: str, fingerprint: str) -> None:
+        return None
+
+    def end_sweep(self, sweep_id: str, outcome: str) -> None:
+        pass
+
+    @contextmanager
+    def open_run(self, experiment_id: str, name: str, *args: object, **kwargs: object):
+        yield UntrackedRun(name)
+
+
+class UntrackedRun:
+    """A run that records nothing, for :class:`Untracked`."""
+
+    run_id = None
+
+    def __init__(self, name: str):
+        self.name = name
+        self.outcome = COMPLETED
+
+    def log_params(self, params: dict[str, object]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        pass
+
+    def log_inputs(self, *args: object) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, object]) -> None:
+        pass
+
+    def log_text(self, text: str, path: str) -> None:
+        pass
+
+    def log_figure(self, figure: object, path: str) -> None:
+        pass
