@@ -1,0 +1,108 @@
+"""Fused sweeps against the basic launcher: the same sweep, run both ways in one run.
+
+The sweep of the fused-sweeps issue: 4 activations x 2 losses x 3 seeds on digits, hidden
+[128, 64], batch 32, 30 epochs: 24 jobs. Each launcher runs it as a whole
+``python -m runner -m ...`` process into its own fresh SQLite store (created before the
+clock starts, as a user's store would be), in turn, ``--repeats`` times. Printed: the median
+wall time of each, their ratio, and both comparison tables (mean test accuracy per
+activation and loss), which must agree: a fused job trains exactly as it does alone.
+
+    python bench/fused_sweep.py [--repeats 1] [--epochs 30] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+ACTIVATIONS = "sigmoid,tanh,relu,elu"
+LOSSES = "mse,categorical_crossentropy"
+
+
+def sweep(launcher: str, store: str, directory: Path, epochs: int, seeds: int) -> float:
+    """Wall seconds of one whole sweep process."""
+    command = [
+        sys.executable,
+        "-m",
+        "runner",
+        "-m",
+        f"hydra/launcher={launcher}",
+        f"hydra.sweep.dir={directory}",
+        f"activation={ACTIVATIONS}",
+        f"loss={LOSSES}",
+        f"seed={','.join(str(s) for s in range(seeds))}",
+        "model.units=[128,64]",
+        f"train.epochs={epochs}",
+    ]
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store)
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{launcher} sweep failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return seconds
+
+
+def table(store: str) -> pd.DataFrame:
+    """Mean test accuracy per activation and loss, over the seeds, of the store's jobs."""
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.role = 'job'")
+    assert (runs["status"] == "FINISHED").all(), runs["status"].value_counts()
+    return runs.groupby(["params.activation", "params.loss"])["metrics.test_accuracy"].agg(
+        ["mean", "std", "count"]
+    )
+
+
+def fresh_store(folder: Path, name: str) -> str:
+    store = f"sqlite:///{folder / name}.db"
+    mlflow.MlflowClient(store).search_experiments()
+    return store
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+
+    seconds: dict[str, list[float]] = {"basic": [], "fused": []}
+    tables: dict[str, pd.DataFrame] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        for repeat in range(args.repeats):
+            for launcher in seconds:
+                name = f"{launcher}{repeat}"
+                store = fresh_store(folder, name)
+                wall = sweep(launcher, store, folder / name, args.epochs, args.seeds)
+                seconds[launcher].append(wall)
+                tables[launcher] = table(store)
+                print(f"{launcher:6} sweep {repeat + 1}: {wall:7.1f} s", flush=True)
+
+    jobs = 4 * 2 * args.seeds
+    basic, fused = (statistics.median(seconds[k]) for k in ("basic", "fused"))
+    print(f"\n{jobs} jobs, {args.epochs} epochs, median of {args.repeats}:")
+    print("| launcher | wall time | per job |\n| --- | ---: | ---: |")
+    for name, wall in (("basic", basic), ("fused", fused)):
+        print(f"| {name} | {wall:.1f} s | {wall / jobs:.2f} s |")
+    print(f"\nbasic / fused: {basic / fused:.2f}x (target >= 5)")
+
+    both = tables["basic"].join(tables["fused"], lsuffix=" basic", rsuffix=" fused")
+    gap = (both["mean basic"] - both["mean fused"]).abs().max()
+    print("\nmean test accuracy per activation and loss, both launchers:")
+    print(both[["mean basic", "mean fused", "std basic"]].round(4).to_string())
+    print(f"\nlargest difference of a mean: {gap:.2g}")
+
+
+if __name__ == "__main__":
+    main()

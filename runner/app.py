@@ -1,0 +1,89 @@
+"""The steps of a job that every launcher shares: planning a job, which refuses bad input
+before a run exists, and stopping a sweep after Ctrl-C or SIGTERM.
+
+TensorFlow is imported only once a job's values have passed :func:`validate_values`, so a
+bad value is reported at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from typing import TYPE_CHECKING, NoReturn
+
+from omegaconf import DictConfig
+
+from runner.config import UserError, validate_values
+from runner.sweep import Sweep
+
+if TYPE_CHECKING:
+    from runner.job import Plan
+
+log = logging.getLogger("runner")
+
+
+def plan_job(cfg: DictConfig, sweep: Sweep | None) -> Plan | None:
+    """The checked job; None when a sweep's job was refused, which is then recorded as a
+    FAILED run. A single run's user error exits 2 with its message."""
+    try:
+        validate_values(cfg)
+        from runner import job
+
+        return job.prepare(cfg, sweep)
+    except Exception as error:
+        if sweep is None:
+            if not isinstance(error, UserError):
+                raise
+            log.error("%s", error)
+            sys.exit(2)
+        from runner import job
+
+        user_error = isinstance(error, UserError)
+        log.error("job %s refused: %s", job.run_name(cfg), error, exc_info=not user_error)
+        job.record_failure(cfg, sweep, error)
+        return None
+
+
+def job_result(cfg: DictConfig, metrics: dict[str, float] | None) -> dict[str, float] | float:
+    """What a job hands back to Hydra: its metrics, or with ``objective`` set, that metric
+    alone for a search to optimise."""
+    return metrics if cfg.objective is None else objective_value(cfg.objective.value, metrics)
+
+
+def objective_value(name: str, metrics: dict[str, float] | None) -> float:
+    """The job's metric ``name``, for a search to optimise. A job that diverged or failed
+    gets the worst value there is (inf for a loss or an error, -inf for an accuracy): the
+    search learns to avoid its config and goes on. (Optuna would drop a NaN as a failed
+    trial, and stop with an error at the end when every trial had failed.)"""
+    from runner.compare import lower_is_better
+
+    if not metrics:
+        return math.inf if lower_is_better(name) else -math.inf
+    if name not in metrics:
+        has = ", ".join(sorted(key for key in metrics if key.startswith("val_")))
+        raise UserError(
+            f"objective={name} is not a metric of this job; it has {has}. Pick one of them "
+            "(with hydra.sweeper.direction=minimize for a loss or an error)."
+        )
+    return metrics[name]
+
+
+def interrupted(cfg: DictConfig, sweep: Sweep | None) -> NoReturn:
+    """After Ctrl-C or SIGTERM (the job's own run is ended KILLED already): end the sweep's
+    parent runs KILLED too, say in one line what was kept, and exit 130."""
+    from runner.track import INTERRUPTED, Tracker, tracking_uri
+
+    if not cfg.tracking.enabled:
+        log.error("interrupted (tracking.enabled=false: nothing was recorded)")
+    elif sweep is None:
+        log.error("interrupted: the run ended KILLED with the metrics logged so far")
+    else:
+        tracker = Tracker(tracking_uri(cfg.tracking.uri))
+        tracker.end_sweep(sweep.id, INTERRUPTED)
+        log.error(
+            "interrupted: sweep %s stopped; its finished jobs are kept. Re-run the same "
+            "command with resume=true to run only the missing ones.",
+            sweep.name,
+        )
+    sys.exit(130)

@@ -1,0 +1,222 @@
+"""Fused sweeps: the jobs of a sweep that can share one computation train as one stacked
+model (runner/stack.py), each still its own MLflow run.
+
+Jobs fuse when they train the same widths on the same data, for the same epochs with the
+same batch size and optimizer: everything in their configs is equal but the keys in
+:data:`PER_JOB` (and where and whether they are recorded). Within such a group, jobs whose
+output layers differ in width (binary_crossentropy's one column against mse's two on two
+classes) are trained apart. A job that fuses with no other, or that asks for
+``train.mixed_precision`` (the stack computes in float32), runs as the basic launcher would
+run it. Each job keeps its own output directory, config, log and MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from runner import stop
+from runner.app import interrupted, job_result, plan_job
+from runner.config import UserError
+from runner.sweep import Sweep, sweep_of
+
+log = logging.getLogger("runner")
+
+# What may differ between the jobs of one fused group: each model's own.
+PER_JOB = ("activation", "seed", "loss", "model.output_activation", "model.kernel_initializer")
+# What does not change a job's training at all.
+IGNORED = ("tracking", "resume", "objective")
+
+
+def group_key(cfg: DictConfig) -> str:
+    """Equal for two jobs that can train in one stacked model."""
+    # Hydra's own node is dropped unresolved: it refers to a job directory not made yet.
+    task = OmegaConf.to_container(cfg, enum_to_str=True)
+    task.pop("hydra", None)
+    container = OmegaConf.to_container(OmegaConf.create(task), resolve=True)
+    for key in (*PER_JOB, *IGNORED):
+        *parents, leaf = key.split(".")
+        node = container
+        for parent in parents:
+            node = node[parent]
+        node.pop(leaf, None)
+    return json.dumps(container, sort_keys=True, default=str)
+
+
+def fusable_groups(cfgs: Sequence[DictConfig], max_group: int) -> list[list[int]]:
+    """The jobs' indices in groups of equal :func:`group_key`, at most ``max_group`` each,
+    in the order the groups' first jobs come."""
+    by_key: dict[str, list[int]] = {}
+    for index, cfg in enumerate(cfgs):
+        # The stack computes in float32: a mixed-precision job trains alone, as it would.
+        key = str(index) if cfg.train.mixed_precision else group_key(cfg)
+        by_key.setdefault(key, []).append(index)
+    return [
+        indices[start : start + max_group]
+        for indices in by_key.values()
+        for start in range(0, len(indices), max_group)
+    ]
+
+
+@dataclass
+class Planned:
+    """A job of a fused group, checked and ready to train."""
+
+    plan: Any
+    overrides: list[str]
+    sweep: Sweep
+
+
+def _plan_task(cfg: DictConfig) -> Planned | dict[str, float] | None:
+    """The task function of a fused job's first phase, run in the job's own Hydra context
+    (output directory, saved config, log file): check it as a single job is checked. A
+    refused job is recorded FAILED and gives None; one that finished before (``resume``)
+    gives its metrics."""
+    stop.install()
+    sweep = sweep_of(HydraConfig.get())
+    try:
+        plan = plan_job(cfg, sweep)
+    except KeyboardInterrupt:
+        interrupted(cfg, sweep)
+    if plan is None:
+        return None
+    if plan.finished is not None:
+        from runner import job
+
+        return job.skip(plan, sweep)
+    return Planned(plan, list(HydraConfig.get().overrides.task), sweep)
+
+
+def launch(
+    launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> list[JobReturn]:
+    """The fused launcher's ``launch``: compose every job's config, group them, then run
+    each group fused and each job left alone as the basic launcher does."""
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    configs = []
+    for offset, overrides in enumerate(job_overrides):
+        config = launcher.hydra_context.config_loader.load_sweep_config(
+            launcher.config, list(overrides)
+        )
+        with open_dict(config):
+            config.hydra.job.id = config.hydra.job.num = initial_job_idx + offset
+        configs.append(config)
+    groups = fusable_groups(configs, launcher.max_group)
+    alone = sum(len(group) == 1 for group in groups)
+    log.info(
+        "Launching %d jobs: %d fused group(s) of %s, %d alone",
+        len(configs),
+        len(groups) - alone,
+        ", ".join(str(len(group)) for group in groups if len(group) > 1) or "none",
+        alone,
+    )
+    returns: list[JobReturn | None] = [None] * len(configs)
+    for number, group in enumerate(groups):
+        if len(group) == 1:
+            returns[group[0]] = _run(launcher, configs[group[0]], launcher.task_function)
+        else:
+            phase = [_run(launcher, configs[index], _plan_task) for index in group]
+            _train(phase, f"g{number}")
+            for index, ret in zip(group, phase, strict=True):
+                returns[index] = ret
+        configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    return returns
+
+
+def _run(launcher: Any, config: DictConfig, task: Any) -> JobReturn:
+    return run_job(
+        hydra_context=launcher.hydra_context,
+        task_function=task,
+        config=config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+
+
+def _train(phase: list[JobReturn], group: str) -> None:
+    """Train the planned jobs of one group, then set each job's return value as ``main``
+    sets it. Jobs whose output layers differ in width train in separate stacks."""
+    from runner import job
+
+    by_width: dict[tuple, list[JobReturn]] = {}
+    for ret in phase:
+        if ret.status is JobStatus.COMPLETED and isinstance(ret.return_value, Planned):
+            head = ret.return_value.plan.head
+            by_width.setdefault((head.units, ret.return_value.plan.device), []).append(ret)
+    for part, rets in enumerate(by_width.values()):
+        planned = [ret.return_value for ret in rets]
+        name = group if len(by_width) == 1 else f"{group}.{part}"
+        try:
+            if len(planned) == 1:
+                metrics = [job.execute(planned[0].plan, planned[0].overrides, planned[0].sweep)]
+            else:
+                metrics = train_group(planned, name)
+        except KeyboardInterrupt:
+            interrupted(planned[0].plan.cfg, planned[0].sweep)
+        except Exception:
+            log.exception("fused group %s failed; its runs are FAILED and the sweep goes on", name)
+            metrics = [None] * len(planned)
+        for ret, value in zip(rets, metrics, strict=True):
+            ret.return_value = value
+    # What each job hands back, as ``main`` would: its metrics, or its objective's value
+    # (the worst there is for a refused or failed job).
+    for ret in phase:
+        if ret.status is JobStatus.COMPLETED:
+            try:
+                ret.return_value = job_result(ret.cfg, ret.return_value)
+            except UserError as error:
+                # As Hydra files a task function's exception: raised where it is read.
+                ret.status, ret.return_value = JobStatus.FAILED, error
+
+
+def train_group(planned: list[Planned], group: str) -> list[dict[str, float]]:
+    """Train the jobs as one stacked model, each recorded in its own run as a single job
+    records it, plus the tags ``fused_group`` and ``fused_group_size``; return each job's
+    metrics. An exception ends every run of the group FAILED and propagates."""
+    from runner import job
+    from runner.stack import Member, Stack
+
+    first = planned[0].plan
+    cfg = first.cfg
+    tags = {"fused_group": group, "fused_group_size": str(len(planned))}
+    job.fresh_keras()
+    with ExitStack() as runs:
+        mlruns, members = [], []
+        for item in planned:
+            mlrun = runs.enter_context(job.open_run(item.plan, item.sweep, tags))
+            job.start(mlrun, item.plan, item.overrides)
+            net = job.build(item.plan.cfg, item.plan.dataset, item.plan.head)
+            job.log_summary(mlrun, net)
+            mlruns.append(mlrun)
+            members.append(
+                Member(net, item.plan.cfg.loss.name, item.plan.head.encoding, item.plan.cfg.seed)
+            )
+        log.info("fused group %s: training %d models as one", group, len(members))
+        stack = Stack(
+            members,
+            first.dataset,
+            cfg.optimizer,
+            cfg.train.batch_size,
+            cfg.diagnostics.probe_size if cfg.diagnostics.enabled else None,
+        )
+        results = stack.train(
+            cfg.train.epochs,
+            lambda m, epoch, logs: mlruns[m].log_metrics(logs, step=epoch),
+        )
+        for mlrun, item, result in zip(mlruns, planned, results, strict=True):
+            job.finish(mlrun, item.plan, result)
+    return [
+        job.report(mlrun, item.plan, result)
+        for mlrun, item, result in zip(mlruns, planned, results, strict=True)
+    ]

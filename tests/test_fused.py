@@ -1,0 +1,188 @@
+"""Fused sweeps: a stacked model trains each job exactly as it trains alone, jobs are
+grouped by what they share, and a fused sweep records every job as its own run."""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from runner import data, job
+from runner.fused import fusable_groups
+from runner.stack import Member, Stack
+from tests.conftest import search
+from tests.test_reliability import start, wait_for_epochs
+
+EPOCHS = 3
+
+# Groups that mix activations, losses (with their own target encodings) and seeds.
+GROUPS = {
+    "digits": [
+        ("relu", "mse", 0),
+        ("tanh", "categorical_crossentropy", 1),
+        ("sigmoid", "sparse_categorical_crossentropy", 2),
+        ("elu", "categorical_crossentropy", 0),
+    ],
+    "diabetes": [("relu", "mse", 0), ("tanh", "mae", 1), ("sigmoid", "huber", 0)],
+    "breast_cancer": [("relu", "binary_crossentropy", 0), ("tanh", "binary_crossentropy", 1)],
+}
+
+
+def _jobs(make_cfg, dataset: str, combos) -> tuple[list, data.Dataset, list]:
+    cfgs = [
+        make_cfg(
+            f"dataset={dataset}",
+            f"activation={activation}",
+            f"loss={loss}",
+            f"seed={seed}",
+            f"train.epochs={EPOCHS}",
+            "model.units=[32,16]",
+        )
+        for activation, loss, seed in combos
+    ]
+    dataset = data.load(cfgs[0].dataset)
+    heads = [
+        job.model.output_head(c.loss, c.model.output_activation, dataset.task, dataset.classes)
+        for c in cfgs
+    ]
+    return cfgs, dataset, heads
+
+
+def _stack(cfgs, dataset, heads, nets) -> Stack:
+    members = [
+        Member(net, c.loss.name, head.encoding, c.seed)
+        for c, head, net in zip(cfgs, heads, nets, strict=True)
+    ]
+    first = cfgs[0]
+    return Stack(
+        members, dataset, first.optimizer, first.train.batch_size, first.diagnostics.probe_size
+    )
+
+
+def _assert_same(fused, alone) -> None:
+    assert fused.history.keys() == alone.history.keys()
+    for name, values in alone.history.items():
+        np.testing.assert_allclose(fused.history[name], values, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert fused.test.keys() == alone.test.keys()
+    for name, value in alone.test.items():
+        assert fused.test[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+
+
+@pytest.mark.parametrize("dataset", GROUPS)
+def test_a_fused_model_trains_exactly_as_it_does_alone(make_cfg, dataset):
+    cfgs, loaded, heads = _jobs(make_cfg, dataset, GROUPS[dataset])
+    alone = [
+        job.fit(c, job.build(c, loaded, head), loaded, head)
+        for c, head in zip(cfgs, heads, strict=True)
+    ]
+    nets = [job.build(c, loaded, head) for c, head in zip(cfgs, heads, strict=True)]
+    fused = _stack(cfgs, loaded, heads, nets).train(EPOCHS)
+
+    for f, a in zip(fused, alone, strict=True):
+        _assert_same(f, a)
+        assert len(f.history["loss"]) == EPOCHS
+    # Per-layer diagnostics are each model's own, as alone.
+    assert "dead_fraction/hidden_0" in fused[0].history
+    assert "saturated_fraction/hidden_0" in fused[1].history
+
+
+def test_a_diverging_model_drops_out_and_its_siblings_train_on_unaffected(make_cfg):
+    cfgs, loaded, heads = _jobs(make_cfg, "digits", GROUPS["digits"][:3])
+    nets = [job.build(c, loaded, head) for c, head in zip(cfgs, heads, strict=True)]
+    first = nets[1].layers[1].kernel
+    first.assign(np.full(first.shape, np.nan, np.float32))
+    fused = _stack(cfgs, loaded, heads, nets).train(EPOCHS)
+
+    assert fused[1].diverged_epoch == 0
+    assert fused[1].test == {}
+    assert len(fused[1].history["loss"]) == 1
+    for i in (0, 2):
+        alone = job.fit(cfgs[i], job.build(cfgs[i], loaded, heads[i]), loaded, heads[i])
+        assert fused[i].diverged_epoch is None
+        _assert_same(fused[i], alone)
+
+
+def test_jobs_fuse_when_only_their_own_keys_differ(make_cfg):
+    base = ["model.units=[8]", "train.epochs=2"]
+    cfgs = [
+        make_cfg(*base, "activation=relu", "loss=mse", "seed=0"),
+        make_cfg(*base, "activation=tanh", "loss=categorical_crossentropy", "seed=1"),
+        make_cfg(*base, "activation=[sigmoid]", "model.kernel_initializer=he_normal"),
+        make_cfg(*base, "model.output_activation=sigmoid", "resume=true"),
+        make_cfg("model.units=[16]", "train.epochs=2"),
+        make_cfg(*base, "optimizer.learning_rate=0.01"),
+        make_cfg("model.units=[8]", "train.epochs=3"),
+        make_cfg(*base, "dataset=iris"),
+        make_cfg(*base, "train.batch_size=64"),
+        make_cfg(*base, "train.mixed_precision=true"),
+        make_cfg(*base, "train.mixed_precision=true"),
+    ]
+    assert fusable_groups(cfgs, max_group=24) == [[0, 1, 2, 3], [4], [5], [6], [7], [8], [9], [10]]
+    assert fusable_groups(cfgs[:4], max_group=3) == [[0, 1, 2], [3]]
+
+
+def test_a_fused_sweep_records_every_job_as_its_own_run(cli, store, tmp_path):
+    # max_group=3 splits each group of 4 into 3 fused jobs and one that runs alone.
+    result = cli(
+        "-m",
+        "hydra/launcher=fused",
+        "hydra.launcher.max_group=3",
+        "hydra.sweep.dir=sweep",
+        "dataset=iris",
+        "activation=relu,tanh",
+        "loss=mse,categorical_crossentropy",
+        "model.units=[8],[4,4]",
+        "train.epochs=2",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Launching 8 jobs: 2 fused group(s) of 3, 3, 2 alone" in output
+
+    runs = search(store, "tags.role = 'job'")
+    assert len(runs) == 8
+    assert set(runs["status"]) == {"FINISHED"}
+    assert set(runs["tags.outcome"]) == {"completed"}
+    fused = runs[runs["tags.fused_group"].notna()]
+    assert len(fused) == 6
+    assert fused.groupby("tags.fused_group").size().tolist() == [3, 3]
+    assert set(fused["tags.fused_group_size"]) == {"3"}
+    parents = search(store, "tags.role = 'sweep'")
+    assert list(parents["status"]) == ["FINISHED"]
+    assert set(runs["tags.mlflow.parentRunId"]) == {parents["run_id"][0]}
+
+    client = MlflowClient(store)
+    for run_id in runs["run_id"]:
+        for metric in ("loss", "val_accuracy", "grad_norm/hidden_0"):
+            assert len(client.get_metric_history(run_id, metric)) == 2, metric
+    assert runs["metrics.test_accuracy"].notna().all()
+    # Each job keeps its own Hydra output directory and composed config.
+    assert len(list((tmp_path / "sweep").glob("*/.hydra/config.yaml"))) == 8
+
+
+def test_sigterm_ends_every_run_of_a_fused_group_killed_with_its_metrics(tmp_path, store):
+    process = start(
+        tmp_path,
+        store,
+        "-m",
+        "hydra/launcher=fused",
+        "activation=relu,tanh",
+        "model.units=[16]",
+        # An epoch of two fused models this small takes about 20 ms.
+        "train.epochs=20000",
+    )
+    wait_for_epochs(store, 2)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "Traceback" not in output
+
+    runs = search(store, "tags.role = 'job'")
+    assert len(runs) == 2
+    assert set(runs["status"]) == {"KILLED"}
+    assert set(runs["tags.outcome"]) == {"interrupted"}
+    assert list(search(store, "tags.role = 'sweep'")["status"]) == ["KILLED"]
+    client = MlflowClient(store)
+    kept = {len(client.get_metric_history(run_id, "loss")) for run_id in runs["run_id"]}
+    assert len(kept) == 1 and 2 <= kept.pop() < 20000
