@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from runner import stop
-from runner.config import UserError, check_group_overrides, register, validate_values
+from runner.app import interrupted, job_result, plan_job
+from runner.config import UserError, check_group_overrides, register
 from runner.sweep import Sweep, sweep_of
 
 log = logging.getLogger("runner")
@@ -25,9 +25,17 @@ register()
 
 
 def share_of_cores(hydra_cfg: DictConfig) -> int | None:
-    """Cores per job when the launcher runs ``n_jobs`` jobs at once (joblib's key), so that
-    the workers do not fight over the cores; None for one job at a time."""
-    n_jobs = hydra_cfg.launcher.get("n_jobs")
+    """TensorFlow threads per job when the launcher runs jobs side by side, so that they do
+    not fight over the cores: the CPUs the launcher gives each job (submitit's
+    ``cpus_per_task``; a Ray task's ``num_cpus``, 1 unless ``hydra.launcher.ray.remote``
+    sets it, which is also how many tasks Ray runs at once), or the cores / ``n_jobs`` of
+    joblib's workers. None (all cores) for one job at a time."""
+    launcher = hydra_cfg.launcher
+    if launcher.get("cpus_per_task"):
+        return launcher.cpus_per_task
+    if "ray" in launcher:
+        return max(1, int(launcher.ray.get("remote", {}).get("num_cpus", 1)))
+    n_jobs = launcher.get("n_jobs")
     cores = os.cpu_count() or 1
     workers = cores if n_jobs is not None and n_jobs < 0 else n_jobs
     if not workers or workers == 1:
@@ -35,27 +43,10 @@ def share_of_cores(hydra_cfg: DictConfig) -> int | None:
     return max(1, cores // workers)
 
 
-def interrupted(cfg: DictConfig, sweep: Sweep | None) -> NoReturn:
-    """After Ctrl-C or SIGTERM (the job's own run is ended KILLED already): end the sweep's
-    parent runs KILLED too, say in one line what was kept, and exit 130."""
-    from runner.track import INTERRUPTED, Tracker, tracking_uri
-
-    if sweep is None:
-        log.error("interrupted: the run ended KILLED with the metrics logged so far")
-    else:
-        tracker = Tracker(tracking_uri(cfg.tracking.uri))
-        tracker.end_sweep(sweep.id, INTERRUPTED)
-        log.error(
-            "interrupted: sweep %s stopped; its finished jobs are kept. Re-run the same "
-            "command with resume=true to run only the missing ones.",
-            sweep.name,
-        )
-    sys.exit(130)
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> dict[str, float] | None:
-    """Run one job. A user error exits 2 with its message; in a sweep, a failed job is
+def main(cfg: DictConfig) -> dict[str, float] | float | None:
+    """Run one job and return its metrics, or with ``objective`` set, that metric alone for
+    a search to optimise. A user error exits 2 with its message; in a sweep, a failed job is
     recorded and the sweep goes on to the next one. Ctrl-C and SIGTERM stop the job and the
     sweep with true statuses and exit 130."""
     stop.install()
@@ -64,34 +55,28 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
         with open_dict(cfg):
             cfg.train.threads = share_of_cores(HydraConfig.get())
     try:
-        return run(cfg, sweep)
+        metrics = run(cfg, sweep)
     except KeyboardInterrupt:
         interrupted(cfg, sweep)
+    return job_result(cfg, metrics)
 
 
 def run(cfg: DictConfig, sweep: Sweep | None) -> dict[str, float] | None:
-    try:
-        # Checked before TensorFlow is imported, so a bad value is reported at once.
-        validate_values(cfg)
-        from runner import job
-
-        plan = job.prepare(cfg, sweep)
-    except Exception as error:
-        if sweep is None:
-            if not isinstance(error, UserError):
-                raise
-            log.error("%s", error)
-            sys.exit(2)
-        from runner import job
-
-        user_error = isinstance(error, UserError)
-        log.error("job %s refused: %s", job.run_name(cfg), error, exc_info=not user_error)
-        job.record_failure(cfg, sweep, error)
+    plan = plan_job(cfg, sweep)
+    if plan is None:
         return None
+    from runner import job
+    from runner.track import Unrecorded
+
     if plan.finished is not None:
         return job.skip(plan, sweep)
     try:
         return job.execute(plan, list(HydraConfig.get().overrides.task), sweep)
+    except Unrecorded:
+        # The run has logged what it could not record and where it is kept; a sweep goes on.
+        if sweep is None:
+            sys.exit(1)
+        return None
     except Exception:
         if sweep is None:
             raise

@@ -75,6 +75,16 @@ class Scale(Enum):
     none = "none"
 
 
+class Objective(Enum):
+    """What a search (``hparams_search``) optimises: a validation metric at the last epoch.
+    Never a test metric, so that the test split stays unseen until the final comparison."""
+
+    val_loss = "val_loss"
+    val_accuracy = "val_accuracy"
+    val_mae = "val_mae"
+    val_rmse = "val_rmse"
+
+
 class TaskChoice(Enum):
     auto = "auto"
     classification = "classification"
@@ -122,6 +132,9 @@ class TrainConfig:
     # TensorFlow's threads per op pool; null: all cores, or a share of them per worker
     # when a parallel launcher runs several jobs at once (see runner/__main__.py).
     threads: int | None = None
+    # Hidden layers compute in float16 (weights stay float32), the output layer and the loss
+    # in float32, with loss scaling: Keras's mixed_float16, set per layer (runner/model.py).
+    mixed_precision: bool = False
 
 
 @dataclass
@@ -136,8 +149,10 @@ class DiagnosticsConfig:
 @dataclass
 class TrackingConfig:
     """``uri: null`` means ``MLFLOW_TRACKING_URI`` when set, else ``mlflow.db`` in the
-    project root. ``experiment: null`` means the dataset's name."""
+    project root. ``experiment: null`` means the dataset's name. ``enabled: false`` trains
+    without opening a store: nothing is recorded."""
 
+    enabled: bool = True
     uri: str | None = None
     experiment: str | None = None
 
@@ -156,6 +171,7 @@ class Config:
     seed: int = 0
     device: Device = Device.auto
     resume: bool = False
+    objective: Objective | None = None
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

@@ -45,6 +45,12 @@ class SweepCallback(Callback):
         from runner.track import Tracker, tracking_uri
 
         sweep = sweep_of(config.hydra)
+        if not config.tracking.enabled:
+            log.warning(
+                "tracking.enabled=false: nothing is recorded and no table is printed at the "
+                "end; the metrics are in the jobs' logs only"
+            )
+            return
         try:
             tracker = Tracker(tracking_uri(config.tracking.uri))
             experiment_id = tracker.experiment(experiment_name(config))
@@ -57,8 +63,14 @@ class SweepCallback(Callback):
         from runner.compare import format_table, summarize, sweep_runs
         from runner.track import COMPLETED, FAILED, Tracker, tracking_uri
 
+        if not config.tracking.enabled:
+            return
         sweep = sweep_of(config.hydra)
-        tracker = Tracker(tracking_uri(config.tracking.uri))
+        try:
+            tracker = Tracker(tracking_uri(config.tracking.uri))
+        except UserError as error:
+            log.error("%s The sweep's table and its parent run's status are not recorded.", error)
+            sys.exit(1)
         runs = sweep_runs(tracker.uri, sweep.id)
         failed = 0
         if runs.empty:
@@ -66,6 +78,12 @@ class SweepCallback(Callback):
         else:
             failed = int(runs["tags.outcome"].eq(FAILED).sum())
             log.info("sweep %s: %d runs\n%s", sweep.name, len(runs), format_table(summarize(runs)))
+        # A search (hparams_search=optuna) writes its best params here: the parent keeps them.
+        best = Path(sweep.id) / "optimization_results.yaml"
+        if best.exists():
+            experiment_id = tracker.experiment(experiment_name(config))
+            parent_id = tracker.sweep_parent(experiment_id, sweep.id, sweep.name)
+            tracker.client.log_artifact(parent_id, str(best))
         tracker.end_sweep(sweep.id, FAILED if failed else COMPLETED)
         log.info("browse the sweep's runs with `make ui` (store: %s)", tracker.uri)
         if failed:

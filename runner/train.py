@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import ops as tf_ops
 
 from runner import stop
 from runner.config import Encoding, OptimizerConfig, UserError
@@ -75,11 +77,37 @@ def configure_device(device: str, threads: int | None = None) -> str:
 _configured: dict[tuple[str, int | None], str] = {}
 
 
+def batch_orders(samples: int, seed: int, epochs: int) -> np.ndarray:
+    """``[epochs, samples]``: the order in which the training samples are fed, a fresh
+    permutation each epoch, drawn from ``seed``. Single and fused training (runner/stack.py)
+    both draw it here, so a model sees the same batches either way."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.permutation(samples) for _ in range(epochs)]).astype(np.int32)
+
+
+def _per_execution(steps: int, asked: int) -> int:
+    """The largest divisor of an epoch's ``steps`` up to ``asked``: Keras runs whole
+    executions, and one that did not end with the epoch would carry batches into the next."""
+    return max(d for d in range(1, min(steps, asked) + 1) if steps % d == 0)
+
+
 def make_optimizer(cfg: OptimizerConfig) -> keras.optimizers.Optimizer:
     config = {"learning_rate": cfg.learning_rate}
     if cfg.momentum is not None:
         config["momentum"] = cfg.momentum
     return keras.optimizers.get({"class_name": cfg.name, "config": config})
+
+
+def loss_scaled(
+    optimizer: keras.optimizers.Optimizer, model: keras.Model
+) -> keras.optimizers.Optimizer:
+    """``optimizer`` with Keras's dynamic loss scaling when ``model`` has layers that compute
+    in float16 (``train.mixed_precision``), whose small gradients would otherwise underflow
+    to zero. Keras adds it by itself only for a model whose own policy is mixed, and
+    :func:`runner.model.build_model` sets the policy per layer."""
+    if any(layer.compute_dtype == "float16" for layer in model.layers):
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def task_metrics(task: str, encoding: Encoding) -> list[keras.metrics.Metric]:
@@ -156,6 +184,33 @@ class _EpochEnd(keras.callbacks.Callback):
             self.on_epoch(epoch, values)
 
 
+# How a traced tf.custom_gradient names the gradient function it registers.
+CUSTOM_GRADIENT = "CustomGradient-"
+
+
+@contextmanager
+def custom_gradients_released() -> Iterator[None]:
+    """On the way out, unregister the gradient functions that ``tf.custom_gradient``
+    registered while the body traced.
+
+    Keras's optimizer sums the gradients through ``tf.custom_gradient`` (an all-reduce,
+    a no-op on one device), which in a traced function registers a gradient function in
+    TensorFlow's process-wide registry and never removes it (tensorflow/tensorflow#27492,
+    #97697). Its closure holds the traced training step, graph and all: about 4 MB per
+    trained model, and a process running 100 jobs grew by 380 MB. Only a gradient taken
+    through that step would use it, and none is once training is over."""
+    registry = tf_ops.gradient_registry
+    before = set(registry.list())
+    try:
+        yield
+    finally:
+        for name in set(registry.list()) - before:
+            if name.startswith(CUSTOM_GRADIENT):
+                # The registry has no method to unregister.
+                del registry._registry[name]
+
+
+@custom_gradients_released()
 def train(
     model: keras.Model,
     loss: str,
@@ -175,18 +230,20 @@ def train(
     training. ``seed`` fixes the order of the training batches. ``callbacks`` may add
     values to each epoch's logs, which ``on_epoch`` then receives with Keras's own."""
     x_train, y_train, x_val, y_val, x_test, y_test = data
+    steps = math.ceil(len(x_train) / batch_size)
     model.compile(
         loss=loss,
-        optimizer=make_optimizer(optimizer),
+        optimizer=loss_scaled(make_optimizer(optimizer), model),
         metrics=task_metrics(task, encoding),
-        steps_per_execution=steps_per_execution,
+        steps_per_execution=_per_execution(steps, steps_per_execution),
         # XLA compiles each model anew, which costs more than it saves on these small MLPs.
         jit_compile=False,
     )
+    x, y = tf.constant(x_train), tf.constant(y_train)
     batches = (
-        tf.data.Dataset.from_tensor_slices((x_train, y_train))
-        .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
+        tf.data.Dataset.from_tensor_slices(batch_orders(len(x_train), seed, epochs))
+        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+        .map(lambda rows: (tf.gather(x, rows), tf.gather(y, rows)))
         .prefetch(tf.data.AUTOTUNE)
     )
     val_metrics = task_metrics(task, encoding)
@@ -194,6 +251,8 @@ def train(
     fit = model.fit(
         batches,
         epochs=epochs,
+        # One pass over the pipeline for all epochs: it holds exactly this many batches each.
+        steps_per_epoch=steps,
         verbose=0,
         shuffle=False,  # the pipeline shuffles, from ``seed``
         callbacks=[
