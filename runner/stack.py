@@ -242,37 +242,40 @@ class Stack:
                 values[m][name] = float(root(per_model[m]))
         return values
 
-    def _diagnose(self, x: tf.Tensor, rows: tf.Tensor) -> tuple[list, list]:
-        """Per model and hidden layer: the loss gradient's norm with respect to the kernel,
-        and the layer's outputs, on the probe batch (see runner/diagnostics.py)."""
+    def _diagnose(self, x: tf.Tensor, rows: tf.Tensor) -> list[dict[str, tf.Tensor]]:
+        """Per hidden layer, each model's ``[M]`` statistics on the probe batch (see
+        runner/diagnostics.py): the loss gradient's norm with respect to the kernel, the
+        fraction of dead units and of saturated outputs, all in one traced call."""
         with tf.GradientTape() as tape:
             outputs = self.forward(x)
             losses, _ = self._per_sample(outputs[-1], rows, "train")
             total = tf.reduce_sum(tf.reduce_mean(losses, axis=1))
-        hidden = self.kernels[:-1]
-        gradients = tape.gradient(total, hidden)
-        norms = [tf.sqrt(tf.reduce_sum(tf.square(g), axis=[1, 2])) for g in gradients]
-        return norms, outputs[:-1]
+        gradients = tape.gradient(total, self.kernels[:-1])
+        layers = []
+        for gradient, output in zip(gradients, outputs[:-1], strict=True):
+            stats = {
+                "grad_norm": tf.sqrt(tf.reduce_sum(tf.square(gradient), axis=[1, 2])),
+                "dead": tf.reduce_mean(tf.cast(tf.reduce_all(output <= 0, axis=1), tf.float32), -1),
+            }
+            for name, test in SATURATION.items():
+                stats[name] = tf.reduce_mean(tf.cast(test(output), tf.float32), axis=[1, 2])
+            layers.append(stats)
+        return layers
 
     def diagnostics(self) -> list[dict[str, float]]:
         """Each model's per-layer diagnostics, named as a single job names them."""
         rows = tf.tile(tf.range(self.probe_size)[None, :], [self.size, 1])
-        norms, outputs = self._probe(self.x["train"][: self.probe_size], rows)
+        layers = self._probe(self.x["train"][: self.probe_size], rows)
         values = [{} for _ in range(self.size)]
-        for i, (norm, output) in enumerate(zip(norms, outputs, strict=True)):
-            dead = tf.reduce_mean(tf.cast(tf.reduce_all(output <= 0, axis=1), tf.float32), -1)
-            saturated = {
-                name: tf.reduce_mean(tf.cast(test(output), tf.float32), axis=[1, 2]).numpy()
-                for name, test in SATURATION.items()
-            }
-            norm, dead = norm.numpy(), dead.numpy()
+        for i, stats in enumerate(layers):
+            stats = {name: value.numpy() for name, value in stats.items()}
             for m in range(self.size):
                 activation = self.activation_names[i][m]
-                values[m][f"grad_norm/hidden_{i}"] = float(norm[m])
+                values[m][f"grad_norm/hidden_{i}"] = float(stats["grad_norm"][m])
                 if activation in RELU_FAMILY:
-                    values[m][f"dead_fraction/hidden_{i}"] = float(dead[m])
+                    values[m][f"dead_fraction/hidden_{i}"] = float(stats["dead"][m])
                 elif activation in SATURATION:
-                    values[m][f"saturated_fraction/hidden_{i}"] = float(saturated[activation][m])
+                    values[m][f"saturated_fraction/hidden_{i}"] = float(stats[activation][m])
         return values
 
     # The traced epoch applies Keras's optimizer, which would leave its graph alive after
