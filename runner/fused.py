@@ -148,6 +148,7 @@ def _train(phase: list[JobReturn], group: str) -> None:
     """Train the planned jobs of one group, then set each job's return value as ``main``
     sets it. Jobs whose output layers differ in width train in separate stacks."""
     from runner import job
+    from runner.track import Unrecorded
 
     by_width: dict[tuple, list[JobReturn]] = {}
     for ret in phase:
@@ -164,6 +165,10 @@ def _train(phase: list[JobReturn], group: str) -> None:
                 metrics = train_group(planned, name)
         except KeyboardInterrupt:
             interrupted(planned[0].plan.cfg, planned[0].sweep)
+        except Unrecorded:
+            # The group trained; a run that could not be recorded in full has said what is
+            # missing and where it is kept. As in a basic sweep, its job gives no metrics.
+            metrics = [None] * len(planned)
         except Exception:
             log.exception("fused group %s failed; its runs are FAILED and the sweep goes on", name)
             metrics = [None] * len(planned)
