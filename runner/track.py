@@ -65,6 +65,8 @@ FINGERPRINT = "fingerprint"
 PARAMS_PER_CALL = 100
 METRICS_PER_CALL = 1000
 UNRECORDED_FILE = "unrecorded.json"
+# A dataset another job inserted at the same moment is found on the second try.
+DATASET_TRIES = 2
 
 
 def tracking_uri(configured: str | None) -> str:
@@ -527,7 +529,21 @@ class Run:
             tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
             # MLflow's fluent log_input does the same conversion, but only for the active run.
             inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
-        if not self._store(lambda: self.client.log_inputs(self.run_id, datasets=inputs)):
+
+        def write() -> None:
+            # MLflow looks a dataset up and inserts it when it is missing, with no lock in
+            # between: two jobs of a parallel sweep logging the same new dataset at once both
+            # insert it, and the second breaks the store's unique key. Its second try finds
+            # the row the other job created.
+            for attempt in range(DATASET_TRIES):
+                try:
+                    self.client.log_inputs(self.run_id, datasets=inputs)
+                    return
+                except Exception as error:
+                    if attempt + 1 == DATASET_TRIES or "unique" not in str(error).lower():
+                        raise
+
+        if not self._store(write):
             self.lost.inputs.extend(f"{name}-{context}" for context in splits)
 
     def set_tags(self, tags: dict[str, object]) -> None:

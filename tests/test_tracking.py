@@ -1,6 +1,7 @@
 """Tracking against real SQLite stores: metrics written by the run's writer thread are all
 in the store before its status; an artifact the store cannot write ends the run FAILED
-with its metrics kept; ``tracking.enabled=false`` trains without creating a store."""
+with its metrics kept; a dataset two parallel jobs insert at once is recorded for both;
+``tracking.enabled=false`` trains without creating a store."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 from contextlib import ExitStack, suppress
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -107,3 +109,40 @@ def test_tracking_disabled_trains_and_records_nothing(cli, store, tmp_path):
 
     assert not Path(store.removeprefix("sqlite:///")).exists()
     assert not (tmp_path / "mlartifacts").exists()
+
+
+def test_a_dataset_inserted_by_a_parallel_job_at_the_same_moment_is_shared(store, tmp_path):
+    # The race a parallel sweep on a fresh store runs into: MLflow finds the dataset missing,
+    # another job inserts it, then this job inserts it too. The other job is slipped in for
+    # real, through a second connection, just before this job's insert.
+    from sqlalchemy import event
+
+    tracker = Tracker(store)
+    experiment = tracker.experiment("parallel")
+    splits = {"train": (np.eye(4), np.arange(4)), "test": (np.ones((2, 4)), np.arange(2))}
+    engine = tracker.client._tracking_client.store.engine
+    with tracker.open_run(experiment, "other", {}, output_dir=tmp_path) as other:
+        raced = []
+
+        def other_job_first(conn, cursor, statement, *args):
+            if statement.startswith("INSERT INTO datasets") and not raced:
+                raced.append(statement)
+                other.log_inputs("digits", {}, splits)
+
+        event.listen(engine, "before_cursor_execute", other_job_first)
+        try:
+            with tracker.open_run(experiment, "job", {}, output_dir=tmp_path) as run:
+                run.log_inputs("digits", {}, splits)
+        finally:
+            event.remove(engine, "before_cursor_execute", other_job_first)
+
+    assert raced
+    client = MlflowClient(store)
+    for ran in (run, other):
+        recorded = client.get_run(ran.run_id)
+        assert recorded.info.status == "FINISHED"
+        assert sorted(i.dataset.name for i in recorded.inputs.dataset_inputs) == [
+            "digits-test",
+            "digits-train",
+        ]
+    assert not (tmp_path / "unrecorded.json").exists()
