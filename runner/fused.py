@@ -96,6 +96,24 @@ def _plan_task(cfg: DictConfig) -> Planned | dict[str, float] | None:
     return Planned(plan, list(HydraConfig.get().overrides.task), sweep)
 
 
+def keep_composed(config_loader: Any) -> dict[tuple[int, tuple[str, ...]], DictConfig]:
+    """Keep each job config that ``config_loader`` composes, by master config and overrides.
+
+    Hydra's basic sweeper composes every job's config to check the batch, throws it away,
+    and the launcher composes it again: about a quarter of a second a job here, a fifth of
+    a fused job's cost. The launcher takes the sweeper's instead."""
+    compose = config_loader.load_sweep_config
+    composed: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
+
+    def load_sweep_config(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        config = compose(master_config, sweep_overrides)
+        composed[(id(master_config), tuple(sweep_overrides))] = config
+        return config
+
+    config_loader.load_sweep_config = load_sweep_config
+    return composed
+
+
 def launch(
     launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> list[JobReturn]:
@@ -106,9 +124,10 @@ def launch(
     Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
     configs = []
     for offset, overrides in enumerate(job_overrides):
-        config = launcher.hydra_context.config_loader.load_sweep_config(
-            launcher.config, list(overrides)
-        )
+        key = (id(launcher.config), tuple(overrides))
+        if key not in launcher.composed:
+            launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+        config = launcher.composed.pop(key)
         with open_dict(config):
             config.hydra.job.id = config.hydra.job.num = initial_job_idx + offset
         configs.append(config)
