@@ -239,6 +239,10 @@ def train(
         # XLA compiles each model anew, which costs more than it saves on these small MLPs.
         jit_compile=False,
     )
+    # Keras otherwise builds the optimizer's slots in the first step, while tracing it, where
+    # each variable took about 40 ms to create: built here, before fit, a job of the default
+    # model ([64, 64], Adam) trained half a second sooner.
+    model.optimizer.build(model.trainable_variables)
     x, y = tf.constant(x_train), tf.constant(y_train)
     batches = (
         tf.data.Dataset.from_tensor_slices(batch_orders(len(x_train), seed, epochs))
