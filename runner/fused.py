@@ -100,8 +100,8 @@ def keep_composed(config_loader: Any) -> dict[tuple[int, tuple[str, ...]], DictC
     """Keep each job config that ``config_loader`` composes, by master config and overrides.
 
     Hydra's basic sweeper composes every job's config to check the batch, throws it away,
-    and the launcher composes it again: a tenth of a second or more a job here, a fused
-    job's largest cost after its figure. The launcher takes the sweeper's instead."""
+    and the launcher composes it again: a tenth of a second or more a job here, one of a
+    fused job's larger costs. The launcher takes the sweeper's instead."""
     compose = config_loader.load_sweep_config
     composed: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
 
