@@ -26,7 +26,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import stop
 from runner.app import interrupted, job_result, plan_job
-from runner.config import UserError
 from runner.sweep import Sweep, sweep_of
 
 log = logging.getLogger("runner")
@@ -197,11 +196,7 @@ def _train(phase: list[JobReturn], group: str) -> None:
     # (the worst there is for a refused or failed job).
     for ret in phase:
         if ret.status is JobStatus.COMPLETED:
-            try:
-                ret.return_value = job_result(ret.cfg, ret.return_value)
-            except UserError as error:
-                # As Hydra files a task function's exception: raised where it is read.
-                ret.status, ret.return_value = JobStatus.FAILED, error
+            ret.return_value = job_result(ret.cfg, ret.return_value)
 
 
 def train_group(planned: list[Planned], group: str) -> list[dict[str, float]]:

@@ -22,6 +22,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from runner.config import (
+    Objective,
+    UserError,
     activation_label,
     experiment_name,
     hidden_activations,
@@ -151,6 +153,7 @@ def prepare(cfg: DictConfig, sweep: Sweep | None) -> Plan:
         )
     dataset = load_data(cfg.dataset)
     head = model.output_head(cfg.loss, cfg.model.output_activation, dataset.task, dataset.classes)
+    check_objective(cfg.objective, dataset.task)
     tracker = open_tracker(cfg.tracking)
     if not cfg.tracking.enabled and sweep is None:
         log.warning("tracking.enabled=false: nothing is recorded; the metrics are in this log only")
@@ -171,6 +174,18 @@ def prepare(cfg: DictConfig, sweep: Sweep | None) -> Plan:
         finished,
         output_dir(),
     )
+
+
+def check_objective(objective: Objective | None, task: str) -> None:
+    """Refuse an ``objective`` that a job of ``task`` does not log before it trains, not
+    once it has trained and its metrics lack it."""
+    logged = train.validation_metrics(task)
+    if objective is not None and objective.value not in logged:
+        raise UserError(
+            f"objective={objective.value} is not a metric of a {task} job; it logs "
+            f"{', '.join(logged)}. Pick one of them (with hydra.sweeper.direction=minimize "
+            "for a loss or an error)."
+        )
 
 
 def skip(plan: Plan, sweep: Sweep | None) -> dict[str, float]:

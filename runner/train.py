@@ -110,6 +110,13 @@ def loss_scaled(
     return optimizer
 
 
+def validation_metrics(task: str) -> list[str]:
+    """The validation metrics a job of ``task`` logs each epoch, as :func:`task_metrics`
+    names them."""
+    names = ["accuracy"] if task == CLASSIFICATION else ["mae", "rmse"]
+    return [f"val_{name}" for name in ["loss", *names]]
+
+
 def task_metrics(task: str, encoding: Encoding) -> list[keras.metrics.Metric]:
     """``accuracy`` of the kind that matches the target encoding, or ``mae`` and ``rmse``."""
     if task == CLASSIFICATION:

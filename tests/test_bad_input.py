@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
-from runner import data, model
+from runner import data, job, model
 from runner.config import UserError, check_group_overrides, validate_names, validate_values
 from tests.conftest import CONF
 
@@ -26,6 +26,7 @@ def check(*overrides: str) -> None:
     validate_names(cfg)
     dataset = data.load(cfg.dataset)
     model.output_head(cfg.loss, cfg.model.output_activation, dataset.task, dataset.classes)
+    job.check_objective(cfg.objective, dataset.task)
 
 
 CASES = [
@@ -80,6 +81,11 @@ CASES = [
     (["dataset=csv", "dataset.path=/no/such.csv"], ["dataset.path=/no/such.csv", "no such file"]),
     (["dataset=diabetes", "loss=categorical_crossentropy"], ["loss=categorical_crossentropy"]),
     (["loss=binary_crossentropy"], ["loss=binary_crossentropy", "10 classes"]),
+    (["objective=val_auc"], ["objective", "val_auc", "val_loss, val_accuracy, val_mae"]),
+    (
+        ["dataset=diabetes", "loss=mse", "objective=val_accuracy"],
+        ["objective=val_accuracy", "regression", "val_loss, val_mae, val_rmse"],
+    ),
 ]
 
 

@@ -80,11 +80,20 @@ def test_a_diverged_trial_ranks_last_and_the_search_goes_on(cli, store, tmp_path
     assert math.isfinite(found["best_value"])
 
 
-def test_an_objective_the_job_does_not_log_stops_the_search_at_its_first_trial(cli, store):
+def test_an_objective_the_job_does_not_log_is_refused_before_any_trial_trains(cli, store):
     result = cli("-m", *SMALL, "dataset=diabetes", "loss=mse", "model.units=[8]")
     assert result.returncode == 1
     output = result.stdout + result.stderr
-    assert (
-        "objective=val_accuracy is not a metric of this job; it has val_loss, val_mae, " in output
+    refusal = (
+        "objective=val_accuracy is not a metric of a regression job; it logs val_loss, "
+        "val_mae, val_rmse."
     )
-    assert len(search(store, "tags.role = 'job'")) == 1
+    assert refusal in output and "Traceback" not in output
+    assert "3 of 3 jobs failed" in output
+    trials = search(store, "tags.role = 'job'")
+    assert list(trials["status"]) == ["FAILED"] * 3
+    assert all(error.startswith(f"UserError: {refusal}") for error in trials["tags.error"])
+    # Refused before training: no trial logged a single epoch.
+    assert not any(column.startswith("metrics.") for column in trials.dropna(axis=1).columns)
+    (parent,) = search(store, "tags.role = 'sweep'")["status"]
+    assert parent == "FAILED"
