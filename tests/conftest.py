@@ -64,6 +64,18 @@ def search(store: str, filter_string: str = "") -> pd.DataFrame:
     return mlflow.search_runs(filter_string=filter_string, search_all_experiments=True)
 
 
+def finished_sweep(store: str, jobs: int) -> tuple[pd.Series, pd.DataFrame]:
+    """Assert that the store holds one sweep: a FINISHED parent run with ``jobs`` FINISHED
+    job runs under it; return the parent and the jobs."""
+    parents = search(store, "tags.role = 'sweep'")
+    children = search(store, "tags.role = 'job'")
+    assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
+    parent = parents.iloc[0]
+    assert len(children) == jobs and set(children["status"]) == {"FINISHED"}
+    assert set(children["tags.mlflow.parentRunId"]) == {parent["run_id"]}
+    return parent, children
+
+
 def running(store: str) -> int:
     """How many runs of the store are RUNNING; 0 also when the store was never created."""
     if not Path(store.removeprefix("sqlite:///")).exists():

@@ -8,7 +8,7 @@ import os
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import running, search
+from tests.conftest import finished_sweep, running, search
 
 TINY = ["model.units=[16]", "train.epochs=1"]
 
@@ -33,14 +33,7 @@ def test_a_single_run_prints_its_metrics_and_run_id_and_is_reproducible(cli, sto
 def test_a_sweep_records_its_jobs_under_one_parent_and_prints_the_table(cli, store):
     result = cli("-m", "activation=sigmoid,relu", "loss=mse,categorical_crossentropy", *TINY)
     assert result.returncode == 0, result.stderr
-    runs = search(store)
-    parents = runs[runs["tags.role"] == "sweep"]
-    children = runs[runs["tags.role"] == "job"]
-    assert len(parents) == 1
-    assert parents.iloc[0]["status"] == "FINISHED"
-    assert len(children) == 4
-    assert set(children["status"]) == {"FINISHED"}
-    assert set(children["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}
+    _, children = finished_sweep(store, 4)
     assert len(set(zip(children["params.activation"], children["params.loss"], strict=True))) == 4
     assert children["tags.sweep_id"].nunique() == 1
     output = result.stdout + result.stderr
@@ -57,11 +50,7 @@ def test_a_parallel_joblib_sweep_records_every_job_with_its_history(cli, store):
         "train.epochs=2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    parents = search(store, "tags.role = 'sweep'")
-    children = search(store, "tags.role = 'job'")
-    assert len(parents) == 1 and len(children) == 4
-    assert set(children["status"]) == {"FINISHED"}
-    assert set(children["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}
+    _, children = finished_sweep(store, 4)
     # Two workers on this machine's cores: each gets its share, not all of them.
     assert set(children["params.train.threads"]) == {str(max(1, (os.cpu_count() or 1) // 2))}
     client = MlflowClient(store)

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from runner.__main__ import share_of_cores
-from tests.conftest import CONF, search
+from tests.conftest import CONF, finished_sweep, search
 
 TINY = ["activation=relu,tanh", "dataset=iris", "model.units=[8]", "train.epochs=2"]
 
@@ -44,12 +44,7 @@ def test_the_slurm_preset_is_submitits_slurm_launcher_with_the_keys_a_cluster_se
 def assert_one_sweep_of_finished_jobs(store: str, threads: str) -> None:
     """Two FINISHED jobs with every epoch's metrics, both under the one parent run, each
     trained in a process other than the sweep's, with ``threads`` TensorFlow threads."""
-    parents = search(store, "tags.role = 'sweep'")
-    children = search(store, "tags.role = 'job'")
-    assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
-    parent = parents.iloc[0]
-    assert len(children) == 2 and set(children["status"]) == {"FINISHED"}
-    assert set(children["tags.mlflow.parentRunId"]) == {parent["run_id"]}
+    parent, children = finished_sweep(store, 2)
     assert set(children["tags.sweep_id"]) == {parent["tags.sweep_id"]}
     assert parent["tags.pid"] not in set(children["tags.pid"])
     assert set(children["params.train.threads"]) == {threads}

@@ -11,7 +11,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from tests.conftest import search
+from tests.conftest import finished_sweep, search
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +26,7 @@ def results(tmp_path) -> dict:
 def test_a_search_records_each_trial_and_names_the_best_params(cli, store, tmp_path):
     result = cli("-m", *SMALL)
     assert result.returncode == 0, result.stdout + result.stderr
-    parents = search(store, "tags.role = 'sweep'")
-    children = search(store, "tags.role = 'job'")
-    assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
-    assert len(children) == 3 and set(children["status"]) == {"FINISHED"}
-    assert set(children["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}
+    parent, children = finished_sweep(store, 3)
 
     found = results(tmp_path)
     best = found["best_params"]
@@ -56,7 +52,7 @@ def test_a_search_records_each_trial_and_names_the_best_params(cli, store, tmp_p
     ]
     assert len(chosen) == 1
     assert chosen.iloc[0]["metrics.val_accuracy"] == pytest.approx(found["best_value"])
-    artifacts = MlflowClient(store).list_artifacts(parents.iloc[0]["run_id"])
+    artifacts = MlflowClient(store).list_artifacts(parent["run_id"])
     assert "optimization_results.yaml" in {a.path for a in artifacts}
 
 

@@ -22,7 +22,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import search
+from tests.conftest import finished_sweep, search
 
 pytestmark = pytest.mark.slow
 
@@ -235,11 +235,7 @@ def test_a_parallel_sweep_through_a_server_on_postgresql_records_every_metric(po
             "model.units=[8]", "train.epochs=2",
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-        parents = search(uri, "tags.role = 'sweep'")
-        children = search(uri, "tags.role = 'job'")
-        assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
-        assert len(children) == 4 and set(children["status"]) == {"FINISHED"}
-        assert set(children["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}
+        _, children = finished_sweep(uri, 4)
         client = MlflowClient(uri)
         for run_id in children["run_id"]:
             for name in ("loss", "val_loss", "accuracy", "val_accuracy", "grad_norm/hidden_0"):
