@@ -15,10 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from runner.config import register
-
-ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf"
+from runner.config import CONF, register
 
 register()
 
