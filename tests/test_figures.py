@@ -1,0 +1,57 @@
+"""The per-run figure: a sweep's process draws each run's figure over the last one of the
+same layout, and what it renders must not depend on the runs drawn before it."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from runner import figures
+
+
+def _history(rng: np.random.Generator, epochs: int, scale: float) -> dict[str, list[float]]:
+    keys = ("loss", "val_loss", "accuracy", "val_accuracy", "grad_norm/hidden_0")
+    return {key: list(rng.random(epochs) * scale) for key in keys}
+
+
+def _png(history: dict[str, list[float]], title: str) -> bytes:
+    buffer = io.BytesIO()
+    figures.training_curves(history, "accuracy", title).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _shows(figure, history: dict[str, list[float]]) -> None:
+    """Each panel's axes span its curves' epochs and values."""
+    panels = (("loss", "val_loss"), ("accuracy", "val_accuracy"), ("grad_norm/hidden_0",))
+    for ax, keys in zip(figure.axes, panels, strict=True):
+        values = [v for key in keys for v in history[key]]
+        low, high = ax.get_ylim()
+        assert low <= min(values) and max(values) <= high, (keys, ax.get_ylim())
+        left, right = ax.get_xlim()
+        assert left <= 1 and len(history[keys[0]]) <= right, (keys, ax.get_xlim())
+
+
+def test_a_figure_drawn_over_another_run_renders_as_if_drawn_first(monkeypatch):
+    rng = np.random.default_rng(0)
+    first, second = _history(rng, 30, 1.0), _history(rng, 12, 100.0)
+    monkeypatch.setattr(figures, "_built", {})
+    before = _png(first, "first")
+    # The second run's fewer epochs and larger values rescale the axes; its title replaces
+    # the first's.
+    over = _png(second, "second")
+    _shows(figures.training_curves(second, "accuracy", "second"), second)
+    assert figures.training_curves(second, "accuracy", "second").get_suptitle() == "second"
+    monkeypatch.setattr(figures, "_built", {})
+    assert _png(second, "second") == over
+    assert over != before
+
+
+def test_each_layout_has_its_own_figure(monkeypatch):
+    monkeypatch.setattr(figures, "_built", {})
+    rng = np.random.default_rng(1)
+    with_diagnostics = _history(rng, 5, 1.0)
+    without = {k: v for k, v in with_diagnostics.items() if not k.startswith("grad_norm/")}
+    assert len(figures.training_curves(with_diagnostics, "accuracy", "a").axes) == 3
+    assert len(figures.training_curves(without, "accuracy", "b").axes) == 2
+    assert len(figures.training_curves(with_diagnostics, "accuracy", "c").axes) == 3
