@@ -276,11 +276,7 @@ class Tracker:
         check does not take it for the earlier, dead process's."""
         from mlflow.entities import RunTag
 
-        found = self.client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = 'sweep'",
-            max_results=1,
-        )
+        found = self._parents([experiment_id], sweep_id, max_results=1)
         if found:
             run_id = found[0].info.run_id
             if claim:
@@ -289,16 +285,47 @@ class Tracker:
                 self.client.log_batch(run_id, tags=tags)
             return run_id
         tags = {SWEEP_ID: sweep_id, ROLE: "sweep", **_process_tags()}
-        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
-        return run.info.run_id
+        run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        # Parallel jobs of an experiment that had no parent yet may each have created one:
+        # the earliest stays, and a later one is deleted by the job that created it. (Two
+        # created in the same millisecond may both stay.)
+        first = self._parents([experiment_id], sweep_id, max_results=1)[0].info.run_id
+        if first != run_id:
+            self.client.delete_run(run_id)
+        return first
+
+    def _parents(self, experiments: list[str], sweep_id: str, **kwargs: Any) -> list:
+        """The sweep's parent runs in ``experiments``, the earliest first."""
+        return self.client.search_runs(
+            experiments,
+            filter_string=f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = 'sweep'",
+            order_by=["attributes.start_time ASC"],
+            **kwargs,
+        )
 
     def end_sweep(self, sweep_id: str, outcome: str) -> None:
-        """End the sweep's parent runs, in every experiment, with the sweep's outcome."""
-        for parent in self.client.search_runs(
-            self._all_experiments(),
-            filter_string=f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = 'sweep'",
-        ):
-            self._end(parent.info.run_id, outcome)
+        """End the sweep's parent runs, in every experiment, with the sweep's outcome. A
+        parent no run went under, in an experiment where none of the sweep's jobs ran (the
+        master config's, when the jobs picked other datasets), is deleted instead, so that
+        the UI shows no empty sweep; unless no parent has a run at all."""
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        experiments = self._all_experiments()
+        parents = [parent.info.run_id for parent in self._parents(experiments, sweep_id)]
+        used = {
+            parent
+            for parent in parents
+            if self.client.search_runs(
+                experiments,
+                filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent}'",
+                max_results=1,
+            )
+        }
+        for parent in parents:
+            if used and parent not in used:
+                self.client.delete_run(parent)
+            else:
+                self._end(parent, outcome)
 
     @contextmanager
     def open_run(

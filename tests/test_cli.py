@@ -42,6 +42,25 @@ def test_a_sweep_records_its_jobs_under_one_parent_and_prints_the_table(cli, sto
         assert activation in output
 
 
+def test_a_sweep_over_datasets_has_one_parent_per_dataset_and_none_left_empty(cli, store):
+    # Each dataset's runs go in its own experiment; the master config's (digits), where no
+    # job ran, keeps no empty parent.
+    result = cli("-m", "dataset=iris,wine", "seed=0,1", *TINY)
+    assert result.returncode == 0, result.stderr
+    parents = search(store, "tags.role = 'sweep'")
+    children = search(store, "tags.role = 'job'")
+    assert len(parents) == 2 and set(parents["status"]) == {"FINISHED"}
+    assert len(children) == 4 and set(children["status"]) == {"FINISHED"}
+    client = MlflowClient(store)
+    names = {client.get_experiment(e).name: e for e in parents["experiment_id"]}
+    assert set(names) == {"iris", "wine"}
+    for name, experiment in names.items():
+        parent = parents.set_index("experiment_id").loc[experiment, "run_id"]
+        mine = children[children["params.dataset"] == name]
+        assert set(mine["tags.mlflow.parentRunId"]) == {parent}
+        assert set(mine["experiment_id"]) == {experiment}
+
+
 @pytest.mark.slow
 def test_a_parallel_joblib_sweep_records_every_job_with_its_history(cli, store):
     result = cli(

@@ -146,3 +146,25 @@ def test_a_dataset_inserted_by_a_parallel_job_at_the_same_moment_is_shared(store
             "digits-train",
         ]
     assert not (tmp_path / "unrecorded.json").exists()
+
+
+def test_parents_two_parallel_jobs_create_at_once_become_one(store):
+    # Two parallel jobs of an experiment without a parent yet both find none and both
+    # create one: the other job's is slipped in for real, just before this job's create.
+    tracker = Tracker(store)
+    experiment = tracker.experiment("parallel")
+    create = tracker.client.create_run
+    others = []
+
+    def other_job_first(*args, **kwargs):
+        if not others:
+            others.append(create(*args, **kwargs).info.run_id)
+        return create(*args, **kwargs)
+
+    tracker.client.create_run = other_job_first
+    parent = tracker.sweep_parent(experiment, "/sweeps/s", "s")
+    assert parent == others[0]
+    assert tracker.sweep_parent(experiment, "/sweeps/s", "s") == parent
+    client = MlflowClient(store)
+    active = client.search_runs([experiment], filter_string="tags.role = 'sweep'")
+    assert [run.info.run_id for run in active] == [parent]
