@@ -101,7 +101,9 @@ def keep_composed(config_loader: Any) -> dict[tuple[int, tuple[str, ...]], DictC
     Hydra's basic sweeper composes every job's config to check the batch, throws it away,
     and the launcher composes it again: a tenth of a second or more a job here, one of a
     fused job's larger costs. The launcher takes the sweeper's instead."""
-    compose = config_loader.load_sweep_config
+    # Hydra's own method, not a wrapper from an earlier setup of the launcher.
+    compose = getattr(config_loader.load_sweep_config, "__wrapped__", None)
+    compose = compose or config_loader.load_sweep_config
     composed: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
 
     def load_sweep_config(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
@@ -109,6 +111,7 @@ def keep_composed(config_loader: Any) -> dict[tuple[int, tuple[str, ...]], DictC
         composed[(id(master_config), tuple(sweep_overrides))] = config
         return config
 
+    load_sweep_config.__wrapped__ = compose
     config_loader.load_sweep_config = load_sweep_config
     return composed
 
