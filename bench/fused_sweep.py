@@ -6,8 +6,9 @@ The sweep of the fused-sweeps issue: 4 activations x 2 losses x 3 seeds on digit
 clock starts, as a user's store would be), in turn, ``--repeats`` times. Printed: the median
 wall time of each, their ratio, and both comparison tables (mean test accuracy per
 activation and loss), which must agree: a fused job trains exactly as it does alone.
+Overrides after the options go to both sweeps: ``device=gpu`` measures the ratio on a GPU.
 
-    python bench/fused_sweep.py [--repeats 1] [--epochs 30] [--seeds 3]
+    python bench/fused_sweep.py [--repeats 1] [--epochs 30] [--seeds 3] [OVERRIDE ...]
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ ACTIVATIONS = "sigmoid,tanh,relu,elu"
 LOSSES = "mse,categorical_crossentropy"
 
 
-def sweep(launcher: str, store: str, directory: Path, epochs: int, seeds: int) -> float:
+def sweep(
+    launcher: str, store: str, directory: Path, epochs: int, seeds: int, overrides: list[str]
+) -> float:
     """Wall seconds of one whole sweep process."""
     command = [
         sys.executable,
@@ -43,6 +46,7 @@ def sweep(launcher: str, store: str, directory: Path, epochs: int, seeds: int) -
         f"seed={','.join(str(s) for s in range(seeds))}",
         "model.units=[128,64]",
         f"train.epochs={epochs}",
+        *overrides,
     ]
     env = dict(os.environ, MLFLOW_TRACKING_URI=store)
     start = time.perf_counter()
@@ -61,6 +65,7 @@ def table(store: str) -> pd.DataFrame:
     by = runs.groupby(["params.activation", "params.loss"])["metrics.test_accuracy"]
     summary = by.agg(["mean", "std", "count"])
     summary.attrs["train_seconds"] = runs["metrics.train_seconds"].sum()
+    summary.attrs["devices"] = sorted(runs["tags.device"].unique())
     return summary
 
 
@@ -75,6 +80,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("overrides", nargs="*", help="added to both sweeps: device=gpu")
     args = parser.parse_args()
 
     seconds: dict[str, list[float]] = {"basic": [], "fused": []}
@@ -85,14 +91,17 @@ def main() -> None:
             for launcher in seconds:
                 name = f"{launcher}{repeat}"
                 store = fresh_store(folder, name)
-                wall = sweep(launcher, store, folder / name, args.epochs, args.seeds)
+                wall = sweep(
+                    launcher, store, folder / name, args.epochs, args.seeds, args.overrides
+                )
                 seconds[launcher].append(wall)
                 tables[launcher] = table(store)
                 print(f"{launcher:6} sweep {repeat + 1}: {wall:7.1f} s", flush=True)
 
     jobs = 4 * 2 * args.seeds
     basic, fused = (statistics.median(seconds[k]) for k in ("basic", "fused"))
-    print(f"\n{jobs} jobs, {args.epochs} epochs, median of {args.repeats}:")
+    devices = {k: ", ".join(tables[k].attrs["devices"]) for k in tables}
+    print(f"\n{jobs} jobs, {args.epochs} epochs, median of {args.repeats}; trained on: {devices}")
     print("| launcher | wall time | per job |\n| --- | ---: | ---: |")
     for name, wall in (("basic", basic), ("fused", fused)):
         print(f"| {name} | {wall:.1f} s | {wall / jobs:.2f} s |")
