@@ -6,6 +6,7 @@ with its metrics kept; a dataset two parallel jobs insert at once is recorded fo
 from __future__ import annotations
 
 import json
+import time
 from contextlib import ExitStack, suppress
 from pathlib import Path
 
@@ -159,6 +160,8 @@ def test_parents_two_parallel_jobs_create_at_once_become_one(store):
     def other_job_first(*args, **kwargs):
         if not others:
             others.append(create(*args, **kwargs).info.run_id)
+            # Start times are in milliseconds: two parents of the same one may both stay.
+            time.sleep(0.002)
         return create(*args, **kwargs)
 
     tracker.client.create_run = other_job_first
