@@ -34,6 +34,7 @@ from runner.train import (
     batch_orders,
     custom_gradients_released,
     make_optimizer,
+    metric_names,
 )
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class Stack:
             self.loss_groups.append(
                 (positions, keras.losses.get(loss), _scores(self.task, encoding), targets)
             )
-        self.metric_names = ["accuracy"] if self.task == CLASSIFICATION else ["mae", "rmse"]
+        self.metric_names = metric_names(self.task)
 
         self.optimizer = make_optimizer(optimizer)
         self.optimizer.build(self.variables)

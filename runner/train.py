@@ -110,11 +110,15 @@ def loss_scaled(
     return optimizer
 
 
+def metric_names(task: str) -> list[str]:
+    """The metrics a job of ``task`` logs besides its loss, as :func:`task_metrics` names
+    them."""
+    return ["accuracy"] if task == CLASSIFICATION else ["mae", "rmse"]
+
+
 def validation_metrics(task: str) -> list[str]:
-    """The validation metrics a job of ``task`` logs each epoch, as :func:`task_metrics`
-    names them."""
-    names = ["accuracy"] if task == CLASSIFICATION else ["mae", "rmse"]
-    return [f"val_{name}" for name in ["loss", *names]]
+    """The validation metrics a job of ``task`` logs each epoch."""
+    return [f"val_{name}" for name in ["loss", *metric_names(task)]]
 
 
 def task_metrics(task: str, encoding: Encoding) -> list[keras.metrics.Metric]:
