@@ -30,7 +30,7 @@ install-gpu: install  ## Swap the CPU build of TensorFlow for the CUDA one (Linu
 run: install  ## Train the default model (digits, relu, categorical cross-entropy)
 	$(PY) -m runner
 
-test: install  ## Run the test suite (about 8 minutes on 2 cores)
+test: install  ## Run the test suite (about 7 minutes on 2 cores)
 	$(PY) -m pytest
 
 test-slow: install  ## Run the slow tests: parallel and distributed sweeps, search, PostgreSQL, resume
