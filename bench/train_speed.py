@@ -28,10 +28,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
+from runner.diagnostics import Diagnostics  # noqa: E402
 
 from runner import data, model, train  # noqa: E402
 from runner.config import DatasetConfig, Encoding, OptimizerConfig  # noqa: E402
-from runner.diagnostics import Diagnostics  # noqa: E402
 
 UNITS = [128, 64]
 BATCH = 32

@@ -1,8 +1,8 @@
 """The steps of a job that every launcher shares: planning a job, which refuses bad input
 before a run exists, and stopping a sweep after Ctrl-C or SIGTERM.
 
-TensorFlow is imported only once a job's values have passed :func:`validate_values`, so a
-bad value is reported at once.
+Keras, and with it the job's backend, is imported only once a job's values have passed
+:func:`validate_values`, so a bad value is reported at once.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def plan_job(cfg: DictConfig, sweep: Sweep | None) -> Plan | None:
     FAILED run. A single run's user error exits 2 with its message."""
     try:
         validate_values(cfg)
+        from runner import backend
+
+        backend.use(cfg.backend.value, cfg.device.value, cfg.train.threads)
         from runner import job
 
         return job.prepare(cfg, sweep)
@@ -57,7 +60,7 @@ def objective_value(name: str, metrics: dict[str, float] | None) -> float:
     search learns to avoid its config and goes on. (Optuna would drop a NaN as a failed
     trial, and stop with an error at the end when every trial had failed.) An objective
     that the job does not log was refused before it trained (:func:`job.prepare`)."""
-    from runner.compare import lower_is_better
+    from runner.metrics import lower_is_better
 
     if not metrics:
         return math.inf if lower_is_better(name) else -math.inf

@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from runner.config import UserError
+from runner.metrics import lower_is_better
 from runner.track import (
     COMPLETED,
     DIVERGED,
@@ -41,7 +42,6 @@ from runner.track import (
 # Params that identify a run or repeat it, never what a comparison is about.
 NOT_COMPARED = {"seed", "tracking.uri", "tracking.experiment"}
 CHOICES = ("activation", "loss", "dataset", "optimizer")
-LOWER_IS_BETTER = ("loss", "mae", "rmse", "mse")
 COUNTS = (DIVERGED, FAILED, INTERRUPTED)
 STATS = ("mean", "std", "min", "max")
 SUMMARY_COLUMNS = {*STATS, "n", *COUNTS, "rank"}
@@ -88,16 +88,6 @@ def varying_params(runs: pd.DataFrame) -> list[str]:
 def default_metric(runs: pd.DataFrame) -> str:
     """``test_accuracy`` when the runs classify, else ``test_rmse``."""
     return "test_accuracy" if "metrics.test_accuracy" in runs.columns else "test_rmse"
-
-
-def lower_is_better(metric: str) -> bool:
-    """Whether a smaller ``metric`` is the better one. Losses and errors are: ``loss``,
-    ``mae``, ``rmse``, ``mse`` with or without ``test_``/``val_``, and any name ending in
-    ``loss`` or ``error``; so are times (``train_seconds``). Everything else, accuracies and
-    diagnostics such as ``grad_norm/hidden_0`` included, counts as higher-is-better; a
-    diagnostic is judged by its family, the part before ``/``."""
-    family = metric.split("/", 1)[0].removeprefix("test_").removeprefix("val_")
-    return family in LOWER_IS_BETTER or family.endswith(("loss", "error", "seconds"))
 
 
 def outcomes(runs: pd.DataFrame) -> pd.Series:

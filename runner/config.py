@@ -2,8 +2,9 @@
 
 The dataclasses are registered in Hydra's ConfigStore as ``schema`` and named first in
 ``conf/config.yaml``'s defaults, so a value of the wrong type (``train.epochs=abc``) or an
-unknown key fails while Hydra composes the config, before TensorFlow is imported. The value
-checks in :func:`validate` (ranges, list lengths, Keras names) run at the start of each job.
+unknown key fails while Hydra composes the config, before Keras is imported. The value
+checks, :func:`validate_values` (ranges, lengths) and :func:`validate_names` (Keras's
+identifiers), run at the start of each job.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 
 class UserError(Exception):
     """A mistake in the user's configuration or data: reported as a message, not a traceback."""
+
+
+class Backend(Enum):
+    """Keras's backend: JAX (the default: fast small models, fused sweeps, the GPU path)
+    or TensorFlow."""
+
+    jax = "jax"
+    tensorflow = "tensorflow"
 
 
 class Device(Enum):
@@ -124,13 +133,14 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     """``steps_per_execution`` batches run in one TensorFlow call: fewer round trips from
-    Python, the same updates."""
+    Python, the same updates (JAX runs a whole epoch in one call)."""
 
     epochs: int = 20
     batch_size: int = 32
     steps_per_execution: int = 64
-    # TensorFlow's threads per op pool; null: all cores, or a share of them per worker
-    # when a parallel launcher runs several jobs at once (see runner/__main__.py).
+    # CPU threads per job; null: all cores, or a share of them per worker when a parallel
+    # launcher runs several jobs at once (see runner/__main__.py). TensorFlow takes any
+    # count; JAX's XLA either one thread (threads=1) or all cores.
     threads: int | None = None
     # Hidden layers compute in float16 (weights stay float32), the output layer and the loss
     # in float32, with loss scaling: Keras's mixed_float16, set per layer (runner/model.py).
@@ -163,12 +173,13 @@ class Config:
     loss: LossConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     # One Keras activation for every hidden layer, or a list with one per layer. Typed Any
-    # because OmegaConf cannot express "str or list of str"; validate() checks it.
+    # because OmegaConf cannot express "str or list of str"; validate_values() checks it.
     activation: Any = "relu"
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     seed: int = 0
+    backend: Backend = Backend.jax
     device: Device = Device.auto
     resume: bool = False
     objective: Objective | None = None
@@ -176,19 +187,12 @@ class Config:
 
 
 def register() -> None:
-    """Register the schema so that ``conf/config.yaml`` can name it in its defaults.
+    """Register the schema so that ``conf/config.yaml`` can name it in its defaults, and
+    spare Hydra its copies of the ConfigStore (runner/patches.py)."""
+    from runner.patches import hydra_config_store_copies_as_itself
 
-    Also make the process's ConfigStore copy as itself. Hydra 1.3 deep-copies its config
-    repository for every composition and every group it lists, and with it the ConfigStore
-    that the repository holds, every plugin's config included: ``--help`` made 82 copies,
-    a second of its time, and a sweep one per job. The copies are only read, and Hydra's
-    own later fix (pull request 2928) has them use the live store in the same way."""
-    ConfigStore.__deepcopy__ = _itself
+    hydra_config_store_copies_as_itself()
     ConfigStore.instance().store(name="schema", node=Config)
-
-
-def _itself(store: ConfigStore, memo: dict) -> ConfigStore:
-    return store
 
 
 def check_group_overrides(overrides: list[str]) -> None:

@@ -20,9 +20,8 @@ import pandas as pd
 from sklearn import datasets as sk
 
 from runner.config import DatasetConfig, TaskChoice, UserError
+from runner.metrics import CLASSIFICATION, REGRESSION
 
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
 # A numeric target with at most this many distinct integer values is taken for classes.
 MAX_INTEGER_CLASSES = 20
 

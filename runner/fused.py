@@ -1,13 +1,11 @@
-"""Fused sweeps: the jobs of a sweep that can share one computation train as one stacked
-model (runner/stack.py), each still its own MLflow run.
+"""Fused sweeps: the jobs of a sweep that can share one computation train together on JAX
+(runner/engine/jax.py), each still its own Keras model and its own MLflow run.
 
 Jobs fuse when they train the same widths on the same data, for the same epochs with the
 same batch size and optimizer: everything in their configs is equal but the keys in
-:data:`PER_JOB` (and where and whether they are recorded). Within such a group, jobs whose
-output layers differ in width (binary_crossentropy's one column against mse's two on two
-classes) are trained apart. A job that fuses with no other, or that asks for
-``train.mixed_precision`` (the stack computes in float32), runs as the basic launcher would
-run it. Each job keeps its own output directory, config, log and MLflow run.
+:data:`PER_JOB` (and where and whether they are recorded). A job that fuses with no other,
+or that asks for ``train.mixed_precision``, runs as the basic launcher would run it. Each
+job keeps its own output directory, config, log and MLflow run.
 """
 
 from __future__ import annotations
@@ -31,13 +29,20 @@ from runner.sweep import Sweep, sweep_of
 log = logging.getLogger("runner")
 
 # What may differ between the jobs of one fused group: each model's own.
-PER_JOB = ("activation", "seed", "loss", "model.output_activation", "model.kernel_initializer")
+PER_JOB = (
+    "activation",
+    "seed",
+    "loss",
+    "model.output_activation",
+    "model.kernel_initializer",
+    "optimizer.learning_rate",
+)
 # What does not change a job's training at all.
 IGNORED = ("tracking", "resume", "objective")
 
 
 def group_key(cfg: DictConfig) -> str:
-    """Equal for two jobs that can train in one stacked model."""
+    """Equal for two jobs that can train in one fused batch."""
     # Hydra's own node is dropped unresolved: it refers to a job directory not made yet.
     task = OmegaConf.to_container(cfg, enum_to_str=True)
     task.pop("hydra", None)
@@ -56,7 +61,8 @@ def fusable_groups(cfgs: Sequence[DictConfig], max_group: int) -> list[list[int]
     in the order the groups' first jobs come."""
     by_key: dict[str, list[int]] = {}
     for index, cfg in enumerate(cfgs):
-        # The stack computes in float32: a mixed-precision job trains alone, as it would.
+        # Loss scaling is a per-batch decision of its optimizer: a mixed-precision job
+        # trains alone, as it would.
         key = str(index) if cfg.train.mixed_precision else group_key(cfg)
         by_key.setdefault(key, []).append(index)
     return [
@@ -167,23 +173,22 @@ def _run(launcher: Any, config: DictConfig, task: Any) -> JobReturn:
 
 def _train(phase: list[JobReturn], group: str) -> None:
     """Train the planned jobs of one group, then set each job's return value as ``main``
-    sets it. Jobs whose output layers differ in width train in separate stacks."""
+    sets it."""
     from runner import job
     from runner.track import Unrecorded
 
-    by_width: dict[tuple, list[JobReturn]] = {}
-    for ret in phase:
-        if ret.status is JobStatus.COMPLETED and isinstance(ret.return_value, Planned):
-            head = ret.return_value.plan.head
-            by_width.setdefault((head.units, ret.return_value.plan.device), []).append(ret)
-    for part, rets in enumerate(by_width.values()):
-        planned = [ret.return_value for ret in rets]
-        name = group if len(by_width) == 1 else f"{group}.{part}"
+    rets = [
+        ret
+        for ret in phase
+        if ret.status is JobStatus.COMPLETED and isinstance(ret.return_value, Planned)
+    ]
+    planned = [ret.return_value for ret in rets]
+    if planned:
         try:
             if len(planned) == 1:
                 metrics = [job.execute(planned[0].plan, planned[0].overrides, planned[0].sweep)]
             else:
-                metrics = train_group(planned, name)
+                metrics = train_group(planned, group)
         except KeyboardInterrupt:
             interrupted(planned[0].plan.cfg, planned[0].sweep)
         except Unrecorded:
@@ -191,7 +196,7 @@ def _train(phase: list[JobReturn], group: str) -> None:
             # missing and where it is kept. As in a basic sweep, its job gives no metrics.
             metrics = [None] * len(planned)
         except Exception:
-            log.exception("fused group %s failed; its runs are FAILED and the sweep goes on", name)
+            log.exception("fused group %s failed; its runs are FAILED and the sweep goes on", group)
             metrics = [None] * len(planned)
         for ret, value in zip(rets, metrics, strict=True):
             ret.return_value = value
@@ -203,14 +208,12 @@ def _train(phase: list[JobReturn], group: str) -> None:
 
 
 def train_group(planned: list[Planned], group: str) -> list[dict[str, float]]:
-    """Train the jobs as one stacked model, each recorded in its own run as a single job
-    records it, plus the tags ``fused_group`` and ``fused_group_size``; return each job's
-    metrics. An exception ends every run of the group FAILED and propagates."""
-    from runner import job
-    from runner.stack import Member, Stack
+    """Train the jobs as one batch of Keras models, each recorded in its own run as a
+    single job records it, plus the tags ``fused_group`` and ``fused_group_size``; return
+    each job's metrics. An exception ends every run of the group FAILED and propagates."""
+    from runner import engine, job
 
     first = planned[0].plan
-    cfg = first.cfg
     tags = {"fused_group": group, "fused_group_size": str(len(planned))}
     job.fresh_keras()
     with ExitStack() as runs:
@@ -221,19 +224,12 @@ def train_group(planned: list[Planned], group: str) -> list[dict[str, float]]:
             net = job.build(item.plan.cfg, item.plan.dataset, item.plan.head)
             job.log_summary(mlrun, net)
             mlruns.append(mlrun)
-            members.append(
-                Member(net, item.plan.cfg.loss.name, item.plan.head.encoding, item.plan.cfg.seed)
-            )
+            members.append(job.member(item.plan.cfg, net, item.plan.head))
         log.info("fused group %s: training %d models as one", group, len(members))
-        stack = Stack(
+        results = engine.train(
             members,
             first.dataset,
-            cfg.optimizer,
-            cfg.train.batch_size,
-            cfg.diagnostics.probe_size if cfg.diagnostics.enabled else None,
-        )
-        results = stack.train(
-            cfg.train.epochs,
+            job.settings(first.cfg),
             lambda m, epoch, logs: mlruns[m].log_metrics(logs, step=epoch),
         )
         for mlrun, item, result in zip(mlruns, planned, results, strict=True):

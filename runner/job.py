@@ -12,15 +12,16 @@ import gc
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, MutableMapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from runner import backend, data, engine, figures, model
 from runner.config import (
     Objective,
     UserError,
@@ -29,17 +30,9 @@ from runner.config import (
     hidden_activations,
     validate_names,
 )
-
-# TensorFlow's C++ start-up chatter (CUDA probing, CPU features) is noise to a user.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from runner import data, figures, model, train  # noqa: E402
-from runner.diagnostics import Diagnostics  # noqa: E402
-from runner.sweep import Sweep  # noqa: E402
-from runner.track import DIVERGED, Run, Tracker, open_tracker  # noqa: E402
+from runner.metrics import validation_metrics
+from runner.sweep import Sweep
+from runner.track import DIVERGED, Run, Tracker, open_tracker
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +103,8 @@ class Plan:
 
 # Stores whose orphaned runs this process has looked for already.
 _reaped: set[str] = set()
+# Whether the objects alive before the first job are frozen out of garbage collection.
+_frozen = False
 
 
 def reap_orphans(tracker: Tracker) -> None:
@@ -146,7 +141,7 @@ def prepare(cfg: DictConfig, sweep: Sweep | None) -> Plan:
     raising :class:`UserError` before any run exists: Keras names, the dataset, the loss
     against the task, the device and the tracking store."""
     validate_names(cfg)
-    device = train.configure_device(cfg.device.value, cfg.train.threads)
+    device = backend.use(cfg.backend.value, cfg.device.value, cfg.train.threads)
     if cfg.train.mixed_precision and device == "cpu":
         log.warning(
             "train.mixed_precision=true on the CPU: it runs, but float16 speeds up GPUs, not CPUs"
@@ -179,7 +174,7 @@ def prepare(cfg: DictConfig, sweep: Sweep | None) -> Plan:
 def check_objective(objective: Objective | None, task: str) -> None:
     """Refuse an ``objective`` that a job of ``task`` does not log before it trains, not
     once it has trained and its metrics lack it."""
-    logged = train.validation_metrics(task)
+    logged = validation_metrics(task)
     if objective is not None and objective.value not in logged:
         raise UserError(
             f"objective={objective.value} is not a metric of a {task} job; it logs "
@@ -211,7 +206,7 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
         start(mlrun, plan, overrides)
         net = build(plan.cfg, plan.dataset, plan.head)
         log_summary(mlrun, net)
-        result = fit(
+        result = train(
             plan.cfg,
             net,
             plan.dataset,
@@ -224,16 +219,13 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
 
 def fresh_keras() -> None:
     """Drop the Keras state of the jobs before. ``clear_session`` collects garbage in full;
-    the objects alive before the first job (TensorFlow's and MLflow's modules, 600k of
-    them) are frozen out of that collection once, which took it from 0.55 s to 1 ms."""
+    the objects alive before the first job (the frameworks' and MLflow's modules, hundreds
+    of thousands of them) are frozen out of that collection once, which makes it cheap."""
     global _frozen
     if not _frozen:
         gc.freeze()
         _frozen = True
     keras.backend.clear_session()
-
-
-_frozen = False
 
 
 def open_run(plan: Plan, sweep: Sweep | None, tags: dict[str, str] | None = None):
@@ -275,7 +267,7 @@ def log_summary(mlrun: Run, net: keras.Model) -> None:
     mlrun.log_text("\n".join(summary), "model_summary.txt")
 
 
-def finish(mlrun: Run, plan: Plan, result: train.TrainResult) -> None:
+def finish(mlrun: Run, plan: Plan, result: engine.TrainResult) -> None:
     """Record the trained job: test metrics, training time, curves and its outcome."""
     final = dict(result.test, train_seconds=result.train_seconds)
     mlrun.log_metrics(final)
@@ -288,7 +280,7 @@ def finish(mlrun: Run, plan: Plan, result: train.TrainResult) -> None:
         mlrun.set_tags({"diverged_at_epoch": result.diverged_epoch})
 
 
-def report(mlrun: Run, plan: Plan, result: train.TrainResult) -> dict[str, float]:
+def report(mlrun: Run, plan: Plan, result: engine.TrainResult) -> dict[str, float]:
     """Say how the job ended, once its run has; return its last epoch's validation metrics
     and its test metrics, or nothing when it diverged."""
     if result.diverged_epoch is not None:
@@ -320,8 +312,7 @@ def report(mlrun: Run, plan: Plan, result: train.TrainResult) -> dict[str, float
 
 
 def build(cfg: DictConfig, dataset: data.Dataset, head: model.OutputHead) -> keras.Model:
-    """The job's model, its initial weights fixed by ``seed``."""
-    keras.utils.set_random_seed(cfg.seed)
+    """The job's model, its initial weights drawn from ``seed``."""
     return model.build_model(
         dataset.features,
         list(cfg.model.units),
@@ -329,42 +320,48 @@ def build(cfg: DictConfig, dataset: data.Dataset, head: model.OutputHead) -> ker
         head,
         cfg.model.kernel_initializer,
         cfg.train.mixed_precision,
+        cfg.seed,
     )
 
 
-def fit(
+def train(
     cfg: DictConfig,
     net: keras.Model,
     dataset: data.Dataset,
     head: model.OutputHead,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-) -> train.TrainResult:
-    """Train ``net`` as the job's config says, with the diagnostics when they are on."""
-    splits = data.encoded_splits(dataset, head.encoding)
-    return train.train(
+) -> engine.TrainResult:
+    """Train the job's model ``net`` alone: a batch of one."""
+    (result,) = engine.train(
+        [member(cfg, net, head)],
+        dataset,
+        settings(cfg),
+        on_epoch and (lambda _, epoch, logs: on_epoch(epoch, logs)),
+    )
+    return result
+
+
+def member(cfg: DictConfig, net: keras.Model, head: model.OutputHead) -> engine.Member:
+    """The job as a model to train: its own weights, loss, learning rate and batch order."""
+    return engine.Member(
         net,
+        tuple(hidden_activations(cfg)),
         cfg.loss.name,
-        cfg.optimizer,
-        dataset.task,
         head.encoding,
-        splits,
-        cfg.train.epochs,
-        cfg.train.batch_size,
-        seed=cfg.seed,
-        steps_per_execution=cfg.train.steps_per_execution,
-        callbacks=diagnostics(cfg, splits[0], splits[1]),
-        on_epoch=on_epoch,
+        cfg.optimizer.learning_rate,
+        cfg.seed,
     )
 
 
-def diagnostics(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray) -> list:
-    """The diagnostics callback, probing the first ``probe_size`` training samples (the
-    split has shuffled them already), or nothing when they are turned off."""
-    if not cfg.diagnostics.enabled:
-        return []
-    size = cfg.diagnostics.probe_size
-    probe = Diagnostics(x_train[:size], y_train[:size], cfg.loss.name, hidden_activations(cfg))
-    return [probe]
+def settings(cfg: DictConfig) -> engine.Settings:
+    """What the job's training shares with the others of a fused batch."""
+    return engine.Settings(
+        cfg.optimizer,
+        cfg.train.epochs,
+        cfg.train.batch_size,
+        cfg.diagnostics.probe_size if cfg.diagnostics.enabled else None,
+        cfg.train.steps_per_execution,
+    )
 
 
 def record_failure(cfg: DictConfig, sweep: Sweep, error: Exception) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner.config import UserError, experiment_name
 
@@ -40,10 +40,52 @@ def sweep_of(hydra_cfg: DictConfig) -> Sweep | None:
     return Sweep(str(Path(hydra_cfg.sweep.dir).resolve()), str(hydra_cfg.sweep.dir))
 
 
+# Launchers that run every job in the sweep's own process, which keeps one backend.
+IN_PROCESS = ("BasicLauncher", "FusedLauncher")
+
+
+def swept_values(config: DictConfig, key: str) -> list[str]:
+    """Every value the sweep gives ``key``: from its command-line overrides, else the
+    config's own."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    for override in parsed:
+        if override.key_or_group == key:
+            if override.is_sweep_override():
+                return [str(value) for value in override.sweep_iterator()]
+            return [str(override.value())]
+    return [str(OmegaConf.select(config, key, default=""))]
+
+
+def check_launch(config: DictConfig) -> None:
+    """Refuse, before any job runs, what the sweep's launcher cannot do: switch the backend
+    between jobs of one process, or fuse jobs on TensorFlow."""
+    launcher = str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
+    backends = sorted(set(swept_values(config, "backend")))
+    if launcher in IN_PROCESS and len(backends) > 1:
+        raise UserError(
+            f"backend={','.join(backends)} cannot be swept by {launcher}: it runs every job in "
+            "this one process, and a process keeps the Keras backend it started with. Use "
+            "hydra/launcher=joblib (a process per job), or run one sweep per backend."
+        )
+    if launcher == "FusedLauncher" and "tensorflow" in backends:
+        raise UserError(
+            "hydra/launcher=fused trains on backend=jax only (each job's Keras model vmapped "
+            "in one JAX program). Use backend=jax, or the basic or joblib launcher for "
+            "backend=tensorflow."
+        )
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from runner.track import Tracker, tracking_uri
 
+        try:
+            check_launch(config)
+        except UserError as error:
+            log.error("%s", error)
+            sys.exit(2)
         sweep = sweep_of(config.hydra)
         if not config.tracking.enabled:
             log.warning(

@@ -1,5 +1,10 @@
 """Shared fixtures: a fresh SQLite MLflow store per test, Hydra's Compose API over the real
-configs, and the runner as a real subprocess."""
+configs, and the runner as a real subprocess.
+
+The suite runs on one Keras backend per pytest process, ``--backend`` (jax by default):
+a process keeps the backend Keras was first imported with. The tests whose results depend
+on the backend are marked ``backend``; ``make test-tensorflow`` runs those on TensorFlow.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,32 @@ from runner.config import CONF, register
 register()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        choices=["jax", "tensorflow"],
+        default="jax",
+        help="the Keras backend of every job this run trains (default: jax)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["KERAS_BACKEND"] = config.getoption("--backend")
+
+
+def backend_args() -> list[str]:
+    """The override that puts a runner subprocess on this run's backend; none for the
+    default."""
+    backend = os.environ["KERAS_BACKEND"]
+    return [] if backend == "jax" else [f"backend={backend}"]
+
+
+@pytest.fixture(scope="session")
+def backend(pytestconfig: pytest.Config) -> str:
+    """The Keras backend of this test run."""
+    return pytestconfig.getoption("--backend")
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> str:
     """The URI of an empty SQLite store in the test's own directory."""
@@ -27,24 +58,28 @@ def store(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def make_cfg(store: str) -> Callable[..., DictConfig]:
-    """Compose the real config with overrides, tracking into the test's store."""
+def make_cfg(store: str, backend: str) -> Callable[..., DictConfig]:
+    """Compose the real config with overrides, tracking into the test's store, on the
+    run's backend."""
 
     def make(*overrides: str) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("config", overrides=[f"tracking.uri={store}", *overrides])
+            return compose(
+                "config", overrides=[f"tracking.uri={store}", f"backend={backend}", *overrides]
+            )
 
     return make
 
 
 @pytest.fixture
 def cli(tmp_path: Path, store: str) -> Callable[..., subprocess.CompletedProcess]:
-    """Run ``python -m runner ARGS`` in the test's directory against the test's store."""
+    """Run ``python -m runner ARGS`` in the test's directory against the test's store, on
+    the run's backend when that is not the default."""
 
     def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         env = dict(os.environ, MLFLOW_TRACKING_URI=store)
         return subprocess.run(
-            [sys.executable, "-m", "runner", *args],
+            [sys.executable, "-m", "runner", *args, *backend_args()],
             cwd=tmp_path,
             env=env,
             capture_output=True,

@@ -3,16 +3,16 @@ epoch, and telling dead relu units and vanishing sigmoid gradients apart."""
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from runner import data, job, model, train
+from runner import data, engine, job, model
 from runner.config import DatasetConfig, Encoding, OptimizerConfig, validate_values
-from runner.diagnostics import Diagnostics
 from tests.conftest import search
+
+pytestmark = pytest.mark.backend
 
 
 @pytest.fixture(scope="module")
@@ -22,29 +22,20 @@ def digits():
 
 
 def fit(digits, activations, epochs=2, dead_bias=False):
-    ds, splits = digits
-    keras.utils.set_random_seed(0)
+    ds, _ = digits
     head = model.OutputHead(10, "softmax", Encoding.onehot)
     net = model.build_model(ds.features, [32] * len(activations), activations, head)
     if dead_bias:
         for layer in net.layers:
             if layer.name.startswith("hidden_"):
                 layer.bias.assign(np.full(layer.bias.shape, -100.0, dtype="float32"))
-    probe = Diagnostics(splits[0][:256], splits[1][:256], "categorical_crossentropy", activations)
     optimizer = OmegaConf.structured(OptimizerConfig(name="adam"))
-    return train.train(
-        net,
-        "categorical_crossentropy",
-        optimizer,
-        "classification",
-        Encoding.onehot,
-        splits,
-        epochs,
-        32,
-        seed=0,
-        steps_per_execution=8,
-        callbacks=[probe],
+    member = engine.Member(
+        net, tuple(activations), "categorical_crossentropy", Encoding.onehot, 0.001, 0
     )
+    settings = engine.Settings(optimizer, epochs, 32, 256, steps_per_execution=8)
+    (result,) = engine.train([member], ds, settings)
+    return result
 
 
 def test_every_hidden_layer_gets_its_diagnostics_every_epoch(digits):

@@ -6,32 +6,38 @@ from __future__ import annotations
 import logging
 import math
 
-import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from runner import data, job, model, train
+from runner import backend as backends
+from runner import data, engine, job, model
 from runner.config import DatasetConfig, Encoding, OptimizerConfig, validate_values
-from runner.diagnostics import Diagnostics
 from tests.conftest import search
+
+pytestmark = pytest.mark.backend
 
 MIXED = ["train.mixed_precision=true", "model.units=[16,8]", "train.epochs=2"]
 
 
-def test_device_auto_trains_on_a_gpu_when_there_is_one_with_memory_growth(monkeypatch):
+def test_device_auto_trains_on_a_gpu_when_there_is_one(monkeypatch, backend):
     # The one mock of the suite: a GPU, which this machine cannot have.
+    monkeypatch.setattr(backends, "_chosen", {})
+    if backend == "jax":
+        monkeypatch.setattr(backends, "_jax_gpus", lambda jax: ["cuda:0"])
+        assert backends.use("jax", "auto", None) == "gpu"
+        return
+    import tensorflow as tf
+
     gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
     growth, hidden = {}, []
-    monkeypatch.setattr(train, "_configured", {})
     monkeypatch.setattr(
         tf.config, "list_physical_devices", lambda kind=None: [gpu] if kind == "GPU" else []
     )
     monkeypatch.setattr(tf.config.experimental, "set_memory_growth", growth.__setitem__)
     monkeypatch.setattr(tf.config, "set_visible_devices", lambda *args: hidden.append(args))
-    assert train.configure_device("auto") == "gpu"
+    assert backends.use("tensorflow", "auto", None) == "gpu"
     assert growth == {gpu: True}
     assert hidden == []
 
@@ -49,15 +55,15 @@ def test_mixed_precision_builds_float16_hidden_layers_and_a_float32_output(make_
     assert (output.name, output.compute_dtype) == ("output_softmax", "float32")
     assert hidden[-1].output.dtype == "float16" and net.output.dtype == "float32"
 
-    result = job.fit(cfg, net, plan.dataset, plan.head)
-    assert isinstance(net.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert engine.mixed(net)
+    result = job.train(cfg, net, plan.dataset, plan.head)
     assert result.diverged_epoch is None
     for name, values in result.history.items():
         assert len(values) == 2 and all(math.isfinite(v) for v in values), name
     assert all(result.history[f"grad_norm/hidden_{i}"][-1] > 0 for i in range(2))
     # The same model in float32, from the same weights and batches, learns the same.
     single = make_cfg(*MIXED[1:], "activation=[relu,sigmoid]")
-    alone = job.fit(single, job.build(single, plan.dataset, plan.head), plan.dataset, plan.head)
+    alone = job.train(single, job.build(single, plan.dataset, plan.head), plan.dataset, plan.head)
     assert result.history["loss"][-1] < result.history["loss"][0]
     assert result.test["test_loss"] == pytest.approx(alone.test["test_loss"], rel=0.01)
     assert result.test["test_accuracy"] == pytest.approx(alone.test["test_accuracy"], abs=0.02)
@@ -85,30 +91,23 @@ def test_mixed_precision_on_the_cpu_runs_with_a_warning_and_is_recorded(make_cfg
 
 def test_the_probe_scales_the_loss_so_float16_gradients_match_float32_ones():
     ds = data.load(OmegaConf.structured(DatasetConfig(name="digits")))
-    x, y = data.encoded_splits(ds, Encoding.onehot)[:2]
     head = model.OutputHead(10, "softmax", Encoding.onehot)
-    sigmoids = ["sigmoid"] * 8
+    sigmoids = ("sigmoid",) * 8
+    optimizer = OmegaConf.structured(OptimizerConfig(name="adam"))
     norms = {}
     for mixed in (False, True):
-        keras.utils.set_random_seed(0)
         net = model.build_model(ds.features, [32] * 8, sigmoids, head, mixed_precision=mixed)
-        optimizer = train.make_optimizer(OmegaConf.structured(OptimizerConfig(name="adam")))
-        net.compile(loss="categorical_crossentropy", optimizer=train.loss_scaled(optimizer, net))
-        probe = Diagnostics(x[:256], y[:256], "categorical_crossentropy", sigmoids)
-        probe.set_model(net)
-        probe.on_train_begin()
-        logs = {}
-        probe.on_epoch_end(0, logs)
-        norms[mixed] = np.array([logs[f"grad_norm/hidden_{i}"] for i in range(8)])
+        # A learning rate too small to move the weights: the probe sees the initial model.
+        member = engine.Member(net, sigmoids, "categorical_crossentropy", Encoding.onehot, 1e-12, 0)
+        (result,) = engine.train([member], ds, engine.Settings(optimizer, 1, 32, 256))
+        norms[mixed] = np.array([result.history[f"grad_norm/hidden_{i}"][0] for i in range(8)])
     # The first layer's gradient (about 1e-5 here) underflows to 0 in float16 unscaled.
     assert norms[True][0] > 0
     np.testing.assert_allclose(norms[True], norms[False], rtol=0.05)
 
 
 @pytest.mark.parametrize("mixed", [False, True])
-def test_the_loss_is_scaled_only_for_a_model_with_float16_layers(mixed):
+def test_only_a_model_with_float16_layers_counts_as_mixed(mixed):
     head = model.OutputHead(1, "linear", Encoding.continuous)
     net = model.build_model(4, [8], ["relu"], head, mixed_precision=mixed)
-    optimizer = train.make_optimizer(OmegaConf.structured(OptimizerConfig(name="sgd")))
-    scaled = train.loss_scaled(optimizer, net)
-    assert isinstance(scaled, keras.optimizers.LossScaleOptimizer) is mixed
+    assert engine.mixed(net) is mixed

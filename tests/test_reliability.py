@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import search
+from tests.conftest import backend_args, search
 
 LONG = ["model.units=[32]", "train.epochs=400", "train.steps_per_execution=1"]
 
@@ -25,7 +25,7 @@ LONG = ["model.units=[32]", "train.epochs=400", "train.steps_per_execution=1"]
 def start(tmp_path: Path, store: str, *args: str) -> subprocess.Popen:
     env = dict(os.environ, MLFLOW_TRACKING_URI=store)
     return subprocess.Popen(
-        [sys.executable, "-m", "runner", *args],
+        [sys.executable, "-m", "runner", *args, *backend_args()],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -48,6 +48,7 @@ def wait_for_epochs(store: str, epochs: int, timeout: float = 120) -> str:
     raise AssertionError(f"no run reached {epochs} epochs in {timeout} s")
 
 
+@pytest.mark.backend
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_mid_training_ends_the_run_killed_and_keeps_its_metrics(tmp_path, store, sig):
     process = start(tmp_path, store, *LONG)
@@ -226,6 +227,7 @@ def rss_mb() -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.backend
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
 def test_a_hundred_jobs_in_one_process_release_their_memory(make_cfg, store):
     from runner import job
@@ -237,13 +239,16 @@ def test_a_hundred_jobs_in_one_process_release_their_memory(make_cfg, store):
         validate_values(cfg)
         job.execute(job.prepare(cfg, None), [], None)
         rss[i] = rss_mb()
-    # Each trained model's traced step stayed in TensorFlow's gradient registry until
-    # train.custom_gradients_released: about 4 MB a job, 380 MB from job 10 to job 100.
+    # On TensorFlow, each trained model's traced step stayed in the gradient registry until
+    # custom_gradients_released: about 4 MB a job, 380 MB from job 10 to job 100.
     assert rss[100] - rss[10] < 200, rss
     assert len(search(store, "attributes.status = 'FINISHED'")) == 100
 
 
-def test_a_finished_training_leaves_no_traced_graph_alive(make_cfg):
+@pytest.mark.backend
+def test_a_finished_training_leaves_no_traced_graph_alive(make_cfg, backend):
+    if backend != "tensorflow":
+        pytest.skip("TensorFlow's traced graphs and gradient registry")
     from tensorflow.python.framework.func_graph import FuncGraph
 
     from runner import job
@@ -257,7 +262,7 @@ def test_a_finished_training_leaves_no_traced_graph_alive(make_cfg):
     counts = []
     for seed in range(3):
         cfg.seed = seed
-        job.fit(cfg, job.build(cfg, plan.dataset, plan.head), plan.dataset, plan.head)
+        job.train(cfg, job.build(cfg, plan.dataset, plan.head), plan.dataset, plan.head)
         counts.append(graphs())
     # What the 100 jobs above test in minutes: each training used to leave its graphs.
     assert counts[2] == counts[1], counts

@@ -18,9 +18,9 @@ from omegaconf import DictConfig
 @dataclass
 class FusedLauncherConf:
     _target_: str = "hydra_plugins.actlab_fused.fused_launcher.FusedLauncher"
-    # Most jobs trained as one model: the stack's memory grows with it (24 digits MLPs of
-    # [128, 64] take a few MB; mnist-sized data with wide layers, far more).
-    max_group: int = 24
+    # Most jobs trained as one batch. The engine also splits a batch that would not fit its
+    # memory budget (a share of the GPU's memory, or a fixed budget on the CPU).
+    max_group: int = 512
 
 
 ConfigStore.instance().store(
@@ -29,7 +29,7 @@ ConfigStore.instance().store(
 
 
 class FusedLauncher(Launcher):
-    def __init__(self, max_group: int = 24) -> None:
+    def __init__(self, max_group: int = 512) -> None:
         if max_group < 1:
             raise ValueError(f"hydra.launcher.max_group={max_group}: it must be 1 or more")
         self.max_group = max_group

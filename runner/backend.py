@@ -1,0 +1,118 @@
+"""The process's Keras backend, device and threads, fixed before Keras is first imported.
+
+Keras reads ``KERAS_BACKEND`` once, at its import, and JAX and TensorFlow each fix their
+devices and thread pools when they start; so a process keeps the first choice it makes,
+and a job asking for another is refused with a message instead of silently getting the
+first. Nothing here imports Keras, JAX or TensorFlow until a job has asked for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from runner.config import UserError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("jax", "tensorflow")
+
+# The (backend, device, threads) this process was set up with, and the device it got.
+_chosen: dict[tuple[str, str, int | None], str] = {}
+
+
+def quiet() -> None:
+    """Keep the frameworks' start-up banners (TensorFlow's oneDNN and CPU-feature notes,
+    absl's pre-init warnings) off the console; their real warnings still come through."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def use(backend: str, device: str, threads: int | None) -> str:
+    """Set up ``backend`` on ``device`` (auto, cpu or gpu) with ``threads`` CPU threads (None:
+    all cores) and return the device jobs will train on, ``gpu`` or ``cpu``. Asking again
+    for the same is free; asking for anything else in the same process is a
+    :class:`UserError`."""
+    request = (backend, device, threads)
+    if _chosen:
+        first = next(iter(_chosen))
+        if request not in _chosen:
+            raise UserError(
+                f"backend={backend} device={device} train.threads={threads} cannot follow "
+                f"backend={first[0]} device={first[1]} train.threads={first[2]} in the same "
+                "process: Keras, JAX and TensorFlow fix their backend, devices and threads "
+                "once. Sweep them in separate runs, or with hydra/launcher=joblib."
+            )
+        return _chosen[request]
+    loaded = sys.modules.get("keras")
+    if loaded is not None and loaded.backend.backend() != backend:
+        raise UserError(
+            f"backend={backend}, but this process imported Keras with backend="
+            f"{loaded.backend.backend()} already; a process keeps its backend. Run it apart."
+        )
+    quiet()
+    os.environ["KERAS_BACKEND"] = backend
+    used = _jax(device, threads) if backend == "jax" else _tensorflow(device, threads)
+    _chosen[request] = used
+    return used
+
+
+def _jax(device: str, threads: int | None) -> str:
+    if "jax" not in sys.modules:
+        if device == "cpu":
+            os.environ["JAX_PLATFORMS"] = "cpu"
+        if threads == 1:
+            # XLA's CPU client has no setting for N threads, only for one.
+            flags = os.environ.get("XLA_FLAGS", "")
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+        # Compiled programs persist across processes: a job that a sweep's earlier process
+        # compiled starts without compiling.
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_dir()))
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    import jax
+
+    if device == "cpu":
+        jax.config.update("jax_platforms", "cpu")
+    gpus = _jax_gpus(jax) if device != "cpu" else []
+    if device == "gpu" and not gpus:
+        raise UserError(
+            "device=gpu, but JAX sees no GPU on this machine (no CUDA build of jaxlib, or no "
+            "CUDA-capable device or driver; `make install-gpu` installs the CUDA build). Use "
+            "device=auto to train on the GPU when there is one, or device=cpu."
+        )
+    return "gpu" if gpus else "cpu"
+
+
+def _jax_gpus(jax) -> list:
+    try:
+        return jax.devices("gpu")
+    except RuntimeError:  # no GPU platform in this jaxlib, or no device for it
+        return []
+
+
+def _tensorflow(device: str, threads: int | None) -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise UserError(
+            "device=gpu, but TensorFlow sees no GPU on this machine (no CUDA-capable device "
+            "or driver). Use device=auto to train on the GPU when there is one, or device=cpu."
+        )
+    if threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if device == "cpu" or not gpus:
+        tf.config.set_visible_devices([], "GPU")
+        return "cpu"
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    return "gpu"
+
+
+def cache_dir() -> Path:
+    """Where JAX keeps compiled programs between processes: ``$XDG_CACHE_HOME/actlab/jax``."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "actlab" / "jax"

@@ -1,0 +1,101 @@
+"""Training: each job's own Keras model, trained by the engine of the process's backend.
+
+- JAX (``runner/engine/jax.py``): every batch of models, one or hundreds, trains as one
+  compiled program per epoch; a single job is a batch of one.
+- TensorFlow (``runner/engine/tensorflow.py``): Keras's ``compile`` and ``fit``, one model.
+
+Both take the same :class:`Member` and :class:`Settings` and return one
+:class:`TrainResult` per member; per-epoch logs leave through ``on_epoch``, so training
+knows nothing of tracking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from runner.config import Encoding, OptimizerConfig
+from runner.data import Dataset
+
+# Rows per forward pass when evaluating: bounds memory on the large image sets.
+CHUNK = 4096
+
+# on_epoch(member's position, epoch, logs)
+OnEpoch = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model to train: its Keras model (with its initial weights), its hidden layers'
+    activations, its loss and the target encoding that loss needs, its learning rate, and
+    its seed, which fixes the order of its training batches."""
+
+    net: Any
+    activations: tuple[str, ...]
+    loss: str
+    encoding: Encoding
+    learning_rate: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the members of one training share. ``optimizer.learning_rate`` is each
+    member's own; ``probe_size`` None turns the diagnostics off."""
+
+    optimizer: OptimizerConfig
+    epochs: int
+    batch_size: int
+    probe_size: int | None
+    steps_per_execution: int = 1
+
+
+@dataclass
+class TrainResult:
+    """The per-epoch history (Keras's names), the test metrics (``test_`` + Keras's names),
+    the seconds training took, and the epoch whose loss stopped being finite, if one did."""
+
+    history: dict[str, list[float]]
+    test: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    diverged_epoch: int | None = None
+
+
+def batch_orders(samples: int, seed: int) -> Iterator[np.ndarray]:
+    """The order in which the training samples are fed, a fresh permutation each epoch,
+    drawn from ``seed`` one epoch at a time. Every engine draws it here, so a model sees the
+    same batches alone or fused, on either backend."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield rng.permutation(samples).astype(np.int32)
+
+
+def make_optimizer(cfg: OptimizerConfig, learning_rate: float) -> keras.optimizers.Optimizer:
+    """The Keras optimizer ``cfg`` names, at ``learning_rate``."""
+    config: dict[str, float] = {"learning_rate": learning_rate}
+    if cfg.momentum is not None:
+        config["momentum"] = cfg.momentum
+    return keras.optimizers.get({"class_name": cfg.name, "config": config})
+
+
+def mixed(net: keras.Model) -> bool:
+    """Whether ``net`` has layers that compute in float16 (``train.mixed_precision``)."""
+    return any(layer.compute_dtype == "float16" for layer in net.layers)
+
+
+def train(
+    members: list[Member],
+    dataset: Dataset,
+    settings: Settings,
+    on_epoch: OnEpoch | None = None,
+) -> list[TrainResult]:
+    """Train ``members`` on ``dataset`` with the engine of Keras's backend."""
+    if keras.backend.backend() == "jax":
+        from runner.engine import jax as engine
+    else:
+        from runner.engine import tensorflow as engine
+    return engine.train(members, dataset, settings, on_epoch)

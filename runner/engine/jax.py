@@ -1,0 +1,454 @@
+"""Training on JAX: each job's own Keras model, trained the way Keras documents for JAX
+(``model.stateless_call``, ``optimizer.stateless_apply`` and ``jax.grad``), one compiled
+program an epoch.
+
+The models of a batch fall into *families*: the same layers, activations, loss and output
+head, so the same function. A family's models are one function ``jax.vmap``-ed over their
+stacked weights and optimizer states, learning rate included (a Keras optimizer variable
+like any other); every family of the batch steps inside one ``lax.scan`` over the epoch's
+batches, then validates and takes its diagnostics, all in one ``jax.jit`` program. Each
+model keeps its own initial weights, learning rate, batch order (its seed's) and loss, and
+the models share nothing, so each trains exactly as it would alone: a single job is simply
+a batch of one. Data goes to the device once; each epoch's logs come back once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+
+from runner.config import Encoding
+from runner.data import Dataset, encode_targets
+from runner.engine import (
+    CHUNK,
+    Member,
+    OnEpoch,
+    Settings,
+    TrainResult,
+    batch_orders,
+    make_optimizer,
+    mixed,
+)
+from runner.metrics import CLASSIFICATION, RELU_FAMILY, metric_names
+
+log = logging.getLogger(__name__)
+
+# What a batch of models may take on the CPU, where nothing reports free memory, and the
+# share of a GPU's memory it may take.
+CPU_BUDGET = 2 << 30
+GPU_SHARE = 0.5
+
+
+@dataclass
+class Family:
+    """Models that are one function: the first member's Keras model (``net``) and a model
+    over the same layers that also returns every hidden layer's output (``tap``) serve them
+    all, each with its own weights; ``positions`` are the members' places in the batch."""
+
+    net: keras.Model
+    tap: keras.Model
+    loss: str
+    encoding: Encoding
+    activations: tuple[str, ...]
+    optimizer: keras.optimizers.Optimizer
+    positions: list[int]
+
+    @property
+    def kernels(self) -> list[int]:
+        """Where the hidden layers' kernels are in the trainable variables."""
+        return [
+            i
+            for i, v in enumerate(self.net.trainable_variables)
+            if v.path.startswith("hidden_") and v.path.endswith("/kernel")
+        ]
+
+
+def family_key(member: Member) -> tuple:
+    """Equal for two members whose models compute the same function of their weights."""
+    layers = tuple(
+        # The activation's function name: get_config() would import TensorFlow to ask
+        # whether it is there.
+        (layer.units, layer.activation.__name__, layer.dtype_policy.name)
+        for layer in member.net.layers
+        if isinstance(layer, keras.layers.Dense)
+    )
+    return (layers, member.loss, member.encoding.value)
+
+
+def _scores(task: str, encoding: Encoding):
+    """Per-sample metric values as Keras's ``accuracy`` (of the kind that fits the
+    encoding), ``mae`` and ``rmse`` average them; ``rmse`` is carried squared."""
+    if task != CLASSIFICATION:
+        return lambda y, p: {
+            "mae": jnp.mean(jnp.abs(y - p), axis=-1),
+            "rmse": jnp.mean(jnp.square(y - p), axis=-1),
+        }
+    if encoding is Encoding.onehot:
+        return lambda y, p: {"accuracy": (jnp.argmax(y, -1) == jnp.argmax(p, -1)).astype("f4")}
+    if encoding is Encoding.integer:
+        return lambda y, p: {"accuracy": (y == jnp.argmax(p, -1)).astype("f4")}
+    return lambda y, p: {"accuracy": jnp.mean((y == (p > 0.5)).astype("f4"), axis=-1)}
+
+
+def _dead(out: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.all(out <= 0, axis=0).astype("f4"))
+
+
+SATURATED = {
+    "sigmoid": lambda out: jnp.mean(((out < 0.01) | (out > 0.99)).astype("f4")),
+    "tanh": lambda out: jnp.mean((jnp.abs(out) > 0.99).astype("f4")),
+}
+
+
+class Program:
+    """The compiled epoch and test evaluation of one batch's families.
+
+    It holds the first batch's Keras models only as functions of their weights, so a later
+    batch of the same shapes (the next job of a sweep, in the same process) reuses it
+    without tracing or compiling again."""
+
+    def __init__(self, families: list[Family], task: str, settings: Settings, samples: int):
+        self.families = families
+        self.task = task
+        self.batch_size = min(settings.batch_size, samples)
+        self.probe = settings.probe_size and min(settings.probe_size, samples)
+        self.names = ["loss", *metric_names(task)]
+        self.epoch = jax.jit(self._epoch, donate_argnums=0)
+        self.test = jax.jit(self._test)
+
+    # One model's functions: vmapped over a family below.
+
+    def _scale(self, family: Family, opt_vars: list) -> jax.Array:
+        """The loss scale of a mixed-precision model's optimizer state; 1 otherwise."""
+        if not isinstance(family.optimizer, keras.optimizers.LossScaleOptimizer):
+            return jnp.float32(1)
+        mapping = list(zip(family.optimizer.variables, opt_vars, strict=True))
+        with keras.StatelessScope(state_mapping=mapping):
+            return family.optimizer.scale_loss(jnp.float32(1))
+
+    def _sums(self, family: Family, y: jax.Array, p: jax.Array) -> dict[str, jax.Array]:
+        per_sample = keras.losses.get(family.loss)(y, p)
+        scores = _scores(self.task, family.encoding)(y, p)
+        return {"loss": jnp.sum(per_sample), **{k: jnp.sum(v) for k, v in scores.items()}}
+
+    def _step(self, family: Family, state, rows, alive, x, y):
+        trainable, non_trainable, opt_vars = state
+        xb, yb = x[rows], y[rows]
+        scale = self._scale(family, opt_vars)
+
+        def objective(trainable):
+            p, non_trainable_after = family.net.stateless_call(
+                trainable, non_trainable, xb, training=True
+            )
+            loss = jnp.mean(keras.losses.get(family.loss)(yb, p))
+            return loss * scale, (loss, p, non_trainable_after)
+
+        grads, (loss, p, non_trainable_after) = jax.grad(objective, has_aux=True)(trainable)
+        trainable_after, opt_after = family.optimizer.stateless_apply(opt_vars, grads, trainable)
+        # A frozen (diverged) model keeps its state; the others never depend on it.
+        new = jax.tree.map(
+            lambda after, before: jnp.where(alive, after, before),
+            (trainable_after, non_trainable_after, opt_after),
+            state,
+        )
+        sums = self._sums(family, yb, p)
+        sums["loss"] = loss * rows.shape[0]  # the batch mean, weighted as Keras's fit does
+        return new, sums
+
+    def _evaluate(self, family: Family, state, x, y):
+        trainable, non_trainable, _ = state
+        total = None
+        for start in range(0, x.shape[0], CHUNK):
+            p, _ = family.net.stateless_call(
+                trainable, non_trainable, x[start : start + CHUNK], training=False
+            )
+            sums = self._sums(family, y[start : start + CHUNK], p)
+            total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+        return total
+
+    def _diagnose(self, family: Family, state, x, y):
+        trainable, non_trainable, opt_vars = state
+        scale = self._scale(family, opt_vars)
+
+        def objective(trainable):
+            outputs, _ = family.tap.stateless_call(trainable, non_trainable, x, training=False)
+            loss = jnp.mean(keras.losses.get(family.loss)(y, outputs[-1]))
+            return loss * scale, outputs
+
+        grads, outputs = jax.grad(objective, has_aux=True)(trainable)
+        logs = {}
+        for i, (kernel, activation) in enumerate(
+            zip(family.kernels, family.activations, strict=True)
+        ):
+            gradient = grads[kernel].astype("f4") / scale
+            logs[f"grad_norm/hidden_{i}"] = jnp.sqrt(jnp.sum(jnp.square(gradient)))
+            if activation in RELU_FAMILY:
+                logs[f"dead_fraction/hidden_{i}"] = _dead(outputs[i])
+            elif activation in SATURATED:
+                logs[f"saturated_fraction/hidden_{i}"] = SATURATED[activation](outputs[i])
+        return logs
+
+    # The batch's programs.
+
+    def _epoch(self, states, batches, rest, alive, data):
+        """One epoch of every family: ``batches`` are each family's ``[steps, M, batch]``
+        sample indices, ``rest`` its ``[M, r]`` last partial batch (r may be 0)."""
+
+        def steps(carry, rows):
+            states, sums = carry
+            out_states, out_sums = [], []
+            for f, family in enumerate(self.families):
+                step = jax.vmap(partial(self._step, family), in_axes=(0, 0, 0, None, None))
+                state, step_sums = step(
+                    states[f], rows[f], alive[f], data["x"]["train"], data["y"][f]["train"]
+                )
+                out_states.append(state)
+                out_sums.append(jax.tree.map(jnp.add, sums[f], step_sums))
+            return (out_states, out_sums), None
+
+        zeros = [
+            {name: jnp.zeros(len(family.positions)) for name in self.names}
+            for family in self.families
+        ]
+        (states, sums), _ = jax.lax.scan(steps, (list(states), zeros), batches)
+        if rest[0].shape[1]:
+            (states, sums), _ = steps((states, sums), rest)
+        logs = []
+        samples = batches[0].shape[0] * batches[0].shape[2] + rest[0].shape[1]
+        for f, family in enumerate(self.families):
+            x, y = data["x"], data["y"][f]
+            family_logs = {name: value / samples for name, value in sums[f].items()}
+            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, None, None))
+            val = evaluate(states[f], x["val"], y["val"])
+            family_logs.update({f"val_{k}": v / x["val"].shape[0] for k, v in val.items()})
+            if self.probe:
+                diagnose = jax.vmap(partial(self._diagnose, family), in_axes=(0, None, None))
+                family_logs.update(
+                    diagnose(states[f], x["train"][: self.probe], y["train"][: self.probe])
+                )
+            logs.append(family_logs)
+        return states, logs
+
+    def _test(self, states, data):
+        logs = []
+        for f, family in enumerate(self.families):
+            x, y = data["x"]["test"], data["y"][f]["test"]
+            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, None, None))
+            logs.append({k: v / x.shape[0] for k, v in evaluate(states[f], x, y).items()})
+        return logs
+
+
+# Programs by the shapes and functions they were traced for: the jobs of a sweep in one
+# process mostly repeat a few.
+_programs: dict[tuple, Program] = {}
+
+
+def _families(members: list[Member], settings: Settings) -> list[Family]:
+    by_key: dict[tuple, list[int]] = {}
+    for position, member in enumerate(members):
+        by_key.setdefault(family_key(member), []).append(position)
+    families = []
+    for positions in by_key.values():
+        first = members[positions[0]]
+        net = first.net
+        hidden = [layer for layer in net.layers if layer.name.startswith("hidden_")]
+        tap = keras.Model(net.inputs, [layer.output for layer in hidden] + [net.output])
+        optimizer = make_optimizer(settings.optimizer, first.learning_rate)
+        if mixed(net):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(net.trainable_variables)
+        families.append(
+            Family(net, tap, first.loss, first.encoding, first.activations, optimizer, positions)
+        )
+    return families
+
+
+def _state(family: Family, members: list[Member]) -> tuple:
+    """The family's weights and optimizer state, stacked member by member; the optimizer
+    variable ``learning_rate`` holds each member's own."""
+    own = [members[p] for p in family.positions]
+    trainable = [
+        jnp.stack([m.net.trainable_variables[i].value for m in own])
+        for i in range(len(family.net.trainable_variables))
+    ]
+    non_trainable = [
+        jnp.stack([m.net.non_trainable_variables[i].value for m in own])
+        for i in range(len(family.net.non_trainable_variables))
+    ]
+    opt_vars = []
+    for v in family.optimizer.variables:
+        if v.path.rsplit("/", 1)[-1] == "learning_rate":
+            opt_vars.append(jnp.asarray([m.learning_rate for m in own], v.dtype))
+        else:
+            opt_vars.append(jnp.broadcast_to(v.value, (len(own), *v.shape)))
+    return trainable, non_trainable, opt_vars
+
+
+def bytes_per_model(member: Member, settings: Settings, samples: int) -> int:
+    """About what one model takes in a batch: its weights four times over (weights,
+    gradients and two optimizer slots) twice (before and after a step), and its layers'
+    outputs for a training batch, an evaluation chunk and the probe."""
+    weights = sum(int(np.prod(v.shape)) for v in member.net.trainable_variables)
+    widths = sum(
+        layer.units for layer in member.net.layers if isinstance(layer, keras.layers.Dense)
+    )
+    rows = min(settings.batch_size, samples) * 3 + CHUNK + (settings.probe_size or 0) * 2
+    return 4 * (8 * weights + rows * widths)
+
+
+def budget() -> int:
+    """The bytes a batch of models may take: a share of the GPU's memory, or a fixed
+    budget on the CPU."""
+    device = jax.devices()[0]
+    if device.platform == "gpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] * GPU_SHARE)
+    return CPU_BUDGET
+
+
+def train(
+    members: list[Member],
+    dataset: Dataset,
+    settings: Settings,
+    on_epoch: OnEpoch | None = None,
+) -> list[TrainResult]:
+    """Train ``members`` in as few batches as memory allows; return one result each."""
+    samples = len(dataset.x_train)
+    per_batch = max(1, budget() // bytes_per_model(members[0], settings, samples))
+    if per_batch < len(members):
+        log.info(
+            "%d models exceed the memory budget of one program: training them in %d batches",
+            len(members),
+            math.ceil(len(members) / per_batch),
+        )
+    results: list[TrainResult] = []
+    for start in range(0, len(members), per_batch):
+        batch = members[start : start + per_batch]
+        results += _train_batch(
+            batch,
+            dataset,
+            settings,
+            on_epoch and (lambda m, epoch, logs, start=start: on_epoch(start + m, epoch, logs)),
+        )
+    return results
+
+
+def _train_batch(
+    members: list[Member], dataset: Dataset, settings: Settings, on_epoch: OnEpoch | None
+) -> list[TrainResult]:
+    families = _families(members, settings)
+    samples = len(dataset.x_train)
+    key = (
+        tuple((family_key(members[f.positions[0]]), len(f.positions)) for f in families),
+        settings.optimizer.name,
+        settings.optimizer.momentum,
+        settings.batch_size,
+        settings.probe_size,
+        dataset.task,
+        dataset.classes,
+        dataset.x_train.shape,
+        dataset.x_val.shape,
+        dataset.x_test.shape,
+    )
+    program = _programs.get(key)
+    if program is None:
+        program = _programs[key] = Program(families, dataset.task, settings, samples)
+    data = jax.device_put(
+        {
+            "x": {"train": dataset.x_train, "val": dataset.x_val, "test": dataset.x_test},
+            "y": [
+                {
+                    split: encode_targets(y, f.encoding, dataset.classes)
+                    for split, y in (
+                        ("train", dataset.y_train),
+                        ("val", dataset.y_val),
+                        ("test", dataset.y_test),
+                    )
+                }
+                for f in families
+            ],
+        }
+    )
+    states = [_state(f, members) for f in families]
+    orders = [batch_orders(samples, m.seed) for m in members]
+    alive = np.ones(len(members), bool)
+    results = [TrainResult(history={}) for _ in members]
+    size = program.batch_size
+    full = samples // size * size
+    start = time.perf_counter()
+    for epoch in range(settings.epochs):
+        order = np.stack([next(o) for o in orders])
+        batches, rest = [], []
+        for f in families:
+            rows = order[f.positions]
+            batches.append(rows[:, :full].reshape(len(f.positions), -1, size).transpose(1, 0, 2))
+            rest.append(rows[:, full:])
+        states, logs = program.epoch(
+            states, batches, rest, [jnp.asarray(alive[f.positions]) for f in families], data
+        )
+        logs = jax.device_get(logs)
+        for f, family_logs in zip(families, logs, strict=True):
+            for i, m in enumerate(f.positions):
+                if not alive[m]:
+                    continue
+                values = {name: _value(name, v[i]) for name, v in family_logs.items()}
+                for name, value in values.items():
+                    results[m].history.setdefault(name, []).append(value)
+                if not math.isfinite(values["loss"]):
+                    results[m].diverged_epoch = epoch
+                    alive[m] = False
+                if on_epoch is not None:
+                    on_epoch(m, epoch, values)
+        _log_epoch(epoch, settings.epochs, results, alive)
+        if not alive.any():
+            break
+    test = jax.device_get(program.test(states, data))
+    # The models trained together: each is charged an equal share of the time.
+    share = (time.perf_counter() - start) / len(members)
+    for f, family_test in zip(families, test, strict=True):
+        for i, m in enumerate(f.positions):
+            results[m].train_seconds = share
+            if results[m].diverged_epoch is None:
+                results[m].test = {
+                    f"test_{name}": _value(name, v[i]) for name, v in family_test.items()
+                }
+    return results
+
+
+def _value(name: str, value: Any) -> float:
+    """A logged value as Keras reports it: ``rmse`` was carried as a mean square."""
+    value = float(value)
+    return math.sqrt(value) if name.rsplit("_", 1)[-1] == "rmse" and value >= 0 else value
+
+
+def _log_epoch(epoch: int, epochs: int, results: list[TrainResult], alive: np.ndarray) -> None:
+    if len(results) == 1:
+        history = results[0].history
+        log.info(
+            "epoch %d/%d  %s",
+            epoch + 1,
+            epochs,
+            "  ".join(
+                f"{name}={values[-1]:.4g}" for name, values in history.items() if "/" not in name
+            ),
+        )
+        return
+    val_losses = [r.history["val_loss"][-1] for r, a in zip(results, alive, strict=True) if a]
+    log.info(
+        "epoch %d/%d  %d of %d models training%s",
+        epoch + 1,
+        epochs,
+        alive.sum(),
+        len(results),
+        f"  val_loss {min(val_losses):.4g} to {max(val_losses):.4g}" if val_losses else "",
+    )

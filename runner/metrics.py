@@ -1,0 +1,49 @@
+"""The names of what a job logs, and which of them are better lower: shared by both
+training engines, the diagnostics, the objective check and the comparison.
+
+- per epoch: ``loss`` and the task's metrics (``accuracy``; or ``mae`` and ``rmse``), the
+  same with ``val_``, and the diagnostics ``grad_norm/hidden_i``, ``dead_fraction/hidden_i``
+  (relu family) and ``saturated_fraction/hidden_i`` (sigmoid, tanh);
+- at the end: the same with ``test_``, and ``train_seconds``.
+"""
+
+from __future__ import annotations
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+
+# Activations whose units can die (output <= 0 for every input), and those that saturate.
+RELU_FAMILY = frozenset({"relu", "relu6", "leaky_relu", "elu", "selu"})
+SATURATING = frozenset({"sigmoid", "tanh"})
+
+LOWER_IS_BETTER = ("loss", "mae", "rmse", "mse")
+
+
+def metric_names(task: str) -> list[str]:
+    """The metrics a job of ``task`` logs besides its loss."""
+    return ["accuracy"] if task == CLASSIFICATION else ["mae", "rmse"]
+
+
+def validation_metrics(task: str) -> list[str]:
+    """The validation metrics a job of ``task`` logs each epoch."""
+    return [f"val_{name}" for name in ["loss", *metric_names(task)]]
+
+
+def diagnostic_names(layer: int, activation: str) -> list[str]:
+    """The diagnostics logged for hidden layer ``layer`` with ``activation``."""
+    names = [f"grad_norm/hidden_{layer}"]
+    if activation in RELU_FAMILY:
+        names.append(f"dead_fraction/hidden_{layer}")
+    elif activation in SATURATING:
+        names.append(f"saturated_fraction/hidden_{layer}")
+    return names
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller ``metric`` is the better one. Losses and errors are: ``loss``,
+    ``mae``, ``rmse``, ``mse`` with or without ``test_``/``val_``, and any name ending in
+    ``loss`` or ``error``; so are times (``train_seconds``). Everything else, accuracies and
+    diagnostics such as ``grad_norm/hidden_0`` included, counts as higher-is-better; a
+    diagnostic is judged by its family, the part before ``/``."""
+    family = metric.split("/", 1)[0].removeprefix("test_").removeprefix("val_")
+    return family in LOWER_IS_BETTER or family.endswith(("loss", "error", "seconds"))

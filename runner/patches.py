@@ -1,0 +1,66 @@
+"""Every place where the runner reaches into another library's internals, in one module.
+
+Each patch says why it exists and checks the library version it was written for; on
+another version it warns once and falls back to the library's own behaviour, which is
+slower or leakier but correct.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from importlib.metadata import PackageNotFoundError, version
+
+log = logging.getLogger(__name__)
+
+
+def _written_for(package: str, prefixes: tuple[str, ...], what: str) -> bool:
+    found = version(package)
+    if found.startswith(prefixes):
+        return True
+    warnings.warn(
+        f"{package} {found} is newer than the versions {what} was written for "
+        f"({', '.join(prefixes)}); running without it.",
+        stacklevel=3,
+    )
+    return False
+
+
+def hydra_config_store_copies_as_itself() -> None:
+    """Make the process's ConfigStore copy as itself.
+
+    Hydra 1.3 deep-copies its config repository for every composition and every group it
+    lists, and with it the ConfigStore that the repository holds, every plugin's config
+    included: ``--help`` made 82 copies and a sweep one per job. The copies are only read,
+    and Hydra's later fix (pull request 2928) has them use the live store in the same way."""
+    from hydra.core.config_store import ConfigStore
+
+    if _written_for("hydra-core", ("1.3.",), "the ConfigStore copy patch"):
+        ConfigStore.__deepcopy__ = _itself
+
+
+def _itself(store: object, memo: dict) -> object:
+    return store
+
+
+TENSORFLOW_VERSIONS = ("2.16.", "2.17.", "2.18.", "2.19.", "2.20.", "2.21.")
+
+
+def tensorflow_gradient_registry() -> dict | None:
+    """TensorFlow's process-wide registry of gradient functions (a dict by name), which has
+    no method to unregister one (see runner/engine/tensorflow.py); None on a TensorFlow
+    this was not written for."""
+    from tensorflow.python.framework import ops
+
+    package = "tensorflow-cpu" if _has("tensorflow-cpu") else "tensorflow"
+    if not _written_for(package, TENSORFLOW_VERSIONS, "the gradient-registry cleanup"):
+        return None
+    return ops.gradient_registry._registry
+
+
+def _has(package: str) -> bool:
+    try:
+        version(package)
+    except PackageNotFoundError:
+        return False
+    return True
