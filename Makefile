@@ -10,7 +10,7 @@ PORT ?= 5000
 # .venv stays the default install that the other tests check.
 RAY_VENV ?= .venv-ray
 
-.PHONY: help install install-gpu run test test-slow sweep compare ui server lint plots test-ray
+.PHONY: help install install-gpu run test test-tensorflow test-slow sweep compare ui server lint plots test-ray
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,15 +23,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
-install-gpu: install  ## Swap the CPU build of TensorFlow for the CUDA one (Linux, NVIDIA)
+install-gpu: install  ## Add the CUDA builds of JAX and TensorFlow (Linux, NVIDIA)
+	$(PY) -m pip install "jax[cuda12]"
 	$(PY) -m pip uninstall -y tensorflow-cpu
 	$(PY) -m pip install "tensorflow[and-cuda]"
 
 run: install  ## Train the default model (digits, relu, categorical cross-entropy)
 	$(PY) -m runner
 
-test: install  ## Run the test suite (about 7 minutes on 2 cores)
+test: install  ## Run the test suite on JAX, the default backend
 	$(PY) -m pytest
+
+test-tensorflow: install  ## Run the tests whose results depend on the backend, on TensorFlow
+	$(PY) -m pytest --backend=tensorflow -m "backend and not slow"
 
 test-slow: install  ## Run the slow tests: parallel and distributed sweeps, search, PostgreSQL, resume
 	$(PY) -m pytest -m slow

@@ -1,91 +1,105 @@
 #!/usr/bin/env bash
-# GPU check: on a machine with an NVIDIA GPU, train a short sweep with device=gpu, in
-# float32 and with train.mixed_precision=true, and print the device each run trained on (its
-# `device` tag in MLflow) and its training throughput. Sized for under 3 minutes; see
-# bench/README.md.
+# GPU check, for a Linux machine with an NVIDIA GPU and JAX's CUDA build installed. It
+# proves that the runner trains on the GPU and measures how fast, in under 3 minutes:
 #
-#     bash bench/gpu_check.sh [OVERRIDE ...]     # e.g. dataset=mnist train.epochs=5
+#   1. one job, device=gpu;
+#   2. the 240-job fused sweep (4 activations x 2 losses x 5 learning rates x 6 seeds,
+#      digits, 20 epochs) on the GPU, every run recorded in a temporary SQLite store;
+#   3. the floor (bench/floor.py) on the GPU: one model, and 240 vmapped;
 #
-# Extra arguments are added to the sweep's command line. Exit status: 0 when every run
-# finished on the GPU, 1 when one did not, 2 when this machine has no NVIDIA GPU to check.
+# then prints the devices the runs' `device` tags name, ms per epoch for each, and the
+# sweep's training time against the 240-model floor.
+#
+#     bash bench/gpu_check.sh [WHEEL_DIR]
+#
+# TensorFlow need not be installed, and the machine needs no network: with WHEEL_DIR, the
+# runner's Python dependencies are installed from the wheels there (pip --no-index) into a
+# temporary folder, and the runner runs from this checkout. Without it, the project's
+# .venv is used (`make install-gpu`). Exit status: 0 when every run trained on the GPU,
+# 1 when one did not, 2 when there is no GPU to check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export TF_CPP_MIN_LOG_LEVEL=2
-PY=.venv/bin/python
+export MLFLOW_DISABLE_TELEMETRY=true TF_CPP_MIN_LOG_LEVEL=2
+work=$(mktemp -d -t gpu_check.XXXXXX)
 
-if ! command -v nvidia-smi >/dev/null 2>&1; then
-    echo "gpu_check: no NVIDIA GPU on this machine (nvidia-smi is not installed), so there" \
-        "is nothing to check. Run it where nvidia-smi lists a GPU." >&2
-    exit 2
+if [ $# -ge 1 ]; then
+    PY=${PYTHON:-python3}
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$work/site" "$1"/*.whl
+    export PYTHONPATH="$PWD:$work/site${PYTHONPATH:+:$PYTHONPATH}"
+else
+    PY=.venv/bin/python
+    [ -x "$PY" ] || make install-gpu
 fi
-if ! gpus=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader); then
-    echo "gpu_check: nvidia-smi is installed but lists no usable GPU (see its message above)." >&2
+
+if ! command -v nvidia-smi >/dev/null 2>&1 \
+    || ! gpus=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader); then
+    echo "gpu_check: no NVIDIA GPU here (nvidia-smi is missing or lists none)." >&2
     exit 2
 fi
 echo "GPU (nvidia-smi): $gpus"
-
-make install
-# The project installs TensorFlow's CPU build on Linux x86_64; the CUDA build replaces it.
-if ! "$PY" -c 'import sys, tensorflow as tf; sys.exit(not tf.test.is_built_with_cuda())'; then
-    echo "gpu_check: TensorFlow is the CPU build here; installing the CUDA build (make install-gpu)"
-    make install-gpu
-fi
 if ! "$PY" -c '
-import sys, tensorflow as tf
-gpus = tf.config.list_physical_devices("GPU")
-print(f"TensorFlow {tf.__version__} sees:", ", ".join(g.name for g in gpus) or "no GPU")
+import sys, jax
+gpus = [d for d in jax.devices() if d.platform == "gpu"]
+print(f"JAX {jax.__version__} sees:", ", ".join(map(str, gpus)) or "no GPU")
 sys.exit(not gpus)'; then
-    echo "gpu_check: nvidia-smi lists a GPU but TensorFlow does not see it: check that the" \
-        "driver supports the CUDA version in tf.sysconfig.get_build_info()." >&2
+    echo "gpu_check: nvidia-smi lists a GPU but JAX does not see it: install JAX's CUDA" \
+        "build (make install-gpu)." >&2
     exit 1
 fi
 
-# 3 activations x 2 losses x 2 precisions on the real MNIST sample; wide layers and large
-# batches give the GPU some work. A temporary store keeps these runs out of mlflow.db.
-work=$(mktemp -d -t gpu_check.XXXXXX)
 store="sqlite:///$work/mlflow.db"
-start=$SECONDS
+export MLFLOW_TRACKING_URI="$store"
 status=0
-"$PY" -m runner -m device=gpu dataset=mnist5k 'model.units=[1024,1024]' train.batch_size=256 \
-    train.epochs=20 activation=relu,tanh,sigmoid loss=mse,categorical_crossentropy \
-    train.mixed_precision=false,true tracking.uri="$store" hydra.sweep.dir="$work/multirun" \
-    "$@" || status=$?
-echo "sweep: $((SECONDS - start)) s in all (exit status $status); runs in $store"
 
-"$PY" - "$store" <<'EOF' || status=1
-"""One line per run: where it trained and how fast, then the median per precision.
-samples/s = training samples x epochs / train_seconds (fit's time: the per-epoch
-validation and diagnostics included)."""
+echo "== 1. one job, device=gpu"
+start=$SECONDS
+"$PY" -m runner device=gpu train.epochs=20 hydra.run.dir="$work/single" 2>&1 \
+    | tee "$work/single.log" | grep -E "ms an epoch|test_accuracy" || status=1
+echo "one job: $((SECONDS - start)) s in all"
+
+echo "== 2. the 240-job fused sweep, device=gpu"
+start=$SECONDS
+"$PY" -m runner -m hydra/launcher=fused device=gpu train.epochs=20 \
+    activation=sigmoid,tanh,relu,elu loss=mse,categorical_crossentropy \
+    optimizer.learning_rate=0.0003,0.001,0.003,0.01,0.03 seed=0,1,2,3,4,5 \
+    hydra.sweep.dir="$work/sweep" >"$work/sweep.log" 2>&1 || status=1
+sweep_s=$((SECONDS - start))
+grep -E "Launching|ms an epoch" "$work/sweep.log" || tail -20 "$work/sweep.log"
+echo "sweep: ${sweep_s} s in all, recording included (target <= 60 s)"
+
+echo "== 3. the floor on the GPU"
+floor1=$("$PY" bench/floor.py --device gpu --models 1 --json)
+floor240=$("$PY" bench/floor.py --device gpu --models 240 --json)
+echo "floor, 1 model:    $floor1"
+echo "floor, 240 models: $floor240"
+
+"$PY" - "$store" "$work/sweep.log" "$floor240" <<'EOF' || status=1
 import json
-import statistics
+import re
 import sys
 
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-client = MlflowClient(sys.argv[1])
+store, sweep_log, floor = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+client = MlflowClient(store)
 experiments = [e.experiment_id for e in client.search_experiments()]
-runs = client.search_runs(experiments, "tags.role = 'job'", order_by=["attributes.start_time"])
-by_precision = {}
-ok = bool(runs)
-print(f"{'run':<44} {'precision':<9} {'status':<8} {'device':<6} {'samples/s':>10}")
+runs = client.search_runs(experiments, "tags.role = 'job'", max_results=1000)
+devices = {}
 for run in runs:
-    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
-    precision = "mixed" if params.get("train.mixed_precision") == "True" else "float32"
-    device = tags.get("device", "?")
-    rate = float("nan")
-    for given in run.inputs.dataset_inputs:
-        context = {tag.key: tag.value for tag in given.tags}.get(MLFLOW_DATASET_CONTEXT)
-        if context == "train" and "train_seconds" in metrics:
-            samples = json.loads(given.dataset.profile)["features_shape"][0]
-            rate = samples * int(params["train.epochs"]) / metrics["train_seconds"]
-            by_precision.setdefault(precision, []).append(rate)
-    ok = ok and run.info.status == "FINISHED" and device == "gpu"
-    print(f"{run.info.run_name:<44} {precision:<9} {run.info.status:<8} {device:<6} {rate:>10.0f}")
-for precision, rates in by_precision.items():
-    print(f"{precision}: median {statistics.median(rates):.0f} samples/s over {len(rates)} runs")
+    key = (run.data.tags.get("device", "?"), run.info.status)
+    devices[key] = devices.get(key, 0) + 1
+print("runs by (device, status):", devices)
+epochs = [float(ms) for ms in re.findall(r"then ([0-9.]+) ms an epoch", open(sweep_log).read())]
+if epochs:
+    ms = sum(epochs)
+    print(
+        f"fused sweep training: {ms:.2f} ms an epoch for 240 models; floor "
+        f"{floor['ms_per_epoch']:.2f} ms: {ms / floor['ms_per_epoch']:.2f}x (target <= 2x)"
+    )
+# The single job and the sweep's 240.
+ok = len(runs) == 241 and set(devices) == {("gpu", "FINISHED")}
 if not ok:
-    print("gpu_check: not every run finished on the GPU (see the table above)", file=sys.stderr)
+    print("gpu_check: not every run finished on the GPU (see above)", file=sys.stderr)
 sys.exit(0 if ok else 1)
 EOF
 exit "$status"

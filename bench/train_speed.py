@@ -1,132 +1,137 @@
-"""Training speed: the runner's training against a tutorial-style Keras script and a
-hand-written ``tf.function`` loop, side by side in one process.
+"""Training speed: the runner on JAX and on TensorFlow, the floor, and a tutorial-style
+Keras script, measured side by side in one run of this script.
 
 The digits MLP ([128, 64] relu, softmax, categorical cross-entropy, Adam 0.001), batch 32,
-30 epochs, validated every epoch, the same split for all three:
+validated every epoch, the same split for all:
 
-- tutorial: ``model.compile(...)`` defaults, ``model.fit(x, y, validation_data=...)``;
-- runner: ``runner.train.train`` with the runner's defaults (diagnostics on);
-- loop: a ``tf.function`` train step over a prefetched ``tf.data`` pipeline, and one
-  forward pass on the validation split per epoch.
+- runner, jax: ``runner.engine.train`` on the JAX backend, diagnostics on (the default);
+- floor: ``bench/floor.py``, the same model and batches in hand-written ``jax.jit`` code;
+- runner, tensorflow: ``runner.engine.train`` on the TensorFlow backend, diagnostics on;
+- tutorial: ``model.compile(...)`` defaults and ``model.fit(x, y, validation_data=...)``,
+  on TensorFlow.
 
-Each is run ``--repeats`` times in turn; the medians of the fit time per epoch and the
-ratios are printed, with each one's test accuracy.
+A process keeps one Keras backend, so each round runs one process per backend, in turn,
+``--repeats`` rounds. Each time is the median of an epoch's wall time from the second epoch
+on (the first compiles or traces), per process; then the median over the rounds.
 
-    python bench/train_speed.py [--repeats 3] [--epochs 30]
+    python bench/train_speed.py [--repeats 3] [--epochs 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-from runner.diagnostics import Diagnostics  # noqa: E402
-
-from runner import data, model, train  # noqa: E402
-from runner.config import DatasetConfig, Encoding, OptimizerConfig  # noqa: E402
-
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 UNITS = [128, 64]
 BATCH = 32
 
 
-def mlp(features: int) -> keras.Model:
+def _runner(epochs: int) -> tuple[float, float]:
+    import keras
+    from omegaconf import OmegaConf
+
+    from runner import data, engine, model
+    from runner.config import DatasetConfig, Encoding, OptimizerConfig
+
+    ds = data.load(OmegaConf.structured(DatasetConfig(name="digits")))
     head = model.OutputHead(10, "softmax", Encoding.onehot)
-    return model.build_model(features, UNITS, ["relu"] * len(UNITS), head)
+    net = model.build_model(ds.features, UNITS, ["relu"] * len(UNITS), head)
+    keras.backend.clear_session()
+    member = engine.Member(
+        net, ("relu",) * len(UNITS), "categorical_crossentropy", Encoding.onehot, 0.001, 0
+    )
+    settings = engine.Settings(
+        OmegaConf.structured(OptimizerConfig(name="adam")), epochs, BATCH, 256, 64
+    )
+    stamps: list[float] = []
+    (result,) = engine.train([member], ds, settings, lambda *_: stamps.append(time.perf_counter()))
+    epoch = statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False))
+    return epoch, result.test["test_accuracy"]
 
 
-def tutorial(splits, epochs: int) -> tuple[float, float]:
-    x, y, xv, yv, xt, yt = splits
-    net = mlp(x.shape[1])
+def _tutorial(epochs: int) -> tuple[float, float]:
+    import keras
+    from omegaconf import OmegaConf
+
+    from runner import data, model
+    from runner.config import DatasetConfig, Encoding
+
+    ds = data.load(OmegaConf.structured(DatasetConfig(name="digits")))
+    x, y, xv, yv, xt, yt = data.encoded_splits(ds, Encoding.onehot)
+    head = model.OutputHead(10, "softmax", Encoding.onehot)
+    net = model.build_model(x.shape[1], UNITS, ["relu"] * len(UNITS), head)
     net.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-    start = time.perf_counter()
-    net.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=BATCH, verbose=0)
-    seconds = time.perf_counter() - start
-    return seconds, net.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"]
-
-
-def runner(splits, epochs: int) -> tuple[float, float]:
-    net = mlp(splits[0].shape[1])
-    probe = Diagnostics(splits[0][:256], splits[1][:256], "categorical_crossentropy", ["relu"] * 2)
-    result = train.train(
-        net,
-        "categorical_crossentropy",
-        OmegaConf.structured(OptimizerConfig(name="adam")),
-        data.CLASSIFICATION,
-        Encoding.onehot,
-        splits,
-        epochs,
-        BATCH,
-        seed=0,
-        steps_per_execution=64,
-        callbacks=[probe],
+    stamps: list[float] = []
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda *_: stamps.append(time.perf_counter())
     )
-    return result.train_seconds, result.test["test_accuracy"]
+    net.fit(
+        x, y, validation_data=(xv, yv), epochs=epochs, batch_size=BATCH, verbose=0,
+        callbacks=[timer],
+    )  # fmt: skip
+    epoch = statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False))
+    return epoch, net.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"]
 
 
-def loop(splits, epochs: int) -> tuple[float, float]:
-    x, y, xv, yv, xt, yt = splits
-    net = mlp(x.shape[1])
-    optimizer = keras.optimizers.Adam(0.001)
-    loss_fn = keras.losses.CategoricalCrossentropy()
-    batches = (
-        tf.data.Dataset.from_tensor_slices((x, y))
-        .shuffle(len(x), seed=0, reshuffle_each_iteration=True)
-        .batch(BATCH)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+def inner(backend: str, epochs: int) -> None:
+    """One process's measurements, as one JSON line."""
+    out = {}
+    if backend == "jax":
+        from bench.floor import run
 
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, net(xb, training=True))
-        grads = tape.gradient(loss, net.trainable_variables)
-        optimizer.apply_gradients(zip(grads, net.trainable_variables, strict=True))
-        return loss
-
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for xb, yb in batches:
-            step(xb, yb)
-        float(loss_fn(yv, net(xv, training=False)))
-    seconds = time.perf_counter() - start
-    accuracy = float(np.mean(np.argmax(net(xt), axis=1) == np.argmax(yt, axis=1)))
-    return seconds, accuracy
+        out["runner, jax"] = _runner(epochs)
+        floor = run(1, epochs, UNITS, "cpu")
+        out["floor"] = (floor["ms_per_epoch"] / 1000, floor["val_accuracy"])
+    else:
+        out["runner, tensorflow"] = _runner(epochs)
+        out["tutorial"] = _tutorial(epochs)
+    print(json.dumps(out))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--inner", choices=["jax", "tensorflow"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    ds = data.load(OmegaConf.structured(DatasetConfig(name="digits")))
-    splits = data.encoded_splits(ds, Encoding.onehot)
-    contenders = {"tutorial": tutorial, "runner": runner, "loop": loop}
-    seconds: dict[str, list[float]] = {name: [] for name in contenders}
-    accuracy: dict[str, list[float]] = {name: [] for name in contenders}
-    for repeat in range(args.repeats + 1):
-        for name, fit in contenders.items():
-            keras.backend.clear_session()
-            keras.utils.set_random_seed(repeat)
-            took, acc = fit(splits, args.epochs)
-            if repeat:  # the first round warms TensorFlow up and is not counted
-                seconds[name].append(took / args.epochs)
-                accuracy[name].append(acc)
-    median = {name: statistics.median(values) for name, values in seconds.items()}
+    if args.inner:
+        inner(args.inner, args.epochs)
+        return
+    seconds: dict[str, list[float]] = {}
+    accuracy: dict[str, float] = {}
+    for _ in range(args.repeats):
+        for backend in ("jax", "tensorflow"):
+            env = dict(
+                os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2"
+            )
+            done = subprocess.run(
+                [sys.executable, __file__, "--inner", backend, "--epochs", str(args.epochs)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            for name, (epoch, acc) in json.loads(done.stdout.splitlines()[-1]).items():
+                seconds.setdefault(name, []).append(epoch)
+                accuracy[name] = acc
+    ms = {name: statistics.median(values) * 1000 for name, values in seconds.items()}
     print(f"digits MLP {UNITS}, batch {BATCH}, {args.epochs} epochs, median of {args.repeats}")
-    print(f"{'':10s} {'ms/epoch':>9s} {'test accuracy':>14s}")
-    for name in contenders:
-        acc = statistics.mean(accuracy[name])
-        print(f"{name:10s} {median[name] * 1000:9.1f} {acc:14.4f}")
-    print(f"tutorial / runner: {median['tutorial'] / median['runner']:.2f}x  (target >= 2.0)")
-    print(f"runner / loop:     {median['runner'] / median['loop']:.2f}x  (target <= 1.15)")
+    print(f"{'':20s} {'ms/epoch':>9s} {'accuracy':>9s}")
+    for name in ms:
+        print(f"{name:20s} {ms[name]:9.2f} {accuracy[name]:9.4f}")
+    print("(accuracy: test for the runners and the tutorial, validation for the floor)")
+    jax_, tf_, floor = ms["runner, jax"], ms["runner, tensorflow"], ms["floor"]
+    print(f"runner jax / floor:          {jax_ / floor:.2f}x  (target <= 2.0)")
+    print(f"runner tensorflow / jax:     {tf_ / jax_:.2f}x  (target >= 5)")
+    print(f"tutorial / runner tensorflow: {ms['tutorial'] / tf_:.2f}x  (was 2.84x)")
 
 
 if __name__ == "__main__":

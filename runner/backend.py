@@ -28,6 +28,8 @@ def quiet() -> None:
     absl's pre-init warnings) off the console; their real warnings still come through."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    # JAX's note that it found no TPU, at INFO, under Hydra's INFO root logger.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
 def use(backend: str, device: str, threads: int | None) -> str:

@@ -101,27 +101,6 @@ def _plan_task(cfg: DictConfig) -> Planned | dict[str, float] | None:
     return Planned(plan, list(HydraConfig.get().overrides.task), sweep)
 
 
-def keep_composed(config_loader: Any) -> dict[tuple[int, tuple[str, ...]], DictConfig]:
-    """Keep each job config that ``config_loader`` composes, by master config and overrides.
-
-    Hydra's basic sweeper composes every job's config to check the batch, throws it away,
-    and the launcher composes it again: a tenth of a second or more a job here, one of a
-    fused job's larger costs. The launcher takes the sweeper's instead."""
-    # Hydra's own method, not a wrapper from an earlier setup of the launcher.
-    compose = getattr(config_loader.load_sweep_config, "__wrapped__", None)
-    compose = compose or config_loader.load_sweep_config
-    composed: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
-
-    def load_sweep_config(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        config = compose(master_config, sweep_overrides)
-        composed[(id(master_config), tuple(sweep_overrides))] = config
-        return config
-
-    load_sweep_config.__wrapped__ = compose
-    config_loader.load_sweep_config = load_sweep_config
-    return composed
-
-
 def launch(
     launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> list[JobReturn]:
@@ -130,12 +109,13 @@ def launch(
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    from runner.compose import Composer
+
+    composer = Composer(launcher.hydra_context.config_loader, launcher.config)
     configs = []
     for offset, overrides in enumerate(job_overrides):
-        key = (id(launcher.config), tuple(overrides))
-        if key not in launcher.composed:
-            launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
-        config = launcher.composed.pop(key)
+        # The composing sweeper hands over the configs it composed to check the batch.
+        config = launcher.composed.pop(tuple(overrides), None) or composer.compose(overrides)
         with open_dict(config):
             config.hydra.job.id = config.hydra.job.num = initial_job_idx + offset
         configs.append(config)

@@ -64,3 +64,20 @@ def _has(package: str) -> bool:
     except PackageNotFoundError:
         return False
     return True
+
+
+def hydra_overrides_dirname(
+    overrides: list, kv_sep: str, item_sep: str, exclude_keys: list[str]
+) -> str:
+    """``hydra.job.override_dirname`` for a job's parsed overrides, as Hydra computes it
+    when it composes a job (runner/compose.py sets it on a job composed without Hydra).
+    Hydra exposes no public function for it; on a Hydra this was not written for, the
+    directory name is left empty, which only a ``hydra.sweep.subdir`` naming it uses."""
+    if not _written_for("hydra-core", ("1.3.",), "the override_dirname of composed jobs"):
+        return ""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+
+    task = [o for o in overrides if not o.is_hydra_override()]
+    return get_overrides_dirname(
+        overrides=task, kv_sep=kv_sep, item_sep=item_sep, exclude_keys=exclude_keys
+    )

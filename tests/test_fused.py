@@ -7,13 +7,10 @@ import signal
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
 from runner import data, engine, job
-from runner.config import CONF
-from runner.fused import fusable_groups, keep_composed
+from runner.fused import fusable_groups
 from tests.conftest import search
 from tests.test_reliability import start, wait_for_epochs
 
@@ -135,20 +132,6 @@ def test_jobs_fuse_when_only_their_own_keys_differ(make_cfg):
     assert fusable_groups(cfgs, max_group=24) == [[0, 1, 2, 3], [4], [5], [6], [7], [8], [9], [10]]
     assert fusable_groups(cfgs[:4], max_group=3) == [[0, 1, 2], [3]]
     assert fusable_groups([cfgs[0], rate], max_group=24) == [[0, 1]]
-
-
-def test_the_launcher_takes_each_config_the_sweeper_composed_once_set_up_again():
-    # The sweeper composes every job's config to check the batch; the launcher keeps them.
-    # Set up twice, it must not keep them twice.
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        loader = GlobalHydra.instance().config_loader()
-        master = compose("config", return_hydra_config=True)
-        first = keep_composed(loader)
-        second = keep_composed(loader)
-        config = loader.load_sweep_config(master, ["seed=3", "activation=tanh"])
-    assert first == {}
-    assert list(second.values()) == [config]
-    assert (config.seed, config.activation) == (3, "tanh")
 
 
 def test_a_fused_sweep_records_every_job_as_its_own_run(cli, store, tmp_path):

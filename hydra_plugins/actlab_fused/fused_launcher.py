@@ -36,17 +36,16 @@ class FusedLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
+        # Job configs by their overrides, from hydra/sweeper=composing.
         self.composed: dict = {}
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        from runner import fused
-
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
-        self.composed = fused.keep_composed(hydra_context.config_loader)
+        self.composed = {}
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int

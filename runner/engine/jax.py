@@ -386,6 +386,7 @@ def _train_batch(
     size = program.batch_size
     full = samples // size * size
     start = time.perf_counter()
+    ends = []
     for epoch in range(settings.epochs):
         order = np.stack([next(o) for o in orders])
         batches, rest = [], []
@@ -397,6 +398,7 @@ def _train_batch(
             states, batches, rest, [jnp.asarray(alive[f.positions]) for f in families], data
         )
         logs = jax.device_get(logs)
+        ends.append(time.perf_counter())
         for f, family_logs in zip(families, logs, strict=True):
             for i, m in enumerate(f.positions):
                 if not alive[m]:
@@ -415,6 +417,14 @@ def _train_batch(
     test = jax.device_get(program.test(states, data))
     # The models trained together: each is charged an equal share of the time.
     share = (time.perf_counter() - start) / len(members)
+    if len(ends) > 1:
+        log.info(
+            "trained %d model(s) on %s: first epoch %.2f s (with compiling), then %.2f ms an epoch",
+            len(members),
+            jax.devices()[0].platform,
+            ends[0] - start,
+            1000 * float(np.median(np.diff(ends))),
+        )
     for f, family_test in zip(families, test, strict=True):
         for i, m in enumerate(f.positions):
             results[m].train_seconds = share
