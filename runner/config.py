@@ -165,6 +165,8 @@ class TrackingConfig:
     enabled: bool = True
     uri: str | None = None
     experiment: str | None = None
+    # The per-run figure of training curves; null: for a single run, not for a sweep's jobs.
+    figure: bool | None = None
 
 
 @dataclass

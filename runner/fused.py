@@ -202,7 +202,7 @@ def train_group(planned: list[Planned], group: str) -> list[dict[str, float]]:
             mlrun = runs.enter_context(job.open_run(item.plan, item.sweep, tags))
             job.start(mlrun, item.plan, item.overrides)
             net = job.build(item.plan.cfg, item.plan.dataset, item.plan.head)
-            job.log_summary(mlrun, net)
+            job.log_files(mlrun, item.plan, item.overrides, net)
             mlruns.append(mlrun)
             members.append(job.member(item.plan.cfg, net, item.plan.head))
         log.info("fused group %s: training %d models as one", group, len(members))

@@ -205,7 +205,7 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
     with open_run(plan, sweep) as mlrun:
         start(mlrun, plan, overrides)
         net = build(plan.cfg, plan.dataset, plan.head)
-        log_summary(mlrun, net)
+        log_files(mlrun, plan, overrides, net)
         result = train(
             plan.cfg,
             net,
@@ -244,7 +244,7 @@ def output_dir() -> Path | None:
 
 
 def start(mlrun: Run, plan: Plan, overrides: list[str]) -> None:
-    """Record what the job is before it trains: params, data, config and overrides."""
+    """Record what the job is before it trains: params, tags and data."""
     cfg, dataset = plan.cfg, plan.dataset
     mlrun.log_params(flat_params(cfg))
     mlrun.set_tags({"device": plan.device, "task": dataset.task})
@@ -257,27 +257,43 @@ def start(mlrun: Run, plan: Plan, overrides: list[str]) -> None:
             "test": (dataset.x_test, dataset.y_test),
         },
     )
-    mlrun.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-    mlrun.log_text(OmegaConf.to_yaml(overrides), "overrides.yaml")
 
 
-def log_summary(mlrun: Run, net: keras.Model) -> None:
+def log_files(mlrun: Run, plan: Plan, overrides: list[str], net: keras.Model) -> None:
+    """Record the job's config, its overrides and its model's summary, in one store call."""
     summary: list[str] = []
     net.summary(print_fn=lambda text, **_: summary.append(text))
-    mlrun.log_text("\n".join(summary), "model_summary.txt")
+    mlrun.log_texts(
+        {
+            "config.yaml": OmegaConf.to_yaml(plan.cfg, resolve=True),
+            "overrides.yaml": OmegaConf.to_yaml(overrides),
+            "model_summary.txt": "\n".join(summary),
+        }
+    )
 
 
 def finish(mlrun: Run, plan: Plan, result: engine.TrainResult) -> None:
     """Record the trained job: test metrics, training time, curves and its outcome."""
     final = dict(result.test, train_seconds=result.train_seconds)
     mlrun.log_metrics(final)
-    if plan.cfg.tracking.enabled:  # the figure is drawn for the record only
+    if draws_figure(plan):
         metric = "accuracy" if plan.dataset.task == data.CLASSIFICATION else "mae"
         curves = figures.training_curves(result.history, metric, mlrun.name)
         mlrun.log_figure(curves, "training_curves.png")
     if result.diverged_epoch is not None:
         mlrun.outcome = DIVERGED
         mlrun.set_tags({"diverged_at_epoch": result.diverged_epoch})
+
+
+def draws_figure(plan: Plan) -> bool:
+    """Whether the run gets its training-curves figure: ``tracking.figure``, or when that
+    is null, a single run does and a sweep's jobs do not (the MLflow UI draws each run's
+    curves, and ``runner.compare`` the sweep's)."""
+    if not plan.cfg.tracking.enabled:
+        return False
+    if plan.cfg.tracking.figure is None:
+        return plan.parent_id is None
+    return plan.cfg.tracking.figure
 
 
 def report(mlrun: Run, plan: Plan, result: engine.TrainResult) -> dict[str, float]:

@@ -273,24 +273,25 @@ def _families(members: list[Member], settings: Settings) -> list[Family]:
 
 
 def _state(family: Family, members: list[Member]) -> tuple:
-    """The family's weights and optimizer state, stacked member by member; the optimizer
-    variable ``learning_rate`` holds each member's own."""
+    """The family's weights and optimizer state, stacked member by member in numpy (one
+    transfer to the device, no small programs to compile); the optimizer variable
+    ``learning_rate`` holds each member's own."""
     own = [members[p] for p in family.positions]
-    trainable = [
-        jnp.stack([m.net.trainable_variables[i].value for m in own])
-        for i in range(len(family.net.trainable_variables))
-    ]
-    non_trainable = [
-        jnp.stack([m.net.non_trainable_variables[i].value for m in own])
-        for i in range(len(family.net.non_trainable_variables))
-    ]
+
+    def stacked(pick) -> list[np.ndarray]:
+        count = len(pick(family.net))
+        return [np.stack([np.asarray(pick(m.net)[i].value) for m in own]) for i in range(count)]
+
+    trainable = stacked(lambda net: net.trainable_variables)
+    non_trainable = stacked(lambda net: net.non_trainable_variables)
     opt_vars = []
     for v in family.optimizer.variables:
         if v.path.rsplit("/", 1)[-1] == "learning_rate":
-            opt_vars.append(jnp.asarray([m.learning_rate for m in own], v.dtype))
+            opt_vars.append(np.asarray([m.learning_rate for m in own], v.dtype))
         else:
-            opt_vars.append(jnp.broadcast_to(v.value, (len(own), *v.shape)))
-    return trainable, non_trainable, opt_vars
+            value = np.asarray(v.value)
+            opt_vars.append(np.repeat(value[None], len(own), axis=0))
+    return jax.device_put((trainable, non_trainable, opt_vars))
 
 
 def bytes_per_model(member: Member, settings: Settings, samples: int) -> int:
