@@ -33,6 +33,8 @@ def run(models: int, epochs: int, units: list[int], device: str) -> dict:
     """Train ``models`` MLPs for ``epochs`` epochs; the per-epoch times and the result."""
     if device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"
+    # runner.engine imports Keras, whose backend is read then.
+    os.environ.setdefault("KERAS_BACKEND", "jax")
     import jax
     import jax.numpy as jnp
     import numpy as np

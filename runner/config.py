@@ -17,7 +17,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
-from omegaconf import MISSING, DictConfig, ListConfig
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -252,6 +252,32 @@ def activation_label(cfg: DictConfig) -> str:
     if isinstance(activation, ListConfig | list | tuple):
         return ",".join(str(a) for a in activation)
     return str(activation)
+
+
+# What does not change a job's result: where it is recorded, whether it may be skipped,
+# what it returns to a search, and how many threads compute it.
+NOT_TRAINING = ("tracking", "resume", "objective", "train.threads")
+
+
+def training_view(cfg: DictConfig, drop: tuple[str, ...] = ()) -> dict:
+    """The job's resolved config as plain data, without Hydra's node, the keys in
+    :data:`NOT_TRAINING` and the dotted keys in ``drop``: what a job's fingerprint and a
+    fused group's key are made of."""
+    # Hydra's node is left out unresolved: it refers to a job directory not made yet.
+    view = {
+        key: OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+        if isinstance(value, DictConfig | ListConfig)
+        else (value.value if isinstance(value, Enum) else value)
+        for key, value in cfg.items()
+        if key != "hydra"
+    }
+    for dotted in (*NOT_TRAINING, *drop):
+        *parents, leaf = dotted.split(".")
+        node = view
+        for parent in parents:
+            node = node.get(parent, {})
+        node.pop(leaf, None)
+    return view
 
 
 def experiment_name(cfg: DictConfig) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner import stop
 from runner.app import interrupted, job_result, plan_job
+from runner.config import training_view
 from runner.sweep import Sweep, sweep_of
 
 log = logging.getLogger("runner")
@@ -37,23 +39,11 @@ PER_JOB = (
     "model.kernel_initializer",
     "optimizer.learning_rate",
 )
-# What does not change a job's training at all.
-IGNORED = ("tracking", "resume", "objective")
 
 
 def group_key(cfg: DictConfig) -> str:
     """Equal for two jobs that can train in one fused batch."""
-    # Hydra's own node is dropped unresolved: it refers to a job directory not made yet.
-    task = OmegaConf.to_container(cfg, enum_to_str=True)
-    task.pop("hydra", None)
-    container = OmegaConf.to_container(OmegaConf.create(task), resolve=True)
-    for key in (*PER_JOB, *IGNORED):
-        *parents, leaf = key.split(".")
-        node = container
-        for parent in parents:
-            node = node[parent]
-        node.pop(leaf, None)
-    return json.dumps(container, sort_keys=True, default=str)
+    return json.dumps(training_view(cfg, PER_JOB), sort_keys=True, default=str)
 
 
 def fusable_groups(cfgs: Sequence[DictConfig], max_group: int) -> list[list[int]]:
@@ -133,7 +123,7 @@ def launch(
         if len(group) == 1:
             returns[group[0]] = _run(launcher, configs[group[0]], launcher.task_function)
         else:
-            phase = [_run(launcher, configs[index], _plan_task) for index in group]
+            phase = [_plan_in_job_dir(launcher, configs[index]) for index in group]
             _train(phase, f"g{number}")
             for index, ret in zip(group, phase, strict=True):
                 returns[index] = ret
@@ -149,6 +139,42 @@ def _run(launcher: Any, config: DictConfig, task: Any) -> JobReturn:
         job_dir_key="hydra.sweep.dir",
         job_subdir_key="hydra.sweep.subdir",
     )
+
+
+def _plan_in_job_dir(launcher: Any, config: DictConfig) -> JobReturn:
+    """A fused job's first phase: :func:`_plan_task` in the job's own Hydra context, as
+    Hydra's ``run_job`` runs a task, less what planning does not need of it.
+
+    The job gets its output directory with its config and overrides saved in ``.hydra/``
+    (the sweep's ``multirun.yaml`` holds Hydra's own config), and ``HydraConfig`` is set
+    while it is planned. ``run_job`` also deep-copies the whole config twice, saves the
+    Hydra config and sets up a log file per job: a tenth of a second a job, of which a
+    fused job, whose training the group logs as one, needs none."""
+    HydraConfig.instance().set_config(config)
+    subdir = str(OmegaConf.select(config, "hydra.sweep.subdir"))
+    output_dir = Path(str(config.hydra.sweep.dir), subdir).absolute()
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(config)
+    task_cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+    overrides = list(config.hydra.overrides.task)
+    saved = output_dir / str(config.hydra.output_subdir or ".hydra")
+    saved.mkdir(parents=True, exist_ok=True)
+    (saved / "config.yaml").write_text(OmegaConf.to_yaml(task_cfg))
+    (saved / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+    ret = JobReturn(overrides=overrides, cfg=task_cfg, hydra_cfg=HydraConfig.instance().cfg)
+    ret.working_dir = os.getcwd()
+    callbacks = launcher.hydra_context.callbacks
+    callbacks.on_job_start(config=config, task_function=_plan_task)
+    try:
+        ret.return_value = _plan_task(task_cfg)
+        ret.status = JobStatus.COMPLETED
+    except Exception as error:
+        ret.return_value = error
+        ret.status = JobStatus.FAILED
+    ret.task_name = str(config.hydra.job.name)
+    callbacks.on_job_end(config=config, job_return=ret)
+    return ret
 
 
 def _train(phase: list[JobReturn], group: str) -> None:

@@ -28,6 +28,7 @@ from runner.config import (
     activation_label,
     experiment_name,
     hidden_activations,
+    training_view,
     validate_names,
 )
 from runner.metrics import validation_metrics
@@ -65,20 +66,10 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
     return flat
 
 
-# What does not change a job's result, and so stays out of its fingerprint: where it is
-# recorded, whether it may be skipped, what it returns to a search, and how many threads
-# compute it.
-NOT_FINGERPRINTED = ("tracking", "resume", "objective")
-
-
 def fingerprint(cfg: DictConfig) -> str:
-    """A digest of the resolved config less :data:`NOT_FINGERPRINTED` and
-    ``train.threads``: equal for two jobs that train the same model on the same data."""
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    for key in NOT_FINGERPRINTED:
-        container.pop(key, None)
-    container["train"].pop("threads", None)
-    text = json.dumps(container, sort_keys=True, default=str)
+    """A digest of the job's :func:`training_view`: equal for two jobs that train the same
+    model on the same data."""
+    text = json.dumps(training_view(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -230,7 +221,9 @@ def fresh_keras() -> None:
 
 def open_run(plan: Plan, sweep: Sweep | None, tags: dict[str, str] | None = None):
     """The job's MLflow run (see :meth:`Tracker.open_run`), nested in the sweep's parent."""
-    tags = dict(tags or {}, fingerprint=plan.fingerprint)
+    tags = dict(
+        tags or {}, fingerprint=plan.fingerprint, device=plan.device, task=plan.dataset.task
+    )
     if sweep:
         tags["sweep_id"] = sweep.id
     return plan.tracker.open_run(
@@ -247,7 +240,6 @@ def start(mlrun: Run, plan: Plan, overrides: list[str]) -> None:
     """Record what the job is before it trains: params, tags and data."""
     cfg, dataset = plan.cfg, plan.dataset
     mlrun.log_params(flat_params(cfg))
-    mlrun.set_tags({"device": plan.device, "task": dataset.task})
     mlrun.log_inputs(
         dataset.name,
         dataset.source,

@@ -83,7 +83,15 @@ def open_tracker(tracking: DictConfig) -> Tracker | Untracked:
     a stand-in that records nothing."""
     if not tracking.enabled:
         return Untracked()
-    return Tracker(tracking_uri(tracking.uri))
+    uri = tracking_uri(tracking.uri)
+    if uri not in _trackers:
+        _trackers[uri] = Tracker(uri)
+    return _trackers[uri]
+
+
+# One tracker per store and process: the jobs of a sweep in one process share its client,
+# the experiments it found and the sweep parents it found or made.
+_trackers: dict[str, Tracker] = {}
 
 
 def check_server(uri: str) -> None:
@@ -203,6 +211,8 @@ class Tracker:
         if uri.startswith("sqlite:") and uri not in _writable:
             check_writable(uri)
             _writable.add(uri)
+        self._experiments: dict[str, str] = {}
+        self._sweep_parents: dict[tuple[str, str], str] = {}
 
     def _all_experiments(self) -> list[str]:
         return [e.experiment_id for e in self.client.search_experiments()]
@@ -248,6 +258,11 @@ class Tracker:
     def experiment(self, name: str) -> str:
         """The id of experiment ``name``, created when missing. For a SQLite store, its
         artifacts go in ``mlartifacts/`` beside the database, wherever the job runs."""
+        if name not in self._experiments:
+            self._experiments[name] = self._experiment(name)
+        return self._experiments[name]
+
+    def _experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -274,6 +289,12 @@ class Tracker:
         ``claim`` (the sweep's own process, at its start) marks a parent found from an earlier
         sweep into the same directory RUNNING again, as this process's, so that the orphan
         check does not take it for the earlier, dead process's."""
+        key = (experiment_id, sweep_id)
+        if key not in self._sweep_parents or claim:
+            self._sweep_parents[key] = self._sweep_parent(experiment_id, sweep_id, name, claim)
+        return self._sweep_parents[key]
+
+    def _sweep_parent(self, experiment_id: str, sweep_id: str, name: str, claim: bool) -> str:
         from mlflow.entities import RunTag
 
         found = self._parents([experiment_id], sweep_id, max_results=1)
