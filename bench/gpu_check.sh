@@ -89,7 +89,8 @@ for run in runs:
     key = (run.data.tags.get("device", "?"), run.info.status)
     devices[key] = devices.get(key, 0) + 1
 print("runs by (device, status):", devices)
-epochs = [float(ms) for ms in re.findall(r"then ([0-9.]+) ms an epoch", open(sweep_log).read())]
+log = open(sweep_log).read()
+epochs = [float(ms) for ms in re.findall(r"then ([0-9.]+) ms an epoch", log)]
 if epochs:
     ms = sum(epochs)
     print(
