@@ -19,7 +19,6 @@ import math
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +37,7 @@ from runner.engine import (
     make_optimizer,
     mixed,
 )
-from runner.metrics import CLASSIFICATION, RELU_FAMILY, metric_names
+from runner.metrics import CLASSIFICATION, RELU_FAMILY, diagnostic_names, metric_names
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +51,13 @@ GPU_SHARE = 0.5
 class Family:
     """Models that are one function: the first member's Keras model (``net``) and a model
     over the same layers that also returns every hidden layer's output (``tap``) serve them
-    all, each with its own weights; ``positions`` are the members' places in the batch."""
+    all, each with its own weights. Each member scores its predictions with its own loss, one
+    of ``losses`` (the same target encoding); ``positions`` are the members' places in the
+    batch."""
 
     net: keras.Model
     tap: keras.Model
-    loss: str
+    losses: tuple[str, ...]
     encoding: Encoding
     activations: tuple[str, ...]
     optimizer: keras.optimizers.Optimizer
@@ -73,7 +74,8 @@ class Family:
 
 
 def family_key(member: Member) -> tuple:
-    """Equal for two members whose models compute the same function of their weights."""
+    """Equal for two members whose models compute the same function of their weights, from
+    targets of the same encoding."""
     layers = tuple(
         # The activation's function name: get_config() would import TensorFlow to ask
         # whether it is there.
@@ -81,7 +83,7 @@ def family_key(member: Member) -> tuple:
         for layer in member.net.layers
         if isinstance(layer, keras.layers.Dense)
     )
-    return (layers, member.loss, member.encoding.value)
+    return (layers, member.encoding.value)
 
 
 def _scores(task: str, encoding: Encoding):
@@ -121,7 +123,6 @@ class Program:
         self.task = task
         self.batch_size = min(settings.batch_size, samples)
         self.probe = settings.probe_size and min(settings.probe_size, samples)
-        self.names = ["loss", *metric_names(task)]
         self.epoch = jax.jit(self._epoch, donate_argnums=0)
         self.test = jax.jit(self._test)
 
@@ -135,12 +136,20 @@ class Program:
         with keras.StatelessScope(state_mapping=mapping):
             return family.optimizer.scale_loss(jnp.float32(1))
 
-    def _sums(self, family: Family, y: jax.Array, p: jax.Array) -> dict[str, jax.Array]:
-        per_sample = keras.losses.get(family.loss)(y, p)
+    def _loss(self, family: Family, choice, y: jax.Array, p: jax.Array) -> jax.Array:
+        """Per-sample values of the member's own loss, ``family.losses[choice]``: vmapped
+        over members, each branch is computed and each member takes its own."""
+        losses = [keras.losses.get(name) for name in family.losses]
+        if len(losses) == 1:
+            return losses[0](y, p)
+        return jax.lax.switch(choice, losses, y, p)
+
+    def _sums(self, family: Family, choice, y: jax.Array, p: jax.Array) -> dict[str, jax.Array]:
+        per_sample = self._loss(family, choice, y, p)
         scores = _scores(self.task, family.encoding)(y, p)
         return {"loss": jnp.sum(per_sample), **{k: jnp.sum(v) for k, v in scores.items()}}
 
-    def _step(self, family: Family, state, rows, alive, x, y):
+    def _step(self, family: Family, state, rows, alive, choice, x, y):
         trainable, non_trainable, opt_vars = state
         xb, yb = x[rows], y[rows]
         scale = self._scale(family, opt_vars)
@@ -149,7 +158,7 @@ class Program:
             p, non_trainable_after = family.net.stateless_call(
                 trainable, non_trainable, xb, training=True
             )
-            loss = jnp.mean(keras.losses.get(family.loss)(yb, p))
+            loss = jnp.mean(self._loss(family, choice, yb, p))
             return loss * scale, (loss, p, non_trainable_after)
 
         grads, (loss, p, non_trainable_after) = jax.grad(objective, has_aux=True)(trainable)
@@ -160,28 +169,28 @@ class Program:
             (trainable_after, non_trainable_after, opt_after),
             state,
         )
-        sums = self._sums(family, yb, p)
+        sums = self._sums(family, choice, yb, p)
         sums["loss"] = loss * rows.shape[0]  # the batch mean, weighted as Keras's fit does
         return new, sums
 
-    def _evaluate(self, family: Family, state, x, y):
+    def _evaluate(self, family: Family, state, choice, x, y):
         trainable, non_trainable, _ = state
         total = None
         for start in range(0, x.shape[0], CHUNK):
             p, _ = family.net.stateless_call(
                 trainable, non_trainable, x[start : start + CHUNK], training=False
             )
-            sums = self._sums(family, y[start : start + CHUNK], p)
+            sums = self._sums(family, choice, y[start : start + CHUNK], p)
             total = sums if total is None else jax.tree.map(jnp.add, total, sums)
         return total
 
-    def _diagnose(self, family: Family, state, x, y):
+    def _diagnose(self, family: Family, state, choice, x, y):
         trainable, non_trainable, opt_vars = state
         scale = self._scale(family, opt_vars)
 
         def objective(trainable):
             outputs, _ = family.tap.stateless_call(trainable, non_trainable, x, training=False)
-            loss = jnp.mean(keras.losses.get(family.loss)(y, outputs[-1]))
+            loss = jnp.mean(self._loss(family, choice, y, outputs[-1]))
             return loss * scale, outputs
 
         grads, outputs = jax.grad(objective, has_aux=True)(trainable)
@@ -199,24 +208,42 @@ class Program:
 
     # The batch's programs.
 
-    def _epoch(self, states, batches, rest, alive, data):
+    def log_names(self, family: Family, split: str = "") -> list[str]:
+        """The names of a family's logs, in the order of the rows the programs return: an
+        epoch's (``split`` ""), or the test split's (``split`` "test")."""
+        scored = ["loss", *metric_names(self.task)]
+        if split == "test":
+            return scored
+        names = [*scored, *(f"val_{name}" for name in scored)]
+        if self.probe:
+            for i, activation in enumerate(family.activations):
+                names += diagnostic_names(i, activation)
+        return names
+
+    def _epoch(self, states, batches, rest, alive, choices, data):
         """One epoch of every family: ``batches`` are each family's ``[steps, M, batch]``
-        sample indices, ``rest`` its ``[M, r]`` last partial batch (r may be 0)."""
+        sample indices, ``rest`` its ``[M, r]`` last partial batch (r may be 0), ``choices``
+        its members' losses. Each family's logs come back as one ``[names, M]`` array."""
 
         def steps(carry, rows):
             states, sums = carry
             out_states, out_sums = [], []
             for f, family in enumerate(self.families):
-                step = jax.vmap(partial(self._step, family), in_axes=(0, 0, 0, None, None))
+                step = jax.vmap(partial(self._step, family), in_axes=(0, 0, 0, 0, None, None))
                 state, step_sums = step(
-                    states[f], rows[f], alive[f], data["x"]["train"], data["y"][f]["train"]
+                    states[f],
+                    rows[f],
+                    alive[f],
+                    choices[f],
+                    data["x"]["train"],
+                    data["y"][f]["train"],
                 )
                 out_states.append(state)
                 out_sums.append(jax.tree.map(jnp.add, sums[f], step_sums))
             return (out_states, out_sums), None
 
         zeros = [
-            {name: jnp.zeros(len(family.positions)) for name in self.names}
+            {name: jnp.zeros(len(family.positions)) for name in self.log_names(family, "test")}
             for family in self.families
         ]
         (states, sums), _ = jax.lax.scan(steps, (list(states), zeros), batches)
@@ -227,23 +254,25 @@ class Program:
         for f, family in enumerate(self.families):
             x, y = data["x"], data["y"][f]
             family_logs = {name: value / samples for name, value in sums[f].items()}
-            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, None, None))
-            val = evaluate(states[f], x["val"], y["val"])
+            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, 0, None, None))
+            val = evaluate(states[f], choices[f], x["val"], y["val"])
             family_logs.update({f"val_{k}": v / x["val"].shape[0] for k, v in val.items()})
             if self.probe:
-                diagnose = jax.vmap(partial(self._diagnose, family), in_axes=(0, None, None))
-                family_logs.update(
-                    diagnose(states[f], x["train"][: self.probe], y["train"][: self.probe])
-                )
-            logs.append(family_logs)
+                diagnose = jax.vmap(partial(self._diagnose, family), in_axes=(0, 0, None, None))
+                probe = (x["train"][: self.probe], y["train"][: self.probe])
+                family_logs.update(diagnose(states[f], choices[f], *probe))
+            logs.append(jnp.stack([family_logs[name] for name in self.log_names(family)]))
         return states, logs
 
-    def _test(self, states, data):
+    def _test(self, states, choices, data):
         logs = []
         for f, family in enumerate(self.families):
             x, y = data["x"]["test"], data["y"][f]["test"]
-            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, None, None))
-            logs.append({k: v / x.shape[0] for k, v in evaluate(states[f], x, y).items()})
+            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, 0, None, None))
+            test = evaluate(states[f], choices[f], x, y)
+            logs.append(
+                jnp.stack([test[name] / x.shape[0] for name in self.log_names(family, "test")])
+            )
         return logs
 
 
@@ -266,8 +295,9 @@ def _families(members: list[Member], settings: Settings) -> list[Family]:
         if mixed(net):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(net.trainable_variables)
+        losses = tuple(dict.fromkeys(members[p].loss for p in positions))
         families.append(
-            Family(net, tap, first.loss, first.encoding, first.activations, optimizer, positions)
+            Family(net, tap, losses, first.encoding, first.activations, optimizer, positions)
         )
     return families
 
@@ -350,7 +380,7 @@ def _train_batch(
     families = _families(members, settings)
     samples = len(dataset.x_train)
     key = (
-        tuple((family_key(members[f.positions[0]]), len(f.positions)) for f in families),
+        tuple((family_key(members[f.positions[0]]), f.losses, len(f.positions)) for f in families),
         settings.optimizer.name,
         settings.optimizer.momentum,
         settings.batch_size,
@@ -381,6 +411,11 @@ def _train_batch(
         }
     )
     states = [_state(f, members) for f in families]
+    choices = [
+        jax.device_put(np.array([f.losses.index(members[p].loss) for p in f.positions], np.int32))
+        for f in families
+    ]
+    names = [program.log_names(f) for f in program.families]
     orders = [batch_orders(samples, m.seed) for m in members]
     alive = np.ones(len(members), bool)
     results = [TrainResult(history={}) for _ in members]
@@ -395,16 +430,16 @@ def _train_batch(
             rows = order[f.positions]
             batches.append(rows[:, :full].reshape(len(f.positions), -1, size).transpose(1, 0, 2))
             rest.append(rows[:, full:])
-        states, logs = program.epoch(
-            states, batches, rest, [jnp.asarray(alive[f.positions]) for f in families], data
-        )
+        living = [alive[f.positions] for f in families]
+        states, logs = program.epoch(states, batches, rest, living, choices, data)
         logs = jax.device_get(logs)
         ends.append(time.perf_counter())
-        for f, family_logs in zip(families, logs, strict=True):
+        for f, family_names, family_logs in zip(families, names, logs, strict=True):
+            columns = _columns(family_names, family_logs)
             for i, m in enumerate(f.positions):
                 if not alive[m]:
                     continue
-                values = {name: _value(name, v[i]) for name, v in family_logs.items()}
+                values = {name: column[i] for name, column in columns.items()}
                 for name, value in values.items():
                     results[m].history.setdefault(name, []).append(value)
                 if not math.isfinite(values["loss"]):
@@ -415,7 +450,7 @@ def _train_batch(
         _log_epoch(epoch, settings.epochs, results, alive)
         if not alive.any():
             break
-    test = jax.device_get(program.test(states, data))
+    test = jax.device_get(program.test(states, choices, data))
     # The models trained together: each is charged an equal share of the time, less what
     # compiling added to the first epoch (the first epoch counted as a median one), so that
     # compiling shows as overhead, not as training.
@@ -433,19 +468,23 @@ def _train_batch(
         )
     share = seconds / len(members)
     for f, family_test in zip(families, test, strict=True):
+        columns = _columns(program.log_names(f, "test"), family_test)
         for i, m in enumerate(f.positions):
             results[m].train_seconds = share
             if results[m].diverged_epoch is None:
-                results[m].test = {
-                    f"test_{name}": _value(name, v[i]) for name, v in family_test.items()
-                }
+                results[m].test = {f"test_{name}": column[i] for name, column in columns.items()}
     return results
 
 
-def _value(name: str, value: Any) -> float:
-    """A logged value as Keras reports it: ``rmse`` was carried as a mean square."""
-    value = float(value)
-    return math.sqrt(value) if name.rsplit("_", 1)[-1] == "rmse" and value >= 0 else value
+def _columns(names: list[str], rows: np.ndarray) -> dict[str, list[float]]:
+    """A family's ``[names, M]`` logs as one list of floats per name, as Keras reports
+    them: ``rmse`` was carried as a mean square."""
+    columns = {}
+    for name, row in zip(names, rows, strict=True):
+        if name.rsplit("_", 1)[-1] == "rmse":
+            row = np.sqrt(row)
+        columns[name] = row.tolist()
+    return columns
 
 
 def _log_epoch(epoch: int, epochs: int, results: list[TrainResult], alive: np.ndarray) -> None:
