@@ -28,6 +28,17 @@ from mlflow.tracking import MlflowClient
 
 from runner.config import UserError
 from runner.metrics import lower_is_better
+from runner.stats import (
+    BEST,
+    FEW,
+    LEVEL,
+    TIED,
+    against_best,
+    mean_interval,
+    pick_tuned,
+    shared_ranks,
+    speed,
+)
 from runner.track import (
     COMPLETED,
     DIVERGED,
@@ -44,7 +55,12 @@ NOT_COMPARED = {"seed", "tracking.uri", "tracking.experiment"}
 CHOICES = ("activation", "loss", "dataset", "optimizer")
 COUNTS = (DIVERGED, FAILED, INTERRUPTED)
 STATS = ("mean", "std", "min", "max")
-SUMMARY_COLUMNS = {*STATS, "n", *COUNTS, "rank"}
+# Each mean's interval, and each group's difference from the best group with its interval.
+INTERVAL = ("ci_low", "ci_high")
+VERSUS = ("diff", "diff_low", "diff_high", "test", "verdict")
+SUMMARY_COLUMNS = {*STATS, *INTERVAL, "n", *COUNTS, *VERSUS, "rank"}
+# The params that say which runs can be paired: the same training seed on the same data.
+PAIRS = ("seed", "dataset.seed")
 RUN_NAME = "tags.mlflow.runName"
 OUTCOME = "tags.outcome"
 STYLES = ("-", "--", ":", "-.")
@@ -103,10 +119,14 @@ def summarize(
     lower: bool | None = None,
 ) -> pd.DataFrame:
     """One row per combination of ``by`` (default: the params that vary): mean, std
-    (ddof=1), min and max of ``metric`` over the runs that completed, how many completed
-    (``n``), diverged, failed or were interrupted, and the rank of the mean (1 is best, ties
-    share the better rank). ``lower`` overrides :func:`lower_is_better`. The table's
-    ``attrs`` keep the metric and the direction."""
+    (ddof=1), the mean's 95% interval (``ci_low``, ``ci_high``; none below 3 runs), min and
+    max of ``metric`` over the runs that completed, how many completed (``n``), diverged,
+    failed or were interrupted, the difference from the best group with its interval and
+    test (``diff``, ``diff_low``, ``diff_high``, ``test``: paired by seed where both groups
+    ran the same seeds on the same data, else Welch's), its ``verdict`` (best, tied with the
+    best, worse, or n < 3) and the rank (1 is best, shared by the groups tied with the best
+    and by equal means). ``lower`` overrides :func:`lower_is_better`. The table's ``attrs``
+    keep the metric and the direction."""
     by = by or varying_params(runs) or ["activation"]
     metric = metric or default_metric(runs)
     lower = lower_is_better(metric) if lower is None else lower
@@ -117,14 +137,23 @@ def summarize(
     runs = runs.assign(
         _value=runs[column] if column in runs.columns else np.nan, _outcome=outcomes(runs)
     )
-    completed = runs[runs["_outcome"] == COMPLETED]
-    stats = completed.groupby(keys, dropna=False)["_value"].agg(list(STATS))
+    completed = runs[(runs["_outcome"] == COMPLETED) & runs["_value"].notna()]
+    grouped = completed.groupby(keys, dropna=False)["_value"]
+    stats = grouped.agg(list(STATS)).join(
+        grouped.agg(
+            ci_low=lambda v: mean_interval(v).low, ci_high=lambda v: mean_interval(v).high
+        )
+    )
+    pairs = [f"params.{p}" for p in PAIRS if f"params.{p}" in runs.columns]
+    versus = against_best(completed.rename(columns={"_value": "value"}), keys, pairs, lower)
     counts = runs.groupby(keys, dropna=False)["_outcome"].value_counts().unstack(fill_value=0)
     counts = counts.reindex(columns=[COMPLETED, *COUNTS], fill_value=0)
-    table = stats.join(counts, how="right").rename(columns={COMPLETED: "n"})
-    table = table[[*STATS, "n", *COUNTS]]
-    table["rank"] = table["mean"].rank(ascending=lower, method="min").astype("Int64")
-    table = table.sort_values("rank", kind="stable", na_position="last")
+    table = stats.join(versus).join(counts, how="right").rename(columns={COMPLETED: "n"})
+    table = table[[*STATS, *INTERVAL, "n", *COUNTS, *VERSUS]]
+    table["rank"] = shared_ranks(table["mean"], table["verdict"], lower)
+    table = table.sort_values(
+        ["rank", "mean"], ascending=[True, lower], kind="stable", na_position="last"
+    )
     table.index = table.index.set_names(by)
     table = table.reset_index()
     table.attrs.update(metric=metric, lower_is_better=lower)
@@ -136,25 +165,52 @@ def group_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c not in SUMMARY_COLUMNS]
 
 
+def number(value: float, signed: bool = False) -> str:
+    """Four decimals, three significant digits below 0.001 (a vanishing gradient would read
+    0.0000), a sign when ``signed`` (a difference, with a true minus), a dash for no value."""
+    if pd.isna(value):
+        return "—"
+    text = f"{value:+.4f}" if signed else f"{value:.4f}"
+    if value and abs(value) < 0.001:
+        text = f"{value:+.3g}" if signed else f"{value:.3g}"
+    return text.replace("-", "−") if signed else text
+
+
+def interval(low: float, high: float, signed: bool = False) -> str:
+    """``[low, high]``."""
+    return f"[{number(low, signed)}, {number(high, signed)}]"
+
+
 def _shown(table: pd.DataFrame) -> pd.DataFrame:
     """The summary as strings: the groups, ``mean ± std`` of the metric (the mean alone when
-    one run completed, ``—`` when none did), min, max, the counts and the rank."""
+    one run completed, ``—`` when none did), its 95% CI (``n < 3`` without one), min, max,
+    the counts, the difference from the best with its CI, its test (paired by seed or
+    Welch), the verdict and the rank."""
     metric = table.attrs.get("metric", "metric")
-
-    def number(value: float) -> str:
-        """Four decimals, or a dash for no value."""
-        return "—" if pd.isna(value) else f"{value:.4f}"
-
     groups = table[group_columns(table)]
     shown = groups.astype(object).where(groups.notna(), "—").astype(str)
     shown[f"{metric} mean ± std"] = [
-        number(m) if pd.isna(s) else f"{m:.4f} ± {s:.4f}"
+        number(m) if pd.isna(s) else f"{number(m)} ± {number(s)}"
         for m, s in zip(table["mean"], table["std"], strict=True)
+    ]
+    shown[f"{LEVEL:.0%} CI"] = [
+        "—" if pd.isna(m) else FEW if pd.isna(low) else interval(low, high)
+        for m, low, high in zip(table["mean"], table["ci_low"], table["ci_high"], strict=True)
     ]
     shown["min"] = table["min"].map(number)
     shown["max"] = table["max"].map(number)
     for column in ("n", *COUNTS):
         shown[column] = table[column].astype(str)
+    shown[f"vs best, {LEVEL:.0%} CI"] = [
+        "—"
+        if verdict == BEST or pd.isna(diff)
+        else f"{number(diff, True)} " + (f"({FEW})" if pd.isna(low) else interval(low, high, True))
+        for diff, low, high, verdict in zip(
+            table["diff"], table["diff_low"], table["diff_high"], table["verdict"], strict=True
+        )
+    ]
+    for column in ("test", "verdict"):
+        shown[column] = table[column].map(lambda v: "—" if pd.isna(v) else v)
     shown["rank"] = table["rank"].map(lambda r: "—" if pd.isna(r) else str(r))
     return shown
 
@@ -183,6 +239,41 @@ def format_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def conclusion(table: pd.DataFrame) -> str:
+    """The sentence under the table: the best group against the next best mean, either
+    indistinguishable from it or better, at this n, with the difference and its 95% CI and
+    test, then the other groups tied with the best; empty with fewer than two means."""
+    ranked = table[table["mean"].notna()].reset_index(drop=True)
+    if len(ranked) < 2:
+        return ""
+    labels = group_labels(ranked, group_columns(ranked))
+    best = int(ranked.index[ranked["verdict"] == BEST][0])
+    others = ranked.drop(index=best)
+    second = int(others.sort_values("mean", ascending=table.attrs["lower_is_better"]).index[0])
+    row = ranked.loc[second]
+    n = ranked.loc[best, "n"]
+    at = f"n = {n}" if n == row["n"] else f"n = {n} and {row['n']}"
+    difference = f"{labels[second]} − {labels[best]} = {number(row['diff'], True)}"
+    if row["verdict"] == FEW:
+        sentence = (
+            f"{labels[best]} has the best mean ({difference}), but at {at} there is no "
+            f"{LEVEL:.0%} CI to say whether it beats {labels[second]}: {FEW}."
+        )
+    else:
+        detail = (
+            f"{difference}, {LEVEL:.0%} CI {interval(row['diff_low'], row['diff_high'], True)}"
+            f", {row['test']}"
+        )
+        claim = (
+            f"{labels[best]} and {labels[second]} are indistinguishable"
+            if row["verdict"] == TIED
+            else f"{labels[best]} is better than {labels[second]}, the next best,"
+        )
+        sentence = f"{claim} at {at} ({detail})."
+    tied = [labels[i] for i in others.index if i != second and others.loc[i, "verdict"] == TIED]
+    return sentence + (f" Also tied with the best: {', '.join(tied)}." if tied else "")
+
+
 def group_labels(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     """One label per row from its values in ``columns``, such as ``relu · mse``; the same
     for a summary's row and for the runs of that group."""
@@ -201,27 +292,37 @@ def curve_metric(metric: str, available: Iterable[str]) -> str:
     return twin if twin in set(available) else metric
 
 
+def histories(uri: str, runs: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
+    """``metric``'s history in every completed run, from MLflow: one row per run and epoch,
+    with the run's ``by`` params (without ``params.``), ``run`` (its id), ``step`` and
+    ``value``."""
+    client = MlflowClient(tracking_uri=uri)
+    completed = runs[outcomes(runs) == COMPLETED]
+    return pd.DataFrame(
+        [
+            (*group, run_id, point.step, point.value)
+            for *group, run_id in completed[[f"params.{p}" for p in by] + ["run_id"]].itertuples(
+                index=False
+            )
+            for point in client.get_metric_history(run_id, metric)
+        ],
+        columns=[*by, "run", "step", "value"],
+    )
+
+
 def curves(uri: str, runs: pd.DataFrame, by: list[str], metric: str) -> pd.Series:
     """``metric``'s history per group and epoch, the mean over the group's completed runs
     (its seeds), indexed by (group label, step)."""
-    client = MlflowClient(tracking_uri=uri)
-    completed = runs[outcomes(runs) == COMPLETED]
-    labels = group_labels(completed, [f"params.{p}" for p in by])
-    history = pd.DataFrame(
-        [
-            (label, point.step, point.value)
-            for label, run_id in zip(labels, completed["run_id"], strict=True)
-            for point in client.get_metric_history(run_id, metric)
-        ],
-        columns=["group", "step", "value"],
-    )
+    history = histories(uri, runs, by, metric)
+    history["group"] = group_labels(history, by)
     return history.groupby(["group", "step"])["value"].mean()
 
 
 def draw(table: pd.DataFrame, curve: pd.Series, curve_name: str, title: str, path: Path) -> None:
     """Save the comparison figure at ``path``: on the left the metric's mean per group with
-    std error bars, best on top, each group's completed and lost runs under its name; on
-    the right ``curve_name`` per epoch, one line per group in the same colour."""
+    its 95% CI as error bars (none, and a note, below 3 runs), best on top, each group's
+    completed and lost runs and its verdict against the best under its name; on the right
+    ``curve_name`` per epoch, one line per group in the same colour."""
     metric = table.attrs["metric"]
     direction = "lower" if table.attrs["lower_is_better"] else "higher"
     by = group_columns(table)
@@ -238,17 +339,25 @@ def draw(table: pd.DataFrame, curve: pd.Series, curve_name: str, title: str, pat
     ticks = []
     for label, row in zip(labels, table.itertuples(index=False), strict=True):
         lost = ", ".join(f"{getattr(row, c)} {c}" for c in COUNTS if getattr(row, c))
-        ticks.append(f"{label}\nn={row.n}" + (f", {lost}" if lost else ""))
+        verdict = f", {row.verdict}" if row.verdict in (BEST, TIED) else ""
+        ticks.append(f"{label}\nn={row.n}" + (f", {lost}" if lost else "") + verdict)
     y = np.arange(len(labels))
-    bars.barh(y, table["mean"], xerr=table["std"], color=colors, capsize=4, alpha=0.85)
-    for yi, mean in zip(y, table["mean"], strict=True):
+    # A t interval is symmetric: its half-width is the error bar, 0 (none drawn) below n = 3.
+    half = (table["ci_high"] - table["mean"]).fillna(0)
+    bars.barh(y, table["mean"], xerr=half, color=colors, capsize=4, alpha=0.85)
+    for yi, mean, low in zip(y, table["mean"], table["ci_low"], strict=True):
         if pd.isna(mean):
             bars.text(0, yi, " no completed run", va="center", color="0.4")
+        elif pd.isna(low):
+            bars.text(mean, yi, f" {FEW}: no CI", va="center", color="0.3")
     bars.set_yticks(y, ticks)
     # Best on top, and room for a group with no bar at the bottom.
     bars.set_ylim(len(labels) - 0.5, -0.5)
-    bars.set_xlabel(f"{metric}, mean ± std over completed runs ({direction} is better)")
-    bars.set_title(f"{metric} by {', '.join(by)}")
+    bars.set_xlabel(
+        f"{metric}, mean and {LEVEL:.0%} CI (Student t, n − 1 df) over completed runs "
+        f"({direction} is better)"
+    )
+    bars.set_title(f"{metric} by {', '.join(by)}: mean, error bars {LEVEL:.0%} CI")
     bars.grid(True, axis="x", alpha=0.3)
 
     # A metric logged once per run (test_*, train_seconds) has no curve to show.

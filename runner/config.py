@@ -9,6 +9,8 @@ identifiers), run at the start of each job.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -285,19 +287,53 @@ def experiment_name(cfg: DictConfig) -> str:
     return cfg.tracking.experiment or cfg.dataset.name
 
 
+# Far past any training this runner is for: a larger count is a typo, refused before it
+# runs for days.
+MAX_EPOCHS = 10**7
+# What numpy's and scikit-learn's generators take as a seed.
+MAX_SEED = 2**32 - 1
+
+
 def _check_positive(key: str, value: float) -> None:
     if value <= 0:
         raise UserError(f"{key}={value} is not allowed: it must be a positive number.")
 
 
+def _floats(node: DictConfig | ListConfig, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """Every float of the config with its dotted key, ``model.units[0]`` in a list."""
+    items = node.items() if isinstance(node, DictConfig) else enumerate(node)
+    for key, value in items:
+        dotted = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix[:-1]}[{key}]"
+        if isinstance(value, DictConfig | ListConfig):
+            yield from _floats(value, f"{dotted}.")
+        elif isinstance(value, float):
+            yield dotted, value
+
+
 def validate_values(cfg: DictConfig) -> None:
     """Check ranges, lengths and shapes; needs no TensorFlow."""
+    # NaN and infinity slip through the checks below that refuse only `value <= 0`.
+    for key, value in _floats(cfg):
+        if not math.isfinite(value):
+            raise UserError(f"{key}={value} is not allowed: it must be a finite number.")
+    for key in ("seed", "dataset.seed"):
+        seed = OmegaConf.select(cfg, key)
+        if not 0 <= seed <= MAX_SEED:
+            raise UserError(
+                f"{key}={seed} is not allowed: it must be an integer from 0 to {MAX_SEED} "
+                "(2**32 - 1)."
+            )
     units = list(cfg.model.units)
     if not units:
         raise UserError("model.units=[] is not allowed: give at least one hidden layer width.")
     for width in units:
         _check_positive("model.units", width)
     _check_positive("train.epochs", cfg.train.epochs)
+    if cfg.train.epochs > MAX_EPOCHS:
+        raise UserError(
+            f"train.epochs={cfg.train.epochs} is not allowed: it must be from 1 to "
+            f"{MAX_EPOCHS} (10**7)."
+        )
     _check_positive("train.batch_size", cfg.train.batch_size)
     _check_positive("train.steps_per_execution", cfg.train.steps_per_execution)
     _check_positive("diagnostics.probe_size", cfg.diagnostics.probe_size)

@@ -184,6 +184,11 @@ def _require_path(cfg: DatasetConfig) -> Path:
     if not cfg.path:
         raise UserError(f"dataset={cfg.name} needs dataset.path=FILE, the file to read.")
     path = Path(cfg.path).expanduser().resolve()
+    if path.is_dir():
+        raise UserError(
+            f"dataset.path={cfg.path} is a directory ({path}): give the file to read, "
+            f"such as {path / ('data.' + cfg.name)}."
+        )
     if not path.is_file():
         raise UserError(f"dataset.path={cfg.path}: no such file ({path}).")
     return path
@@ -218,6 +223,32 @@ def _check_missing(frame: pd.DataFrame, path: Path, dropna: bool) -> pd.DataFram
     )
 
 
+# Features are trained in float32: a larger number becomes an infinity.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_infinite(frame: pd.DataFrame, path: Path, target: str) -> None:
+    """Refuse infinite cells, and features beyond float32's range, naming the columns and
+    the first row of each: scaling and training would turn them into NaN."""
+    where = []
+    rows = pd.Series(False, index=frame.index)
+    for column in frame.columns:
+        values = frame[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        values = values.astype(np.float64)
+        bad = np.isinf(values) if column == target else values.abs() > FLOAT32_MAX
+        if bad.any():
+            where.append(f"{column!r} ({int(bad.sum())}, first at row {int(bad.idxmax())})")
+            rows |= bad
+    if where:
+        raise UserError(
+            f"{path.name} has infinite values, or features beyond float32's range "
+            f"(±{FLOAT32_MAX:.1e}), in {int(rows.sum())} rows: {', '.join(where)}. Give "
+            "finite numbers in those cells, or drop those rows."
+        )
+
+
 def csv(cfg: DatasetConfig) -> Raw:
     """A CSV file: numeric features as they are, text and boolean features one-hot
     encoded, the ``dataset.target`` column as the target (text labels become classes)."""
@@ -238,6 +269,7 @@ def csv(cfg: DatasetConfig) -> Raw:
             f"dataset.target={cfg.target} is not a column of {path.name}. Columns: {columns}."
         )
     frame = _check_missing(frame, path, cfg.dropna)
+    _check_infinite(frame, path, cfg.target)
     y = frame.pop(cfg.target)
     if frame.shape[1] == 0:
         raise UserError(f"{path.name} has no feature columns besides the target {cfg.target}.")
@@ -284,7 +316,22 @@ def npz(cfg: DatasetConfig) -> Raw:
             f"{path.name}: x has shape {x.shape} and y {y.shape}; x needs one row per sample "
             "and y one value per row."
         )
+    if x.dtype.kind not in "biuf":
+        raise UserError(
+            f"{path.name}: x holds {x.dtype} values (for example {x.flat[0]!r}), but x must be "
+            "numeric (booleans, integers or floats): encode text and other features as "
+            "numbers before saving."
+        )
     x = x.reshape(len(x), -1).astype(np.float32)
+    infinite = np.isinf(x).any(axis=1)
+    if y.dtype.kind == "f":
+        infinite |= np.isinf(y)
+    if infinite.any():
+        raise UserError(
+            f"{path.name} has infinite values, or x values beyond float32's range "
+            f"(±{FLOAT32_MAX:.1e}), in {int(infinite.sum())} rows (first at row "
+            f"{int(np.flatnonzero(infinite)[0])}): give finite numbers, or drop those rows."
+        )
     bad = np.isnan(x).any(axis=1)
     if y.dtype.kind == "f":
         bad |= np.isnan(y)

@@ -93,7 +93,7 @@ def against_best(
     ``frame`` has one row per completed run: the ``groups`` columns, the ``pairs`` columns
     (seed, data seed) and ``value``. When a group has exactly the best group's pair keys,
     each once, the difference is paired by them; otherwise it is Welch's. Columns: ``diff``,
-    ``diff_low``, ``diff_high``, ``test`` (:data:`PAIRED`, :data:`WELCH`, None for the best),
+    ``diff_low``, ``diff_high``, ``test`` (:data:`PAIRED`, :data:`WELCH`, missing for the best),
     ``verdict``: :data:`BEST`, :data:`TIED` when the interval holds 0, :data:`WORSE`, or
     :data:`FEW` when there is no interval."""
     grouped = frame.groupby(groups, dropna=False, sort=True)

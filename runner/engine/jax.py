@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import keras
 import numpy as np
+from tqdm import tqdm
 
 from runner.config import Encoding
 from runner.data import Dataset, encode_targets
@@ -423,6 +424,16 @@ def _train_batch(
     full = samples // size * size
     start = time.perf_counter()
     ends = []
+    # A batch of models shows its progress on a terminal (tqdm: epochs, models still
+    # training, elapsed and remaining time); elsewhere, and for a single job, each epoch
+    # is a log line.
+    progress = tqdm(
+        total=settings.epochs,
+        desc=f"{len(members)} models",
+        unit="epoch",
+        disable=True if len(members) == 1 else None,
+        leave=False,
+    )
     for epoch in range(settings.epochs):
         order = np.stack([next(o) for o in orders])
         batches, rest = [], []
@@ -447,9 +458,13 @@ def _train_batch(
                     alive[m] = False
                 if on_epoch is not None:
                     on_epoch(m, epoch, values)
-        _log_epoch(epoch, settings.epochs, results, alive)
+        if progress.disable:
+            _log_epoch(epoch, settings.epochs, results, alive)
+        progress.set_postfix_str(f"{alive.sum()} training", refresh=False)
+        progress.update()
         if not alive.any():
             break
+    progress.close()
     test = jax.device_get(program.test(states, choices, data))
     # The models trained together: each is charged an equal share of the time, less what
     # compiling added to the first epoch (the first epoch counted as a median one), so that
