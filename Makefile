@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STORE := sqlite:///$(CURDIR)/mlflow.db
 HOST ?= 127.0.0.1
 PORT ?= 5000
+# MLflow's usage data, off unless the caller sets it (MLFLOW_DISABLE_TELEMETRY=false).
+export MLFLOW_DISABLE_TELEMETRY ?= true
 # The ray extra holds joblib and cloudpickle back: it gets a venv of its own, so that
 # .venv stays the default install that the other tests check.
 RAY_VENV ?= .venv-ray
@@ -56,6 +58,7 @@ compare: install  ## Compare the latest sweep: table, CSV, Markdown and figure
 	$(PY) -m runner.compare $(ARGS)
 
 ui: install  ## MLflow UI over the default store, on http://127.0.0.1:5000
+	@$(PY) -c 'from runner.track import latest_page; print(latest_page("$(STORE)"))'
 	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
 
 server: install  ## MLflow tracking server over the default store, on 127.0.0.1:5000

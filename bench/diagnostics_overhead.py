@@ -37,7 +37,10 @@ def main() -> None:
     args = parser.parse_args()
     register()
     with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base="1.3"):
-        cfgs = {on: compose("config", [f"diagnostics.enabled={on}"]) for on in ("true", "false")}
+        cfgs = {
+            on: compose("config", [f"diagnostics.enabled={on}", "loss=categorical_crossentropy"])
+            for on in ("true", "false")
+        }
     dataset = data.load(cfgs["true"].dataset)
     head = model.output_head(cfgs["true"].loss, "auto", dataset.task, dataset.classes)
     times: dict[str, list[float]] = {"true": [], "false": []}

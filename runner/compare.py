@@ -46,7 +46,10 @@ from runner.track import (
     INTERRUPTED,
     ROLE,
     SWEEP_ID,
+    quoted,
+    reason,
     sqlite_path,
+    store_errors,
     tracking_uri,
 )
 
@@ -73,7 +76,7 @@ def sweep_runs(uri: str, sweep_id: str) -> pd.DataFrame:
     returns them."""
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs(
-        filter_string=f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = 'job'",
+        filter_string=f"tags.{SWEEP_ID} = {quoted(sweep_id)} and tags.{ROLE} = 'job'",
         search_all_experiments=True,
     )
 
@@ -140,9 +143,7 @@ def summarize(
     completed = runs[(runs["_outcome"] == COMPLETED) & runs["_value"].notna()]
     grouped = completed.groupby(keys, dropna=False)["_value"]
     stats = grouped.agg(list(STATS)).join(
-        grouped.agg(
-            ci_low=lambda v: mean_interval(v).low, ci_high=lambda v: mean_interval(v).high
-        )
+        grouped.agg(ci_low=lambda v: mean_interval(v).low, ci_high=lambda v: mean_interval(v).high)
     )
     pairs = [f"params.{p}" for p in PAIRS if f"params.{p}" in runs.columns]
     versus = against_best(completed.rename(columns={"_value": "value"}), keys, pairs, lower)
@@ -166,12 +167,12 @@ def group_columns(table: pd.DataFrame) -> list[str]:
 
 
 def number(value: float, signed: bool = False) -> str:
-    """Four decimals, three significant digits below 0.001 (a vanishing gradient would read
+    """Four decimals, three significant digits below 0.0001 (a vanishing gradient would read
     0.0000), a sign when ``signed`` (a difference, with a true minus), a dash for no value."""
     if pd.isna(value):
         return "—"
     text = f"{value:+.4f}" if signed else f"{value:.4f}"
-    if value and abs(value) < 0.001:
+    if value and abs(value) < 0.0001:
         text = f"{value:+.3g}" if signed else f"{value:.3g}"
     return text.replace("-", "−") if signed else text
 
@@ -222,10 +223,14 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 def format_markdown(table: pd.DataFrame) -> str:
-    """The summary as a Markdown table, numbers right-aligned. Written here rather than with
-    ``DataFrame.to_markdown``, which needs ``tabulate`` for what is a few lines."""
-    shown = _shown(table)
-    groups = set(group_columns(table))
+    """The summary as a Markdown table, numbers right-aligned."""
+    return markdown_table(_shown(table), {*group_columns(table), "test", "verdict"})
+
+
+def markdown_table(shown: pd.DataFrame, groups: set[str]) -> str:
+    """A table of strings as Markdown, left-aligned in the ``groups`` columns and
+    right-aligned in the others. Written here rather than with ``DataFrame.to_markdown``,
+    which needs ``tabulate`` for what is a few lines."""
 
     def row(cells: Iterable[str]) -> str:
         """One line of the table, with ``|`` in a cell escaped."""
@@ -256,8 +261,9 @@ def conclusion(table: pd.DataFrame) -> str:
     difference = f"{labels[second]} − {labels[best]} = {number(row['diff'], True)}"
     if row["verdict"] == FEW:
         sentence = (
-            f"{labels[best]} has the best mean ({difference}), but at {at} there is no "
-            f"{LEVEL:.0%} CI to say whether it beats {labels[second]}: {FEW}."
+            f"{labels[best]} has the best mean, {number(abs(row['diff']))} ahead of "
+            f"{labels[second]}, but at {at} there is no {LEVEL:.0%} CI ({FEW}) to say whether "
+            "that is more than noise."
         )
     else:
         detail = (
@@ -342,8 +348,8 @@ def draw(table: pd.DataFrame, curve: pd.Series, curve_name: str, title: str, pat
         verdict = f", {row.verdict}" if row.verdict in (BEST, TIED) else ""
         ticks.append(f"{label}\nn={row.n}" + (f", {lost}" if lost else "") + verdict)
     y = np.arange(len(labels))
-    # A t interval is symmetric: its half-width is the error bar, 0 (none drawn) below n = 3.
-    half = (table["ci_high"] - table["mean"]).fillna(0)
+    # A t interval is symmetric: its half-width is the error bar; NaN, none, below n = 3.
+    half = table["ci_high"] - table["mean"]
     bars.barh(y, table["mean"], xerr=half, color=colors, capsize=4, alpha=0.85)
     for yi, mean, low in zip(y, table["mean"], table["ci_low"], strict=True):
         if pd.isna(mean):
@@ -354,8 +360,7 @@ def draw(table: pd.DataFrame, curve: pd.Series, curve_name: str, title: str, pat
     # Best on top, and room for a group with no bar at the bottom.
     bars.set_ylim(len(labels) - 0.5, -0.5)
     bars.set_xlabel(
-        f"{metric}, mean and {LEVEL:.0%} CI (Student t, n − 1 df) over completed runs "
-        f"({direction} is better)"
+        f"{metric}: mean, {LEVEL:.0%} CI (t, n − 1 df), completed runs; {direction} is better"
     )
     bars.set_title(f"{metric} by {', '.join(by)}: mean, error bars {LEVEL:.0%} CI")
     bars.grid(True, axis="x", alpha=0.3)
@@ -444,7 +449,14 @@ def select(
     if db is not None and not db.exists():
         raise UserError(f"no MLflow store at {db}: run a job or a sweep first (make sweep)")
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
+    try:
+        # A SQLite store is opened here: a file that is no MLflow store fails at once.
+        client = MlflowClient(tracking_uri=uri)
+    except store_errors() as error:
+        raise UserError(
+            f"tracking store {uri} cannot be used: {reason(error)}. Point --uri (or "
+            "MLFLOW_TRACKING_URI) at the MLflow store that the runner records in."
+        ) from None
     experiment_ids = None
     where = uri
     if experiment is not None:
@@ -458,7 +470,7 @@ def select(
     selection = Selection(pd.DataFrame(), where)
     if sweep is not None or experiment is None:
         parents = find_sweep(where, sweep, experiment_ids)
-        clauses.append(f"tags.{SWEEP_ID} = '{parents[f'tags.{SWEEP_ID}'].iloc[0]}'")
+        clauses.append(f"tags.{SWEEP_ID} = {quoted(parents[f'tags.{SWEEP_ID}'].iloc[0])}")
         selection.label = f"sweep {parents[RUN_NAME].iloc[0]}" + (
             f" in experiment {experiment}" if experiment else ""
         )
@@ -509,22 +521,142 @@ def check(runs: pd.DataFrame, label: str, metric: str, by: list[str] | None) -> 
         raise UserError(f"no param {', '.join(unknown)} in the runs of {label}; params: {params}")
 
 
+def tune(
+    runs: pd.DataFrame, label: str, by: list[str] | None, key: str, metric: str, lower: bool | None
+) -> tuple[pd.DataFrame, list[str], str]:
+    """The runs of each group's chosen value of the param ``key``: for each combination of
+    ``by`` (default: the params that vary, ``key`` aside), the value whose runs have the
+    best mean last-epoch validation twin of ``metric`` (``val_accuracy`` for
+    ``test_accuracy``), among the values with the fewest lost runs (:func:`pick_tuned`).
+    Test metrics play no part. Returns those runs, ``by`` with ``key`` last, and a sentence
+    naming each group's choice. Raises :class:`UserError` when ``key`` is no param or is in
+    ``by``, or ``metric`` has no validation twin."""
+    check(runs, label, metric, [key])
+    logged = [c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.")]
+    score = curve_metric(metric, logged)
+    if not score.startswith("val_"):
+        raise UserError(
+            f"--tune chooses on a validation metric, and {metric} has no val_ twin in the runs "
+            f"of {label}"
+        )
+    by = by or [p for p in varying_params(runs) if p != key] or ["activation"]
+    if key in by:
+        raise UserError(f"--tune {key} chooses one value per group of --by: drop it from --by")
+    keys, column = [f"params.{p}" for p in by], f"params.{key}"
+    runs = runs.assign(**{k: np.nan for k in keys if k not in runs.columns})
+    lost = outcomes(runs) != COMPLETED
+    frame = runs[[*keys, column]].assign(score=runs[f"metrics.{score}"].where(~lost), lost=lost)
+    lower = lower_is_better(score) if lower is None else lower
+    chosen = pick_tuned(frame, keys, column, lower)
+    picked = runs.merge(chosen[[*keys, column]], on=[*keys, column])
+    choices = ", ".join(
+        f"{label} {value} ({number(mean)}" + (f", {count} lost" if count else "") + ")"
+        for label, value, mean, count in zip(
+            group_labels(chosen, keys), chosen[column], chosen["score"], chosen["lost"], strict=True
+        )
+    )
+    sentence = (
+        f"`{key}` chosen per group by the best mean last-epoch `{score}` (test metrics not "
+        f"consulted; {len(picked)} of {len(runs)} runs): {choices}."
+    )
+    return picked, [*by, key], sentence
+
+
+def parse_speed(text: str, runs: pd.DataFrame, label: str) -> tuple[str, float]:
+    """``--speed METRIC=THRESHOLD`` as the metric and the threshold. Raises
+    :class:`UserError` when it is not of that form or the runs never logged the metric."""
+    name, _, value = text.partition("=")
+    try:
+        level = float(value)
+    except ValueError:
+        raise UserError(
+            f"--speed {text!r}: give METRIC=THRESHOLD, such as val_accuracy=0.95"
+        ) from None
+    check(runs, label, name, None)
+    return name, level
+
+
+def speed_table(
+    uri: str, runs: pd.DataFrame, table: pd.DataFrame, name: str, level: float
+) -> pd.DataFrame:
+    """How fast each group of the summary ``table``, in its order, gets ``name``'s curve to
+    ``level`` (at or above it; at or below for a loss or an error), from each completed
+    run's history in MLflow: see :func:`runner.stats.speed`. ``attrs`` keep the metric, the
+    level and the direction."""
+    by = group_columns(table)
+    lower = lower_is_better(name)
+    pace = table[by].merge(speed(histories(uri, runs, by, name), by, level, lower), how="left")
+    pace.attrs.update(metric=name, level=level, lower_is_better=lower)
+    return pace
+
+
+def format_speed(pace: pd.DataFrame, markdown: bool) -> str:
+    """The speed table under the sentence that says what its columns are: as Markdown, or
+    as aligned text."""
+    name, level = pace.attrs["metric"], pace.attrs["level"]
+    op = "≤" if pace.attrs["lower_is_better"] else "≥"
+    by = list(pace.columns[: list(pace.columns).index("runs")])
+    shown = pace[by].astype(object).where(pace[by].notna(), "—").astype(str)
+    shown["runs"] = pace["runs"].fillna(0).astype(int).astype(str)
+    shown["never"] = pace["never"].fillna(0).astype(int).astype(str)
+
+    def cell(mean: float, low: float, high: float, digits: int) -> str:
+        """``mean [low, high]``, ``mean (n < 3)``, or ``—`` without a mean."""
+        if pd.isna(mean):
+            return "—"
+        if pd.isna(low):
+            return f"{mean:.{digits}f} ({FEW})"
+        return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+    shown[f"first epoch {op} {level:g}"] = [
+        "never" if runs and runs == never else cell(first, low, high, 2)
+        for runs, never, first, low, high in pace[
+            ["runs", "never", "first", "first_low", "first_high"]
+        ].to_numpy()
+    ]
+    shown[f"{name} area / epochs"] = [
+        cell(*values, 4) for values in pace[["area", "area_low", "area_high"]].to_numpy()
+    ]
+    note = (
+        f"Speed: the first epoch (from 1) whose `{name}` is {op} {level:g}, mean and "
+        f"{LEVEL:.0%} CI over the runs that got there (`never`: the runs that did not); the "
+        f"area under each run's `{name}` curve divided by its epochs, mean and {LEVEL:.0%} CI "
+        "over every run."
+    )
+    if markdown:
+        return f"{note}\n\n{markdown_table(shown, set(by))}"
+    return f"{note.replace('`', '')}\n{shown.to_string(index=False)}"
+
+
 def write(
-    uri: str, selection: Selection, table: pd.DataFrame, heading: str, out: Path
+    uri: str,
+    selection: Selection,
+    table: pd.DataFrame,
+    heading: str,
+    out: Path,
+    notes: list[str],
+    pace: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Write ``comparison.md`` (``heading`` and the table), ``comparison.csv`` (groups and
-    numbers) and ``comparison.png`` (see :func:`draw`) into ``out``; return their paths."""
+    """Write ``comparison.md`` (``heading``, the table, the ``notes`` under it and the
+    speed table ``pace``), ``comparison.csv`` (groups and numbers), ``comparison.png`` (see
+    :func:`draw`) and, with ``pace``, ``speed.csv`` into ``out``; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     metric = table.attrs["metric"]
     by = group_columns(table)
     available = [c.removeprefix("metrics.") for c in selection.runs.columns]
     curve_name = curve_metric(metric, available)
     markdown, csv, png = out / "comparison.md", out / "comparison.csv", out / "comparison.png"
-    markdown.write_text(f"{heading}\n\n{format_markdown(table)}", encoding="utf-8")
+    sections = [heading, format_markdown(table).rstrip(), *filter(None, notes)]
+    if pace is not None:
+        sections.append(format_speed(pace, markdown=True).rstrip())
+    markdown.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
     table.to_csv(csv, index=False)
     curve = curves(uri, selection.runs, by, curve_name)
     draw(table, curve, curve_name, heading.replace("`", ""), png)
-    return [markdown, csv, png]
+    if pace is None:
+        return [markdown, csv, png]
+    pace.to_csv(out / "speed.csv", index=False)
+    return [markdown, csv, png, out / "speed.csv"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -559,6 +691,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "last value",
     )
     parser.add_argument(
+        "--tune",
+        metavar="PARAM",
+        help="a swept param (optimizer.learning_rate): for each group of --by, keep only the "
+        "runs of the value with the best mean last-epoch validation metric (val_accuracy for "
+        "test_accuracy) and report their test metric; the test metric never picks",
+    )
+    parser.add_argument(
+        "--speed",
+        metavar="METRIC=LEVEL",
+        help="per group, the first epoch whose METRIC reaches LEVEL (at or below it for a loss "
+        "or an error) and the area under METRIC's curve per epoch: val_accuracy=0.95",
+    )
+    parser.add_argument(
         "--lower-is-better",
         action=argparse.BooleanOptionalAction,
         help="rank the smallest mean first (or, with --no-lower-is-better, the largest); "
@@ -569,17 +714,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be a directory before searching the store: a file
+    at its place or at one of the folders above it."""
+    existing = next(path for path in (out, *out.absolute().parents) if path.exists())
+    if not existing.is_dir():
+        what = "is a file" if existing == out else f"cannot be made: {existing} is a file"
+        raise UserError(
+            f"--out {out} {what}, not a directory. Give a directory, existing or new, for "
+            "the comparison's files."
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Compare the runs the command line picks: print the table, write the files into
-    ``--out``, log them to the sweep's parent runs. A missing store, sweep, experiment,
-    metric or param, or no matching run, is one line on stderr and exit code 2."""
+    ``--out``, log them to the sweep's parent runs. A missing or unusable store, sweep,
+    experiment, metric or param, no matching run, or an ``--out`` that is a file, is one
+    line on stderr and exit code 2."""
     args = parse_args(argv)
     uri = args.uri or tracking_uri(None)
     by = [p.strip() for p in args.by.split(",")] if args.by else None
+    notes, speed_args = [], None
     try:
+        check_out(Path(args.out))
         selection = select(uri, args.sweep, args.experiment, args.filter)
         metric = args.metric or default_metric(selection.runs)
         check(selection.runs, selection.label, metric, by)
+        if args.tune:
+            selection.runs, by, chosen = tune(
+                selection.runs, selection.label, by, args.tune, metric, args.lower_is_better
+            )
+            notes.append(chosen)
+        if args.speed:
+            speed_args = parse_speed(args.speed, selection.runs, selection.label)
     except UserError as error:
         print(f"compare: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
@@ -594,9 +761,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{selection.label}: {len(selection.runs)} runs, `{metric_label}` ({direction} is better)"
         + (f", filter `{args.filter}`" if args.filter else "")
     )
+    notes.insert(0, conclusion(table))
+    pace = speed_table(uri, selection.runs, table, *speed_args) if speed_args else None
     print(heading.replace("`", ""))
     print(format_table(table))
-    paths = write(uri, selection, table, heading, Path(args.out))
+    for note in filter(None, notes):
+        print(note.replace("`", ""))
+    if pace is not None:
+        print(format_speed(pace, markdown=False))
+    paths = write(uri, selection, table, heading, Path(args.out), notes, pace)
     client = MlflowClient(tracking_uri=uri)
     for run_id in selection.parents:
         for path in paths:

@@ -19,7 +19,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -311,7 +311,7 @@ def _floats(node: DictConfig | ListConfig, prefix: str = "") -> Iterator[tuple[s
 
 
 def validate_values(cfg: DictConfig) -> None:
-    """Check ranges, lengths and shapes; needs no TensorFlow."""
+    """Check ranges (every float finite), lengths and shapes; needs no TensorFlow."""
     # NaN and infinity slip through the checks below that refuse only `value <= 0`.
     for key, value in _floats(cfg):
         if not math.isfinite(value):
@@ -409,7 +409,24 @@ def validate_names(cfg: DictConfig) -> None:
             "initializer. Allowed, for example: glorot_uniform, glorot_normal, he_uniform, "
             "he_normal, lecun_normal, random_normal, zeros, ones."
         ) from None
+    if cfg.loss.name == AUTO:
+        return
     try:
         keras.losses.get(cfg.loss.name)
     except ValueError:
         raise UserError(f"loss.name={cfg.loss.name} is not a Keras loss.") from None
+
+
+# loss=auto: the loss each task gets.
+AUTO = "auto"
+AUTO_LOSS = {"classification": "categorical_crossentropy", "regression": "mse"}
+
+
+def resolve_loss(cfg: DictConfig, task: str) -> None:
+    """Replace ``loss=auto`` in ``cfg`` by the loss config of the one that fits ``task``,
+    as if the user had named it; any other loss stays as it is."""
+    if cfg.loss.name != AUTO:
+        return
+    chosen = OmegaConf.load(CONF / "loss" / f"{AUTO_LOSS[task]}.yaml")
+    with open_dict(cfg):
+        cfg.loss = OmegaConf.merge(OmegaConf.structured(LossConfig), chosen)

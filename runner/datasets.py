@@ -186,8 +186,8 @@ def _require_path(cfg: DatasetConfig) -> Path:
     path = Path(cfg.path).expanduser().resolve()
     if path.is_dir():
         raise UserError(
-            f"dataset.path={cfg.path} is a directory ({path}): give the file to read, "
-            f"such as {path / ('data.' + cfg.name)}."
+            f"dataset.path={cfg.path} is a directory ({path}), not a file: give the path of "
+            f"the .{cfg.name} file to read."
         )
     if not path.is_file():
         raise UserError(f"dataset.path={cfg.path}: no such file ({path}).")
@@ -223,13 +223,16 @@ def _check_missing(frame: pd.DataFrame, path: Path, dropna: bool) -> pd.DataFram
     )
 
 
+# What an npz's x may hold instead of numbers, in words.
+NOT_NUMERIC = {"U": "text", "S": "bytes", "c": "complex", "M": "datetime", "m": "timedelta"}
 # Features are trained in float32: a larger number becomes an infinity.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _check_infinite(frame: pd.DataFrame, path: Path, target: str) -> None:
     """Refuse infinite cells, and features beyond float32's range, naming the columns and
-    the first row of each: scaling and training would turn them into NaN."""
+    the first row of each: scikit-learn's scaler fails on them with a traceback, and an
+    infinite target makes the loss NaN."""
     where = []
     rows = pd.Series(False, index=frame.index)
     for column in frame.columns:
@@ -317,12 +320,15 @@ def npz(cfg: DatasetConfig) -> Raw:
             "and y one value per row."
         )
     if x.dtype.kind not in "biuf":
+        example = f", for example {x.flat[0].item()!r}" if x.size else ""
         raise UserError(
-            f"{path.name}: x holds {x.dtype} values (for example {x.flat[0]!r}), but x must be "
-            "numeric (booleans, integers or floats): encode text and other features as "
-            "numbers before saving."
+            f"{path.name}: x holds {NOT_NUMERIC.get(x.dtype.kind, 'non-numeric')} values "
+            f"({x.dtype}{example}), but x must be numeric (booleans, integers or floats): "
+            "encode text and other features as numbers before saving."
         )
-    x = x.reshape(len(x), -1).astype(np.float32)
+    # What float32 cannot hold becomes an infinity, refused below.
+    with np.errstate(over="ignore"):
+        x = x.reshape(len(x), -1).astype(np.float32)
     infinite = np.isinf(x).any(axis=1)
     if y.dtype.kind == "f":
         infinite |= np.isinf(y)

@@ -28,12 +28,13 @@ from runner.config import (
     activation_label,
     experiment_name,
     hidden_activations,
+    resolve_loss,
     training_view,
     validate_names,
 )
 from runner.metrics import validation_metrics
 from runner.sweep import Sweep
-from runner.track import DIVERGED, Run, Tracker, open_tracker
+from runner.track import DIVERGED, Run, Tracker, open_tracker, ui_url
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ def prepare(cfg: DictConfig, sweep: Sweep | None) -> Plan:
             "train.mixed_precision=true on the CPU: it runs, but float16 speeds up GPUs, not CPUs"
         )
     dataset = load_data(cfg.dataset)
+    resolve_loss(cfg, dataset.task)
     head = model.output_head(cfg.loss, cfg.model.output_activation, dataset.task, dataset.classes)
     check_objective(cfg.objective, dataset.task)
     tracker = open_tracker(cfg.tracking)
@@ -309,10 +311,11 @@ def report(mlrun: Run, plan: Plan, result: engine.TrainResult) -> dict[str, floa
     )
     if plan.cfg.tracking.enabled:
         log.info(
-            "run %s in experiment '%s' of %s; browse it with `make ui`",
+            "run %s in experiment '%s' of %s; in the MLflow UI (`make ui` serves it): %s",
             mlrun.run_id,
             experiment_name(plan.cfg),
             plan.tracker.uri,
+            ui_url(plan.tracker.uri, plan.experiment_id, mlrun.run_id),
         )
     # The last epoch's validation metrics too: what a search (``objective``) optimises.
     last = {name: values[-1] for name, values in result.history.items() if name.startswith("val_")}

@@ -141,17 +141,25 @@ def pick_tuned(frame: pd.DataFrame, groups: list[str], key: str, lower: bool) ->
     diverged or failed is not one to pick on its survivors' numbers.
 
     ``frame`` has one row per run: the ``groups`` columns, ``key``, ``score`` (NaN for a run
-    that did not complete) and ``lost`` (True for such a run). Returns one row per group:
-    its columns, ``key``'s chosen value, that value's ``score`` mean and ``lost`` count.
-    Nothing else in ``frame`` is read, test metrics included."""
+    that did not complete) and ``lost`` (True for such a run). Equal means go to the
+    smallest value. Returns one row per group: its columns, ``key``'s chosen value, that
+    value's ``score`` mean and ``lost`` count. Nothing else in ``frame`` is read, test
+    metrics included."""
     per_value = (
         frame.groupby([*groups, key], dropna=False, sort=True)
         .agg(score=("score", "mean"), lost=("lost", "sum"))
         .reset_index()
     )
     per_value = per_value[per_value["score"].notna()]
-    order = per_value.sort_values(["lost", "score"], ascending=[True, lower], kind="stable")
-    return order.groupby(groups, dropna=False, sort=True).head(1).reset_index(drop=True)
+    # Equal scores go to the smallest value, by number when the values are numbers: MLflow
+    # keeps params as text, where "1e-05" would sort after "0.001".
+    numbers = pd.to_numeric(per_value[key], errors="coerce")
+    per_value = per_value.assign(_order=numbers if numbers.notna().all() else per_value[key])
+    order = per_value.sort_values(
+        ["lost", "score", "_order"], ascending=[True, lower, True], kind="stable"
+    )
+    chosen = order.groupby(groups, dropna=False, sort=True).head(1).drop(columns="_order")
+    return chosen.reset_index(drop=True)
 
 
 def first_epoch(values: np.ndarray, threshold: float, lower: bool) -> float:

@@ -103,7 +103,7 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from runner.compare import format_table, summarize, sweep_runs
-        from runner.track import COMPLETED, FAILED, Tracker, tracking_uri
+        from runner.track import COMPLETED, FAILED, Tracker, tracking_uri, ui_url
 
         if not config.tracking.enabled:
             return
@@ -115,19 +115,29 @@ class SweepCallback(Callback):
             sys.exit(1)
         runs = sweep_runs(tracker.uri, sweep.id)
         failed = 0
+        link = None
         if runs.empty:
             log.warning("sweep %s recorded no runs", sweep.name)
         else:
             failed = int(runs["tags.outcome"].eq(FAILED).sum())
-            log.info("sweep %s: %d runs\n%s", sweep.name, len(runs), format_table(summarize(runs)))
+            table = format_table(summarize(runs))
+            log.info("sweep %s: %d runs\n%s", sweep.name, len(runs), table)
+            # The UI shows a run's description on its page: the parent shows the table.
+            first = runs.iloc[0]
+            parent_id = first["tags.mlflow.parentRunId"]
+            tracker.describe(
+                parent_id, f"Sweep {sweep.name}: {len(runs)} runs\n\n```\n{table}\n```"
+            )
+            link = ui_url(tracker.uri, first["experiment_id"], parent_id)
         # A search (hparams_search=optuna) writes its best params here: the parent keeps them.
         best = Path(sweep.id) / "optimization_results.yaml"
         if best.exists():
             experiment_id = tracker.experiment(experiment_name(config))
             parent_id = tracker.sweep_parent(experiment_id, sweep.id, sweep.name)
-            tracker.client.log_artifact(parent_id, str(best))
+            tracker.log_file(parent_id, best)
         tracker.end_sweep(sweep.id, FAILED if failed else COMPLETED)
-        log.info("browse the sweep's runs with `make ui` (store: %s)", tracker.uri)
+        if link:
+            log.info("the sweep in the MLflow UI (`make ui` serves it): %s", link)
         if failed:
             log.error("%d of %d jobs failed; their runs carry the error", failed, len(runs))
             sys.exit(1)

@@ -94,6 +94,35 @@ def open_tracker(tracking: DictConfig) -> Tracker | Untracked:
 _trackers: dict[str, Tracker] = {}
 
 
+# Where `make ui` serves a SQLite store.
+UI_ADDRESS = "http://127.0.0.1:5000"
+
+
+def ui_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's page of a run (or of an experiment's runs) in the store ``uri``, in
+    the UI's "Model training" view: a tracking server's own address, or for a file store
+    the one `make ui` serves on."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{base}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
+
+
+def latest_page(uri: str) -> str:
+    """The UI's runs page of the store's most recently created experiment with runs, for
+    `make ui` to print before it serves; a line saying there is none yet otherwise."""
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        return f"no runs yet in {uri}: `make run` records one"
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiments = client.search_experiments(order_by=["creation_time DESC"])
+    for experiment in experiments:
+        if client.search_runs([experiment.experiment_id], max_results=1):
+            return f"the latest experiment's runs: {ui_url(uri, experiment.experiment_id)}"
+    return f"no runs yet in {uri}: `make run` records one"
+
+
 def check_server(uri: str) -> None:
     """Fail at once, before any training, when a tracking server does not answer: MLflow's
     own client would retry each call with backoff first."""
@@ -114,9 +143,26 @@ def check_writable(uri: str) -> None:
     """Fail at once, before any training, when a SQLite store can be read but not written
     (a read-only file, directory or file system): MLflow would fail only when the run is
     created, with a traceback. The probe rewrites the header's ``user_version`` with its
-    own value inside a transaction that it rolls back, so the file is left as it was."""
+    own value inside a transaction that it rolls back, so the file is left as it was.
+
+    A store that does not exist yet is checked before MLflow creates it, which it retries
+    for about 100 s where it cannot: MLflow makes the missing directories, so the nearest
+    one that exists must be writable."""
     import sqlalchemy
 
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        directory = next(parent for parent in db.absolute().parents if parent.exists())
+        if not directory.is_dir():
+            problem = f"{directory} is a file, not a directory"
+        elif not os.access(directory, os.W_OK | os.X_OK):
+            problem = f"the directory {directory} is read-only"
+        else:
+            return
+        raise UserError(
+            f"tracking store {uri} cannot be created: {problem}. Point tracking.uri (or "
+            "MLFLOW_TRACKING_URI) at a file in a writable directory."
+        )
     engine = sqlalchemy.create_engine(uri)
     try:
         with engine.connect() as connection:
@@ -135,8 +181,32 @@ def check_writable(uri: str) -> None:
 
 
 def sqlite_path(uri: str) -> Path | None:
+    """The database file of a SQLite store, also when the URI names it the way SQLite's
+    own URIs do (``sqlite:///file:/path?mode=ro&uri=true``); None for another store or an
+    in-memory one."""
     prefix = "sqlite:///"
-    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+    if not uri.startswith(prefix):
+        return None
+    path = uri[len(prefix) :]
+    if path.startswith("file:") and "uri=true" in path.partition("?")[2].split("&"):
+        path = path.removeprefix("file:").partition("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def quoted(value: str) -> str:
+    """``value`` as a string in an MLflow search filter. MLflow's syntax has no escapes: it
+    takes what lies between the quotes as it is, and its tokenizer reads a backslash before
+    a quote as escaping it. So the value goes between the quotes it does not hold, and one
+    that holds both kinds or ends in a backslash cannot be searched for."""
+    if not value.endswith("\\"):
+        for quote in ("'", '"'):
+            if quote not in value:
+                return f"{quote}{value}{quote}"
+    raise UserError(
+        f"{value!r} cannot be searched for in an MLflow store, whose filters have no escapes: "
+        "a value may hold ' or \" but not both, and may not end in a backslash. Rename it "
+        "(for a sweep, its directory: hydra.sweep.dir)."
+    )
 
 
 def _process_tags() -> dict[str, str]:
@@ -203,13 +273,21 @@ class Tracker:
             check_server(uri)
         from mlflow.tracking import MlflowClient
 
+        probe = uri.startswith("sqlite:") and uri not in _writable
+        db = sqlite_path(uri)
+        # A new store's directory is checked before MLflow creates the file; an existing
+        # store after MLflow has opened it, which says so when it is not an MLflow store.
+        new = probe and db is not None and not db.exists()
+        if new:
+            check_writable(uri)
         try:
             # A SQLite store is opened, and migrated, here: a corrupt file fails at once.
             self.client = MlflowClient(tracking_uri=uri)
         except store_errors() as error:
             raise unusable(uri, error) from None
-        if uri.startswith("sqlite:") and uri not in _writable:
+        if probe and not new:
             check_writable(uri)
+        if probe:
             _writable.add(uri)
         self._experiments: dict[str, str] = {}
         self._sweep_parents: dict[tuple[str, str], str] = {}
@@ -230,7 +308,8 @@ class Tracker:
         reaped = []
         for run in self.client.search_runs(
             self._all_experiments(),
-            filter_string=f"attributes.status = 'RUNNING' and tags.host = '{socket.gethostname()}'",
+            filter_string="attributes.status = 'RUNNING' and tags.host = "
+            + quoted(socket.gethostname()),
             max_results=50000,
         ):
             pid = run.data.tags.get("pid", "")
@@ -243,7 +322,7 @@ class Tracker:
         """A FINISHED run of the experiment with this config fingerprint, if there is one."""
         found = self.client.search_runs(
             [experiment_id],
-            filter_string=f"status = 'FINISHED' and tags.{FINGERPRINT} = '{fingerprint}'",
+            filter_string=f"status = 'FINISHED' and tags.{FINGERPRINT} = {quoted(fingerprint)}",
             max_results=1,
         )
         return found[0] if found else None
@@ -319,10 +398,20 @@ class Tracker:
         """The sweep's parent runs in ``experiments``, the earliest first."""
         return self.client.search_runs(
             experiments,
-            filter_string=f"tags.{SWEEP_ID} = '{sweep_id}' and tags.{ROLE} = 'sweep'",
+            filter_string=f"tags.{SWEEP_ID} = {quoted(sweep_id)} and tags.{ROLE} = 'sweep'",
             order_by=["attributes.start_time ASC"],
             **kwargs,
         )
+
+    def describe(self, run_id: str, text: str) -> None:
+        """Set a run's description, which the UI shows on the run's page (Markdown)."""
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+        self.client.set_tag(run_id, MLFLOW_RUN_NOTE, text)
+
+    def log_file(self, run_id: str, path: Path) -> None:
+        """Attach a file to a run, such as a search's best params to its sweep's parent."""
+        self.client.log_artifact(run_id, str(path))
 
     def end_sweep(self, sweep_id: str, outcome: str) -> None:
         """End the sweep's parent runs, in every experiment, with the sweep's outcome. A

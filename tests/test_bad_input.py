@@ -4,6 +4,8 @@ the config parser and the checks give either a valid config or a clean error."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -13,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from runner import data, job, model
 from runner.config import UserError, check_group_overrides, validate_names, validate_values
-from tests.conftest import CONF
+from tests.conftest import CONF, running, search
 
 CLEAN = (UserError, HydraException, OmegaConfBaseException)
 
@@ -60,6 +62,7 @@ CASES = [
     # out of range
     (["train.epochs=0"], ["train.epochs=0", "positive"]),
     (["train.epochs=-5"], ["train.epochs=-5", "positive"]),
+    (["train.epochs=10000000000000"], ["train.epochs=10000000000000", "from 1 to 10000000"]),
     (["train.batch_size=0"], ["train.batch_size=0", "positive"]),
     (["train.steps_per_execution=0"], ["train.steps_per_execution=0", "positive"]),
     (["train.threads=0"], ["train.threads=0", "positive"]),
@@ -69,6 +72,15 @@ CASES = [
     (["activation=[relu,tanh,relu]"], ["activation=relu,tanh,relu", "model.units=[64, 64]"]),
     (["activation=[relu,5]"], ["activation=", "Keras activation name"]),
     (["optimizer.learning_rate=-0.1"], ["optimizer.learning_rate=-0.1", "positive"]),
+    (["optimizer.learning_rate=nan"], ["optimizer.learning_rate=nan", "finite number"]),
+    (["optimizer.learning_rate=inf"], ["optimizer.learning_rate=inf", "finite number"]),
+    (["optimizer=sgd", "optimizer.momentum=nan"], ["optimizer.momentum=nan", "finite number"]),
+    (["dataset.test_size=nan"], ["dataset.test_size=nan", "finite number"]),
+    (["dataset.val_size=-inf"], ["dataset.val_size=-inf", "finite number"]),
+    (["dataset=circles", "dataset.noise=inf"], ["dataset.noise=inf", "finite number"]),
+    (["seed=-1"], ["seed=-1", "from 0 to 4294967295"]),
+    (["seed=4294967296"], ["seed=4294967296", "from 0 to 4294967295"]),
+    (["dataset.seed=-1"], ["dataset.seed=-1", "from 0 to 4294967295"]),
     (["optimizer=sgd", "optimizer.momentum=1.0"], ["optimizer.momentum=1.0", "[0, 1)"]),
     (["optimizer.momentum=0.5"], ["optimizer.momentum", "adam", "sgd", "rmsprop"]),
     (["dataset.test_size=0"], ["dataset.test_size=0", "(0, 1)"]),
@@ -79,6 +91,8 @@ CASES = [
     (["dataset=circles", "dataset.n_samples=5"], ["dataset.n_samples=5", "at least 10"]),
     (["dataset=csv"], ["dataset.path=FILE"]),
     (["dataset=csv", "dataset.path=/no/such.csv"], ["dataset.path=/no/such.csv", "no such file"]),
+    (["dataset=csv", "dataset.path=/"], ["dataset.path=/ is a directory", ".csv file"]),
+    (["dataset=npz", "dataset.path=/"], ["dataset.path=/ is a directory", ".npz file"]),
     (["dataset=diabetes", "loss=categorical_crossentropy"], ["loss=categorical_crossentropy"]),
     (["loss=binary_crossentropy"], ["loss=binary_crossentropy", "10 classes"]),
     (["objective=val_auc"], ["objective", "val_auc", "val_loss, val_accuracy, val_mae"]),
@@ -96,6 +110,38 @@ def test_each_bad_input_gets_a_clean_error_naming_key_value_and_what_is_allowed(
     message = str(error.value) + str(error.value.__cause__ or "")
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.epochs=10000000000000", "train.epochs=10000000000000 is not allowed: it must be "
+         "from 1 to 10000000 (10**7)."),
+        ("optimizer.learning_rate=nan", "optimizer.learning_rate=nan is not allowed: it must be "
+         "a finite number."),
+        ("seed=-1", "seed=-1 is not allowed: it must be an integer from 0 to 4294967295 "
+         "(2**32 - 1)."),
+    ],
+)  # fmt: skip
+def test_an_absurd_value_exits_2_before_any_run_exists(cli, store, override, message):
+    result = cli("dataset=iris", override)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert message in output and "Traceback" not in output
+    assert not Path(store.removeprefix("sqlite:///")).exists()
+
+
+def test_a_negative_seed_in_a_sweep_fails_that_job_alone_without_a_traceback(cli, store):
+    result = cli("-m", "dataset=iris", "model.units=[8]", "train.epochs=1", "seed=0,-1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    assert "seed=-1 is not allowed: it must be an integer from 0 to 4294967295" in output
+    jobs = search(store, "tags.role = 'job'").set_index("params.seed")
+    assert jobs.loc["0", ["status", "tags.outcome"]].tolist() == ["FINISHED", "completed"]
+    assert jobs.loc["-1", ["status", "tags.outcome"]].tolist() == ["FAILED", "failed"]
+    assert "seed=-1 is not allowed" in jobs.loc["-1", "tags.error"]
+    assert running(store) == 0
 
 
 @pytest.mark.parametrize("override", ["loss=0", "loss=[0]", "dataset=1.5", "optimizer=adam,3"])

@@ -22,7 +22,9 @@ def test_a_single_run_prints_its_metrics_and_run_id_and_is_reproducible(cli, sto
     run_id = runs.iloc[0]["run_id"]
     assert run_id in first.stdout + first.stderr
     assert "test_accuracy=" in first.stdout + first.stderr
-    assert "make ui" in first.stdout + first.stderr
+    experiment = runs.iloc[0]["experiment_id"]
+    link = f"/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
+    assert f"http://127.0.0.1:5000{link}" in first.stdout + first.stderr
     second = cli("activation=relu", "loss=mse", *TINY)
     assert second.returncode == 0, second.stderr
     runs = search(store)
@@ -41,6 +43,30 @@ def test_a_sweep_records_its_jobs_under_one_parent_and_prints_the_table(cli, sto
     assert "test_accuracy mean ± std" in output
     for activation in ("sigmoid", "relu"):
         assert activation in output
+    # The parent's page in the UI shows the table, and the sweep prints its address.
+    parent = search(store, "tags.role = 'sweep'").iloc[0]
+    note = parent["tags.mlflow.note.content"]
+    assert "test_accuracy mean ± std" in note and "sigmoid" in note
+    link = (
+        f"http://127.0.0.1:5000/#/experiments/{parent['experiment_id']}/runs/"
+        f"{parent['run_id']}?workflowType=machine_learning"
+    )
+    assert link in output
+
+
+@pytest.mark.parametrize(
+    "dataset,loss,metric",
+    [("diabetes", "mse", "test_rmse"), ("iris", "categorical_crossentropy", "test_accuracy")],
+)
+def test_the_default_loss_fits_the_task_and_the_run_records_the_one_it_chose(
+    cli, store, dataset, loss, metric
+):
+    result = cli(f"dataset={dataset}", *TINY)
+    assert result.returncode == 0, result.stderr
+    run = search(store).iloc[0]
+    assert (run["params.loss"], run["params.loss.name"]) == (loss, loss)
+    assert run["tags.mlflow.runName"] == f"relu-{loss}-{dataset}-s0"
+    assert run[f"metrics.{metric}"] >= 0
 
 
 def test_a_sweep_over_datasets_has_one_parent_per_dataset_and_none_left_empty(cli, store):

@@ -272,6 +272,54 @@ def test_csv_without_a_path_says_what_it_needs(dataset_cfg):
         data.load(dataset_cfg("csv"))
 
 
+def test_npz_whose_x_holds_text_names_the_file_and_asks_for_numbers(dataset_cfg, tmp_path):
+    path = tmp_path / "words.npz"
+    np.savez(path, x=np.array([["a", "b"]] * 100), y=np.arange(100) % 2)
+    with pytest.raises(UserError) as error:
+        data.load(dataset_cfg("npz", f"path={path}"))
+    message = str(error.value)
+    assert message.startswith("words.npz: x holds text values (<U1, for example 'a')")
+    assert "x must be numeric (booleans, integers or floats)" in message
+
+
+def test_infinite_csv_cells_are_reported_with_where(dataset_cfg, tmp_path):
+    path = tmp_path / "inf.csv"
+    frame = write_csv(path)
+    frame.loc[[3, 8], "height"] = [np.inf, -np.inf]
+    # Finite as a double, infinite once a float32 feature.
+    frame.loc[5, "weight"] = 1e39
+    frame.to_csv(path, index=False)
+    with pytest.raises(UserError) as error:
+        data.load(dataset_cfg("csv", f"path={path}", "target=species", "dropna=true"))
+    message = str(error.value)
+    assert message.startswith("inf.csv has infinite values, or features beyond float32's range")
+    assert "in 3 rows: 'height' (2, first at row 3), 'weight' (1, first at row 5)" in message
+
+
+def test_infinite_npz_values_are_reported_with_where(dataset_cfg, tmp_path):
+    path = tmp_path / "inf.npz"
+    x = np.ones((60, 2))
+    x[7, 1] = np.inf
+    y = np.arange(60.0)
+    y[9] = -np.inf
+    np.savez(path, x=x, y=y)
+    with pytest.raises(UserError) as error:
+        data.load(dataset_cfg("npz", f"path={path}", "dropna=true"))
+    message = str(error.value)
+    assert message.startswith("inf.npz has infinite values")
+    assert "in 2 rows (first at row 7)" in message
+
+
+@pytest.mark.parametrize("name", ["csv", "npz"])
+def test_a_path_that_is_a_directory_is_called_one(dataset_cfg, tmp_path, name):
+    with pytest.raises(UserError) as error:
+        data.load(dataset_cfg(name, f"path={tmp_path}", "target=a"))
+    assert str(error.value) == (
+        f"dataset.path={tmp_path} is a directory ({tmp_path}), not a file: give the path of "
+        f"the .{name} file to read."
+    )
+
+
 def test_keras_cifar10_loads_from_the_cache(dataset_cfg, tmp_path, monkeypatch):
     import pickle
 

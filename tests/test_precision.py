@@ -19,6 +19,8 @@ from tests.conftest import search
 pytestmark = pytest.mark.backend
 
 MIXED = ["train.mixed_precision=true", "model.units=[16,8]", "train.epochs=2"]
+# Named: the in-process fits below skip job.prepare, where loss=auto is resolved.
+LOSS = "loss=categorical_crossentropy"
 
 
 def test_device_auto_trains_on_a_gpu_when_there_is_one(monkeypatch, backend):
@@ -62,7 +64,7 @@ def test_mixed_precision_builds_float16_hidden_layers_and_a_float32_output(make_
         assert len(values) == 2 and all(math.isfinite(v) for v in values), name
     assert all(result.history[f"grad_norm/hidden_{i}"][-1] > 0 for i in range(2))
     # The same model in float32, from the same weights and batches, learns the same.
-    single = make_cfg(*MIXED[1:], "activation=[relu,sigmoid]")
+    single = make_cfg(*MIXED[1:], "activation=[relu,sigmoid]", LOSS)
     alone = job.train(single, job.build(single, plan.dataset, plan.head), plan.dataset, plan.head)
     assert result.history["loss"][-1] < result.history["loss"][0]
     assert result.test["test_loss"] == pytest.approx(alone.test["test_loss"], rel=0.01)

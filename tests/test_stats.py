@@ -196,6 +196,16 @@ def test_pick_tuned_minimises_a_loss():
     assert picked["lr"].tolist() == ["0.01", "0.001"]
 
 
+def test_pick_tuned_breaks_a_tie_by_the_smallest_number_not_the_first_string():
+    frame = pd.DataFrame(
+        [("relu", rate, 0.98, False) for rate in ("0.001", "1e-05", "0.0003")],
+        columns=["activation", "lr", "score", "lost"],
+    )
+    assert pick_tuned(frame, ["activation"], "lr", lower=False)["lr"].tolist() == ["1e-05"]
+    frame["lr"] = ["b", "c", "a"]
+    assert pick_tuned(frame, ["activation"], "lr", lower=False)["lr"].tolist() == ["a"]
+
+
 def test_first_epoch_counts_from_1_and_is_nan_when_never_reached():
     assert first_epoch([0.5, 0.7, 0.9, 0.95], 0.9, lower=False) == 3
     assert first_epoch([1.0, 0.5, 0.3], 0.5, lower=True) == 2

@@ -6,6 +6,10 @@ with its metrics kept; a dataset two parallel jobs insert at once is recorded fo
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import time
 from contextlib import ExitStack, suppress
 from pathlib import Path
@@ -14,7 +18,18 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runner.track import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STATUS, Tracker, Unrecorded
+from runner.config import UserError
+from runner.track import (
+    COMPLETED,
+    DIVERGED,
+    FAILED,
+    INTERRUPTED,
+    STATUS,
+    Tracker,
+    Unrecorded,
+    quoted,
+)
+from tests.conftest import backend_args, finished_sweep
 
 # Logged in a tight loop, far faster than the store writes them: most are still queued
 # when the run ends.
@@ -106,7 +121,7 @@ def test_tracking_disabled_trains_and_records_nothing(cli, store, tmp_path):
     assert sweep.returncode == 0, sweep.stderr
     assert sweep.stdout.count("epoch 2/2") == 2
     assert sweep.stdout.count("tracking.enabled=false: nothing is recorded") == 1
-    assert "browse the sweep's runs" not in sweep.stdout
+    assert "the sweep in the MLflow UI" not in sweep.stdout + sweep.stderr
 
     assert not Path(store.removeprefix("sqlite:///")).exists()
     assert not (tmp_path / "mlartifacts").exists()
@@ -171,3 +186,82 @@ def test_parents_two_parallel_jobs_create_at_once_become_one(store):
     client = MlflowClient(store)
     active = client.search_runs([experiment], filter_string="tags.role = 'sweep'")
     assert [run.info.run_id for run in active] == [parent]
+
+
+SWEEP_DIRS = ["it's a\\b dïr ωμέγα", 'say "hi"']
+
+
+def test_quoted_values_find_exactly_their_runs_in_a_real_store(store):
+    client = MlflowClient(store)
+    experiment = client.create_experiment("quotes")
+    values = [*SWEEP_DIRS, "a\\'b", "plain"]
+    ids = {
+        value: client.create_run(experiment, tags={"sweep_id": value}).info.run_id
+        for value in values
+    }
+    for value, run_id in ids.items():
+        # A quote after the value: a literal that ended early or late would take it in.
+        found = client.search_runs(
+            [experiment],
+            filter_string=f"tags.sweep_id = {quoted(value)} and attributes.status = 'RUNNING'",
+        )
+        assert [run.info.run_id for run in found] == [run_id], value
+    for value in ["both ' and \"", "ends in \\"]:
+        with pytest.raises(UserError, match="cannot be searched for in an MLflow store"):
+            quoted(value)
+
+
+@pytest.mark.parametrize("name", SWEEP_DIRS)
+def test_a_sweep_into_a_directory_with_quotes_records_its_jobs(cli, store, tmp_path, name):
+    # Hydra's override grammar quotes the value with the quote that it does not hold.
+    quote = "'" if '"' in name else '"'
+    result = cli(
+        "-m", f"hydra.sweep.dir={quote}multirun/{name}{quote}", "dataset=iris",
+        "model.units=[8]", "train.epochs=1", "seed=0,1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    _, children = finished_sweep(store, 2)
+    assert set(children["tags.sweep_id"]) == {str(tmp_path / "multirun" / name)}
+
+
+def can_mount_tmpfs() -> bool:
+    """Whether this user may mount a tmpfs in a user namespace of its own."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "--user", "--map-root-user", "--mount", "true"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("how", ["chmod", "mount"])
+def test_a_new_store_in_a_read_only_directory_is_refused_before_mlflow_retries(tmp_path, cli, how):
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    uri = f"sqlite:///{directory / 'stores' / 'new.db'}"
+    args = [f"tracking.uri={uri}", "model.units=[8]", "train.epochs=1"]
+    # MLflow retries creating the file for about 100 s: the limit fails a test that waits.
+    limit = 90
+    if how == "chmod":
+        if os.geteuid() == 0:
+            pytest.skip("root writes to a 0555 directory all the same")
+        directory.chmod(0o555)
+        result = cli(*args, timeout=limit)
+    else:
+        if not can_mount_tmpfs():
+            pytest.skip("needs unshare and user namespaces, for a read-only tmpfs")
+        # A read-only mount stops root too; it lives in a mount namespace of the job's own.
+        result = subprocess.run(
+            [
+                "unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                'mount -t tmpfs -o ro tmpfs "$0" && exec "$@"', str(directory),
+                sys.executable, "-m", "runner", *args, *backend_args(),
+            ],
+            cwd=tmp_path, capture_output=True, text=True, timeout=limit,
+        )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert (
+        f"tracking store {uri} cannot be created: the directory {directory} is read-only. "
+        "Point tracking.uri (or MLFLOW_TRACKING_URI) at a file in a writable directory."
+    ) in output
+    assert "Traceback" not in output and "epoch 1/1" not in output
+    assert list(directory.iterdir()) == []
