@@ -197,3 +197,18 @@ def test_sigterm_ends_every_run_of_a_fused_group_killed_with_its_metrics(tmp_pat
     client = MlflowClient(store)
     kept = {len(client.get_metric_history(run_id, "loss")) for run_id in runs["run_id"]}
     assert len(kept) == 1 and 2 <= kept.pop() < 20000
+
+
+def test_a_fused_sweep_run_again_with_resume_skips_the_jobs_it_finished(cli, store):
+    sweep = [
+        "-m", "hydra/launcher=fused", "hydra/sweeper=composing", "hydra.sweep.dir=sweep",
+        "dataset=iris", "activation=relu,tanh", "model.units=[8]", "train.epochs=2",
+    ]  # fmt: skip
+    first = cli(*sweep)
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = cli(*sweep, "resume=true")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (again.stdout + again.stderr).count("skipped") == 2
+    runs = search(store, "tags.role = 'job'")
+    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
+    assert list(search(store, "tags.role = 'sweep'")["status"]) == ["FINISHED"]
