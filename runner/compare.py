@@ -168,13 +168,18 @@ def group_columns(table: pd.DataFrame) -> list[str]:
 
 def number(value: float, signed: bool = False) -> str:
     """Four decimals, three significant digits below 0.0001 (a vanishing gradient would read
-    0.0000), a sign when ``signed`` (a difference, with a true minus), a dash for no value."""
+    0.0000), a true minus, a plus too when ``signed`` (a difference), a dash for no value."""
     if pd.isna(value):
         return "—"
     text = f"{value:+.4f}" if signed else f"{value:.4f}"
     if value and abs(value) < 0.0001:
         text = f"{value:+.3g}" if signed else f"{value:.3g}"
-    return text.replace("-", "−") if signed else text
+    return minus(text)
+
+
+def minus(text: str) -> str:
+    """``text`` with a leading hyphen made a true minus, as typeset; an exponent's stays."""
+    return "−" + text[1:] if text.startswith("-") else text
 
 
 def interval(low: float, high: float, signed: bool = False) -> str:
@@ -258,7 +263,6 @@ def conclusion(table: pd.DataFrame) -> str:
     row = ranked.loc[second]
     n = ranked.loc[best, "n"]
     at = f"n = {n}" if n == row["n"] else f"n = {n} and {row['n']}"
-    difference = f"{labels[second]} − {labels[best]} = {number(row['diff'], True)}"
     if row["verdict"] == FEW:
         sentence = (
             f"{labels[best]} has the best mean, {number(abs(row['diff']))} ahead of "
@@ -267,8 +271,8 @@ def conclusion(table: pd.DataFrame) -> str:
         )
     else:
         detail = (
-            f"{difference}, {LEVEL:.0%} CI {interval(row['diff_low'], row['diff_high'], True)}"
-            f", {row['test']}"
+            f"{labels[second]} − {labels[best]} = {number(row['diff'], True)}, {LEVEL:.0%} CI "
+            f"{interval(row['diff_low'], row['diff_high'], True)}, {row['test']}"
         )
         claim = (
             f"{labels[best]} and {labels[second]} are indistinguishable"
@@ -606,7 +610,8 @@ def format_speed(pace: pd.DataFrame, markdown: bool) -> str:
             return "—"
         if pd.isna(low):
             return f"{mean:.{digits}f} ({FEW})"
-        return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+        low, high = minus(f"{low:.{digits}f}"), minus(f"{high:.{digits}f}")
+        return f"{mean:.{digits}f} [{low}, {high}]"
 
     shown[f"first epoch {op} {level:g}"] = [
         "never" if runs and runs == never else cell(first, low, high, 2)
@@ -760,6 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     heading = (
         f"{selection.label}: {len(selection.runs)} runs, `{metric_label}` ({direction} is better)"
         + (f", filter `{args.filter}`" if args.filter else "")
+        + (f", `{args.tune}` picked per group on validation" if args.tune else "")
     )
     notes.insert(0, conclusion(table))
     pace = speed_table(uri, selection.runs, table, *speed_args) if speed_args else None

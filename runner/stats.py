@@ -72,7 +72,10 @@ def welch_difference(values: np.ndarray, best: np.ndarray) -> Interval:
     if min(len(values), len(best)) < MIN_N:
         return Interval(estimate, np.nan, np.nan)
     a, b = values.var(ddof=1) / len(values), best.var(ddof=1) / len(best)
-    df = (a + b) ** 2 / (a**2 / (len(values) - 1) + b**2 / (len(best) - 1)) if a + b else 1.0
+    if a + b == 0:
+        # Every value equal on both sides: no spread, and no degrees of freedom to compute.
+        return Interval(estimate, estimate, estimate)
+    df = (a + b) ** 2 / (a**2 / (len(values) - 1) + b**2 / (len(best) - 1))
     return t_interval(estimate, np.sqrt(a + b), df)
 
 
@@ -198,5 +201,8 @@ def speed(history: pd.DataFrame, groups: list[str], threshold: float, lower: boo
         first = mean_interval(runs["first"].dropna().to_numpy())
         area = mean_interval(runs["area"].to_numpy())
         rows.append((*key, len(runs), int(runs["first"].isna().sum()), *first, *area))
-    columns = ["runs", "never", "first", "first_low", "first_high", "area", "area_low"]
-    return pd.DataFrame(rows, columns=[*groups, *columns, "area_high"])
+    columns = [
+        *groups,
+        *("runs", "never", "first", "first_low", "first_high", "area", "area_low", "area_high"),
+    ]
+    return pd.DataFrame(rows, columns=columns)

@@ -579,6 +579,10 @@ def test_tune_picks_each_groups_rate_on_validation_and_reports_its_test_metric(
     args = ["--uri", tuned_store, "--out", str(tmp_path), "--tune", "optimizer.learning_rate"]
     code, out, err = compare(capsys, *args)
     assert code == 0, err
+    assert out.splitlines()[0] == (
+        f"sweep {TUNED}: 6 runs, test_accuracy (higher is better), optimizer.learning_rate "
+        "picked per group on validation"
+    )
     table = read_csv(tmp_path, ["activation", "optimizer.learning_rate"])
     # Not relu 0.1 nor tanh 0.01, whose planted test accuracies (0.99) are the best.
     assert table.index.tolist() == [("relu", 0.01), ("tanh", 0.001)]

@@ -68,6 +68,8 @@ def test_welch_difference_matches_scipy_and_the_satterthwaite_df():
     want = scipy_stats.ttest_ind(a, best, equal_var=False).confidence_interval()
     assert (low, high) == pytest.approx(tuple(want))
     assert np.isnan(welch_difference([1, 2], best).low)
+    # No spread on either side: the difference itself, rather than scipy's NaN.
+    assert welch_difference([0.5, 0.5, 0.5], [0.7, 0.7, 0.7]) == pytest.approx((-0.2,) * 3)
 
 
 def test_pairing_removes_what_a_seed_does_to_both():
