@@ -88,13 +88,13 @@ def test_sigkill_leaves_a_run_that_the_next_start_marks_killed(tmp_path, store, 
 
 @pytest.mark.slow
 def test_an_interrupted_sweep_resumes_with_only_the_missing_jobs(tmp_path, store, cli):
-    # One batch per call makes the 150-epoch job slow enough to be caught in the middle.
+    # The long job is slow enough to be caught in the middle on either backend.
     sweep = [
-        "-m", "train.epochs=1,150", "hydra.sweep.dir=study", "model.units=[16]",
+        "-m", "train.epochs=1,5000", "hydra.sweep.dir=study", "model.units=[16]",
         "train.steps_per_execution=1",
     ]  # fmt: skip
     process = start(tmp_path, store, *sweep)
-    wait_for_epochs(store, 2)  # the 1-epoch job has finished; the 150-epoch one is training
+    wait_for_epochs(store, 2)  # the 1-epoch job has finished; the long one is training
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 130, output
@@ -103,7 +103,7 @@ def test_an_interrupted_sweep_resumes_with_only_the_missing_jobs(tmp_path, store
     assert runs.loc["sweep", "status"] == "KILLED"
     jobs = search(store, "tags.role = 'job'").set_index("params.train.epochs")
     assert jobs.loc["1", "status"] == "FINISHED"
-    assert jobs.loc["150", ["status", "tags.outcome"]].tolist() == ["KILLED", "interrupted"]
+    assert jobs.loc["5000", ["status", "tags.outcome"]].tolist() == ["KILLED", "interrupted"]
 
     result = cli(*sweep, "resume=true")
     assert result.returncode == 0, result.stderr
@@ -111,7 +111,7 @@ def test_an_interrupted_sweep_resumes_with_only_the_missing_jobs(tmp_path, store
     # The revived parent belongs to the new process: the orphan check leaves it alone.
     assert "marked" not in result.stdout
     finished = search(store, "tags.role = 'job' and attributes.status = 'FINISHED'")
-    assert sorted(finished["params.train.epochs"]) == ["1", "150"]
+    assert sorted(finished["params.train.epochs"]) == ["1", "5000"]
     assert finished["tags.sweep_id"].nunique() == 1
     assert search(store, "tags.role = 'sweep'").iloc[0]["status"] == "FINISHED"
 

@@ -92,7 +92,7 @@ def test_a_sweep_through_a_tracking_server_records_every_metric(server, tmp_path
     uri, _ = server
     result = runner(
         tmp_path, "-m", f"tracking.uri={uri}", "activation=relu,tanh",
-        "model.units=[8]", "train.epochs=2",
+        "model.units=[8]", "train.epochs=2", "tracking.figure=true",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     children = search(uri, "tags.role = 'job'")
@@ -119,13 +119,17 @@ def test_a_server_that_is_down_is_a_clear_error_before_training(server, tmp_path
     assert time.monotonic() - start < 60
 
 
+# Long enough on JAX (a few ms an epoch) for the server to go away in the middle.
+EPOCHS = 3000
+
+
 def test_a_server_that_goes_away_mid_run_costs_seconds_and_loses_no_metric(server, tmp_path):
     uri, process = server
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     job = subprocess.Popen(
         [
             sys.executable, "-m", "runner", f"tracking.uri={uri}", "model.units=[32]",
-            "train.epochs=60", "train.steps_per_execution=1",
+            f"train.epochs={EPOCHS}", "train.steps_per_execution=1",
         ],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -147,18 +151,20 @@ def test_a_server_that_goes_away_mid_run_costs_seconds_and_loses_no_metric(serve
     assert time.monotonic() - killed < 100
     assert job.returncode == 1, output
     assert f"is incomplete in {uri}" in output and "the status FINISHED" in output
-    assert "epoch 60/60" in output and "Traceback" not in output
+    assert f"epoch {EPOCHS}/{EPOCHS}" in output and "Traceback" not in output
     (kept_in,) = tmp_path.glob("outputs/*/*/unrecorded.json")
     assert str(kept_in) in output
     kept = json.loads(kept_in.read_text())
     assert (kept["run_id"], kept["status"], kept["outcome"]) == (run_id, "FINISHED", "completed")
-    # What the server's store holds and what the file keeps make up every epoch.
+    # What the server's store holds and what the file keeps make up every epoch. (A batch in
+    # flight as the server went down can be in both: the server stored it, but the answer
+    # never came back.)
     stored = MlflowClient(f"sqlite:///{tmp_path / 'server.db'}")
     assert stored.get_run(run_id).info.status == "RUNNING"
     for name in ("loss", "val_accuracy", "grad_norm/hidden_0"):
         recorded = [m.step for m in stored.get_metric_history(run_id, name)]
         unrecorded = [m["step"] for m in kept["metrics"] if m["key"] == name]
-        assert sorted(recorded + unrecorded) == list(range(60)), name
+        assert set(recorded) | set(unrecorded) == set(range(EPOCHS)), name
     assert "test_accuracy" in {m["key"] for m in kept["metrics"]}
 
 
