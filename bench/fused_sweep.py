@@ -12,10 +12,12 @@ as it does alone. Overrides after the options go to both sweeps (``device=gpu``)
 With ``--extrapolate``, the basic launcher runs only the first one and two seeds of the
 sweep's first learning rate (8 and 16 jobs), and its time for the whole sweep is
 extrapolated from those two: the 8-job time plus the marginal cost of a job times the
-jobs left. The two defaults:
+jobs left. With ``--recording``, the fused sweep also runs with ``tracking.enabled=false``:
+the difference, over the jobs, is what recording costs a run (store calls, artifacts, the
+sweep's parent and table). The two defaults:
 
     python bench/fused_sweep.py                     # 24 jobs, 30 epochs, both measured
-    python bench/fused_sweep.py --rates 5 --seeds 6 --epochs 20 --extrapolate   # 240 jobs
+    python bench/fused_sweep.py --rates 5 --seeds 6 --epochs 20 --extrapolate --recording
 """
 
 from __future__ import annotations
@@ -99,6 +101,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rates", type=int, default=1, choices=range(1, len(RATES) + 1))
     parser.add_argument("--extrapolate", action="store_true", help="basic: 8 and 16 jobs")
+    parser.add_argument(
+        "--recording",
+        action="store_true",
+        help="also the fused sweep with tracking.enabled=false: what recording costs a run",
+    )
     parser.add_argument("overrides", nargs="*", help="added to both sweeps: device=gpu")
     args = parser.parse_args()
 
@@ -130,7 +137,27 @@ def main() -> None:
                 eight, sixteen = samples[1][-1], samples[2][-1]
                 seconds["basic"].append(eight + (sixteen - eight) / 8 * (jobs - 8))
 
+        if args.recording:
+            untracked = [
+                sweep(
+                    "fused",
+                    fresh_store(folder, f"untracked{repeat}"),
+                    folder / f"untracked{repeat}",
+                    args.epochs,
+                    args.seeds,
+                    args.rates,
+                    [*args.overrides, "tracking.enabled=false"],
+                )
+                for repeat in range(args.repeats)
+            ]
+
     basic, fused = (statistics.median(seconds[k]) for k in ("basic", "fused"))
+    if args.recording:
+        bare = statistics.median(untracked)
+        print(
+            f"fused, tracking.enabled=false: {bare:.1f} s; recording costs "
+            f"{(fused - bare) / jobs:.3f} s a run (target <= 0.10 s)"
+        )
     if args.extrapolate:
         print("basic: extrapolated from its 8- and 16-job sweeps, measured in this run")
     devices = {k: ", ".join(tables[k].attrs["devices"]) for k in tables}

@@ -309,7 +309,8 @@ def report(mlrun: Run, plan: Plan, result: engine.TrainResult) -> dict[str, floa
         result.train_seconds,
         plan.device,
     )
-    if plan.cfg.tracking.enabled:
+    # A sweep prints its parent's address at its end instead of one for each job.
+    if plan.cfg.tracking.enabled and plan.parent_id is None:
         log.info(
             "run %s in experiment '%s' of %s; in the MLflow UI (`make ui` serves it): %s",
             mlrun.run_id,
