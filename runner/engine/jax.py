@@ -2,14 +2,17 @@
 (``model.stateless_call``, ``optimizer.stateless_apply`` and ``jax.grad``), one compiled
 program an epoch.
 
-The models of a batch fall into *families*: the same layers, activations, loss and output
-head, so the same function. A family's models are one function ``jax.vmap``-ed over their
-stacked weights and optimizer states, learning rate included (a Keras optimizer variable
-like any other); every family of the batch steps inside one ``lax.scan`` over the epoch's
-batches, then validates and takes its diagnostics, all in one ``jax.jit`` program. Each
-model keeps its own initial weights, learning rate, batch order (its seed's) and loss, and
-the models share nothing, so each trains exactly as it would alone: a single job is simply
-a batch of one. Data goes to the device once; each epoch's logs come back once.
+The models of a batch fall into *families*: the same layers, activations and output head,
+so the same function, fed targets of the same encoding. A family's models are one function
+``jax.vmap``-ed over their stacked weights and optimizer states, learning rate included (a
+Keras optimizer variable like any other), each member scoring its predictions with its own
+loss; every family of the batch steps inside one ``lax.scan`` over the epoch's batches,
+then validates and takes its diagnostics, all in one ``jax.jit`` program. Each model keeps
+its own initial weights, learning rate, batch order (its seed's) and loss, and the models
+share nothing, so each trains as it would alone: a single job is simply a batch of one.
+(Alone and fused agree to float rounding: XLA may order a reduction differently for a
+batch of another size, which chaotic training, such as a deep linear net's, can amplify
+over many epochs.) Data goes to the device once; each epoch's logs come back once.
 """
 
 from __future__ import annotations
