@@ -479,7 +479,13 @@ class Tracker:
             run.keep_unrecorded(self.uri, where)
             raise
         else:
-            run.end(run.outcome)
+            try:
+                run.end(run.outcome)
+            except KeyboardInterrupt:
+                # A signal while the run's record was being closed: it ends KILLED.
+                run.end(INTERRUPTED)
+                run.keep_unrecorded(self.uri, where)
+                raise
             line = run.keep_unrecorded(self.uri, where)
             if line is not None:
                 raise Unrecorded(line)

@@ -12,6 +12,7 @@ from runner.config import (
     Encoding,
     UserError,
     hidden_activations,
+    resolve_loss,
     validate_names,
     validate_values,
 )
@@ -25,6 +26,7 @@ def options(group: str) -> list[str]:
 
 def build(cfg):
     dataset = data.load(cfg.dataset)
+    resolve_loss(cfg, dataset.task)
     head = model.output_head(cfg.loss, cfg.model.output_activation, dataset.task, dataset.classes)
     net = model.build_model(dataset.features, list(cfg.model.units), hidden_activations(cfg), head)
     return dataset, head, net

@@ -19,7 +19,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import backend_args, search
 
-LONG = ["model.units=[32]", "train.epochs=400", "train.steps_per_execution=1"]
+# Long enough on either backend (JAX takes a few ms an epoch) to be stopped in the middle.
+LONG_EPOCHS = 5000
+LONG = ["model.units=[32]", f"train.epochs={LONG_EPOCHS}", "train.steps_per_execution=1"]
 
 
 def start(tmp_path: Path, store: str, *args: str) -> subprocess.Popen:
@@ -65,12 +67,13 @@ def test_a_signal_mid_training_ends_the_run_killed_and_keeps_its_metrics(tmp_pat
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "grad_norm/hidden_0")
     }
     kept = len(steps["loss"])
-    assert 2 <= kept < 400
+    assert 2 <= kept < LONG_EPOCHS
     assert all(logged == list(range(kept)) for logged in steps.values()), steps
-    # Every epoch the console showed is in the store, but the last one's line may have been
-    # printed just before the signal came, before its metrics were handed over.
-    shown = int(re.findall(r"epoch (\d+)/400", output)[-1])
-    assert kept in (shown - 1, shown), (kept, shown)
+    # The store and the console agree but for the last epoch: the signal may come between
+    # an epoch's metrics being handed over and its line being printed (JAX's engine hands
+    # them over first, TensorFlow's prints first).
+    shown = int(re.findall(rf"epoch (\d+)/{LONG_EPOCHS}", output)[-1])
+    assert abs(kept - shown) <= 1, (kept, shown)
 
 
 def test_sigkill_leaves_a_run_that_the_next_start_marks_killed(tmp_path, store, cli):
