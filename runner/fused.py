@@ -2,10 +2,11 @@
 (runner/engine/jax.py), each still its own Keras model and its own MLflow run.
 
 Jobs fuse when they train the same widths on the same data, for the same epochs with the
-same batch size and optimizer: everything in their configs is equal but the keys in
-:data:`PER_JOB` (and where and whether they are recorded). A job that fuses with no other,
-or that asks for ``train.mixed_precision``, runs as the basic launcher would run it. Each
-job keeps its own output directory, config, log and MLflow run.
+same batch size and optimizer settings: everything in their configs is equal but the keys
+in :data:`PER_JOB` (learning rate included) and what does not change training
+(:data:`runner.config.NOT_TRAINING`). A job that fuses with no other, or that asks for
+``train.mixed_precision``, runs as the basic launcher would run it. Each job keeps its own
+output directory, saved config and MLflow run.
 """
 
 from __future__ import annotations
