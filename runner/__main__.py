@@ -1,7 +1,7 @@
 """``python -m runner``: the Hydra application.
 
-TensorFlow and MLflow are imported inside the task function, so ``--help`` and ``--cfg``
-answer without paying for them.
+Keras (with JAX or TensorFlow) and MLflow are imported inside the task function, so
+``--help`` and ``--cfg`` answer without paying for them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ register()
 
 
 def share_of_cores(hydra_cfg: DictConfig) -> int | None:
-    """TensorFlow threads per job when the launcher runs jobs side by side, so that they do
+    """CPU threads per job when the launcher runs jobs side by side, so that they do
     not fight over the cores: the CPUs the launcher gives each job (submitit's
     ``cpus_per_task``; a Ray task's ``num_cpus``, 1 unless ``hydra.launcher.ray.remote``
     sets it, which is also how many tasks Ray runs at once), or the cores / ``n_jobs`` of

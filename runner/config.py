@@ -152,7 +152,8 @@ class TrainConfig:
 @dataclass
 class DiagnosticsConfig:
     """Per-layer gradient norms and dead or saturated units, measured at each epoch's end
-    on ``probe_size`` training samples (see runner/diagnostics.py)."""
+    on ``probe_size`` training samples (names in runner/metrics.py; each engine measures
+    them with its backend's gradients)."""
 
     enabled: bool = True
     probe_size: int = 256
