@@ -1,0 +1,58 @@
+"""The backend contract: JAX by default without TensorFlow, and the sweeps a process that
+keeps one backend cannot run, refused before any job runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import search
+
+TINY = ["dataset=iris", "model.units=[8]", "train.epochs=2"]
+
+# Runs the runner's own entry point in this interpreter, then says what was imported.
+JOB = """
+import runpy, sys
+sys.argv = ["runner", *sys.argv[1:]]
+try:
+    runpy.run_module("runner", run_name="__main__")
+except SystemExit as exit:
+    assert not exit.code, exit.code
+print("modules:", "tensorflow" in sys.modules, "jax" in sys.modules)
+"""
+
+
+def test_a_tracked_job_on_jax_never_imports_tensorflow(tmp_path, store):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store)
+    env.pop("KERAS_BACKEND", None)
+    done = subprocess.run(
+        [sys.executable, "-c", JOB, *TINY],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "modules: False True" in done.stdout
+    run = search(store).iloc[0]
+    assert (run["status"], run["params.backend"]) == ("FINISHED", "jax")
+    assert 0 <= run["metrics.test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["backend=jax,tensorflow"], "cannot be swept by BasicLauncher"),
+        (["hydra/launcher=fused", "backend=tensorflow", "seed=0,1"], "backend=jax only"),
+    ],
+)
+def test_a_sweep_one_process_cannot_run_is_refused_before_any_job(cli, store, args, message):
+    result = cli("-m", *args, *TINY)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert message in output and "Traceback" not in output
+    assert search(store).empty
