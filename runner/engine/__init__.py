@@ -82,6 +82,21 @@ def make_optimizer(cfg: OptimizerConfig, learning_rate: float) -> keras.optimize
     return keras.optimizers.get({"class_name": cfg.name, "config": config})
 
 
+# Where a unit's output sits in a flat tail of its activation (``saturated_fraction``),
+# as a mask; keras.ops, so that each engine applies it to its backend's tensors.
+SATURATED = {
+    "sigmoid": lambda out: (out < 0.01) | (out > 0.99),
+    "tanh": lambda out: keras.ops.abs(out) > 0.99,
+}
+
+
+def epoch_line(epoch: int, epochs: int, values: dict[str, float]) -> str:
+    """An epoch's console line, ``epoch 3/20  loss=0.41  accuracy=0.88 ...``; the
+    per-layer diagnostics go to tracking only."""
+    shown = "  ".join(f"{name}={value:.4g}" for name, value in values.items() if "/" not in name)
+    return f"epoch {epoch + 1}/{epochs}  {shown}"
+
+
 def mixed(net: keras.Model) -> bool:
     """Whether ``net`` has layers that compute in float16 (``train.mixed_precision``)."""
     return any(layer.compute_dtype == "float16" for layer in net.layers)

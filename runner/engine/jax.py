@@ -33,11 +33,13 @@ from runner.config import Encoding
 from runner.data import Dataset, encode_targets
 from runner.engine import (
     CHUNK,
+    SATURATED,
     Member,
     OnEpoch,
     Settings,
     TrainResult,
     batch_orders,
+    epoch_line,
     make_optimizer,
     mixed,
 )
@@ -107,12 +109,6 @@ def _scores(task: str, encoding: Encoding):
 
 def _dead(out: jax.Array) -> jax.Array:
     return jnp.mean(jnp.all(out <= 0, axis=0).astype("f4"))
-
-
-SATURATED = {
-    "sigmoid": lambda out: jnp.mean(((out < 0.01) | (out > 0.99)).astype("f4")),
-    "tanh": lambda out: jnp.mean((jnp.abs(out) > 0.99).astype("f4")),
-}
 
 
 class Program:
@@ -207,7 +203,8 @@ class Program:
             if activation in RELU_FAMILY:
                 logs[f"dead_fraction/hidden_{i}"] = _dead(outputs[i])
             elif activation in SATURATED:
-                logs[f"saturated_fraction/hidden_{i}"] = SATURATED[activation](outputs[i])
+                saturated = SATURATED[activation](outputs[i])
+                logs[f"saturated_fraction/hidden_{i}"] = jnp.mean(saturated.astype("f4"))
         return logs
 
     # The batch's programs.
@@ -507,15 +504,8 @@ def _columns(names: list[str], rows: np.ndarray) -> dict[str, list[float]]:
 
 def _log_epoch(epoch: int, epochs: int, results: list[TrainResult], alive: np.ndarray) -> None:
     if len(results) == 1:
-        history = results[0].history
-        log.info(
-            "epoch %d/%d  %s",
-            epoch + 1,
-            epochs,
-            "  ".join(
-                f"{name}={values[-1]:.4g}" for name, values in history.items() if "/" not in name
-            ),
-        )
+        last = {name: values[-1] for name, values in results[0].history.items()}
+        log.info("%s", epoch_line(epoch, epochs, last))
         return
     val_losses = [r.history["val_loss"][-1] for r, a in zip(results, alive, strict=True) if a]
     log.info(

@@ -24,11 +24,13 @@ from runner.config import Encoding, UserError
 from runner.data import Dataset, encode_targets
 from runner.engine import (
     CHUNK,
+    SATURATED,
     Member,
     OnEpoch,
     Settings,
     TrainResult,
     batch_orders,
+    epoch_line,
     make_optimizer,
     mixed,
 )
@@ -74,12 +76,6 @@ def evaluate(
     return result
 
 
-SATURATION = {
-    "sigmoid": lambda out: (out < 0.01) | (out > 0.99),
-    "tanh": lambda out: tf.abs(out) > 0.99,
-}
-
-
 class Diagnostics(keras.callbacks.Callback):
     """Adds the diagnostics of every hidden layer (runner/metrics.py) to the epoch's logs,
     measured on a fixed probe batch with TensorFlow's gradients."""
@@ -122,8 +118,8 @@ class Diagnostics(keras.callbacks.Callback):
             if activation in RELU_FAMILY:
                 dead = tf.reduce_all(output <= 0, axis=0)
                 logs[f"dead_fraction/hidden_{i}"] = float(tf.reduce_mean(tf.cast(dead, tf.float32)))
-            elif activation in SATURATION:
-                saturated = SATURATION[activation](output)
+            elif activation in SATURATED:
+                saturated = SATURATED[activation](output)
                 logs[f"saturated_fraction/hidden_{i}"] = float(
                     tf.reduce_mean(tf.cast(saturated, tf.float32))
                 )
@@ -156,12 +152,7 @@ class _EpochEnd(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         logs.update({f"val_{name}": value for name, value in self.validation().items()})
         values = {name: float(value) for name, value in logs.items()}
-        log.info(
-            "epoch %d/%d  %s",
-            epoch + 1,
-            self.epochs,
-            "  ".join(f"{name}={value:.4g}" for name, value in values.items() if "/" not in name),
-        )
+        log.info("%s", epoch_line(epoch, self.epochs, values))
         if self.on_epoch is not None:
             self.on_epoch(epoch, values)
 
