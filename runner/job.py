@@ -205,6 +205,7 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
             plan.dataset,
             plan.head,
             lambda epoch, logs: mlrun.log_metrics(logs, step=epoch),
+            switching=sweep is not None,
         )
         finish(mlrun, plan, result)
     return report(mlrun, plan, result)
@@ -342,12 +343,14 @@ def train(
     dataset: data.Dataset,
     head: model.OutputHead,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    switching: bool = False,
 ) -> engine.TrainResult:
-    """Train the job's model ``net`` alone: a batch of one."""
+    """Train the job's model ``net`` alone: a batch of one; ``switching`` as in
+    :class:`engine.Settings`."""
     (result,) = engine.train(
         [member(cfg, net, head)],
         dataset,
-        settings(cfg),
+        settings(cfg, switching),
         on_epoch and (lambda _, epoch, logs: on_epoch(epoch, logs)),
     )
     return result
@@ -365,7 +368,7 @@ def member(cfg: DictConfig, net: keras.Model, head: model.OutputHead) -> engine.
     )
 
 
-def settings(cfg: DictConfig) -> engine.Settings:
+def settings(cfg: DictConfig, switching: bool = False) -> engine.Settings:
     """What the job's training shares with the others of a fused batch."""
     return engine.Settings(
         cfg.optimizer,
@@ -373,6 +376,7 @@ def settings(cfg: DictConfig) -> engine.Settings:
         cfg.train.batch_size,
         cfg.diagnostics.probe_size if cfg.diagnostics.enabled else None,
         cfg.train.steps_per_execution,
+        switching,
     )
 
 

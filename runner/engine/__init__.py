@@ -45,13 +45,16 @@ class Member:
 @dataclass(frozen=True)
 class Settings:
     """What the members of one training share. ``optimizer.learning_rate`` is each
-    member's own; ``probe_size`` None turns the diagnostics off."""
+    member's own; ``probe_size`` None turns the diagnostics off. ``switching``: more jobs
+    may follow in this process (a sweep's), so a single job's compiled program takes its
+    activations and loss at run time, for them to reuse (JAX)."""
 
     optimizer: OptimizerConfig
     epochs: int
     batch_size: int
     probe_size: int | None
     steps_per_execution: int = 1
+    switching: bool = False
 
 
 @dataclass

@@ -13,6 +13,13 @@ share nothing, so each trains as it would alone: a single job is simply a batch 
 (Alone and fused agree to float rounding: XLA may order a reduction differently for a
 batch of another size, which chaotic training, such as a deep linear net's, can amplify
 over many epochs.) Data goes to the device once; each epoch's logs come back once.
+
+A single job of a sweep (``Settings.switching``) gets a program that takes its activations
+and its loss as arguments rather than compiling them in, each chosen at run time
+(``lax.switch``) among the common ones (:data:`ACTIVATIONS`, :data:`LOSSES`): the sweep's
+next jobs in the same process, with other activations or losses, reuse it instead of
+tracing and compiling their own. Branches cost tracing and compiling once, so a single run
+and a fused batch (one program for the whole batch) keep theirs compiled in.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -43,7 +51,7 @@ from runner.engine import (
     make_optimizer,
     mixed,
 )
-from runner.metrics import CLASSIFICATION, RELU_FAMILY, diagnostic_names, metric_names
+from runner.metrics import CLASSIFICATION, diagnostic_names, metric_names
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +61,150 @@ CPU_BUDGET = 2 << 30
 GPU_SHARE = 0.5
 
 
+# What a sweep's single job's program can switch between at run time (a job with any other
+# activation or loss gets a program of its own): common activations, and the losses of the
+# config group ``loss`` by the target encoding they take. Each branch adds to the tracing
+# and compiling of the sweep's first program.
+ACTIVATIONS = (
+    "relu", "tanh", "sigmoid", "elu", "selu", "leaky_relu", "relu6", "gelu", "silu",
+    "softplus", "linear",
+)  # fmt: skip
+LOSSES = {
+    Encoding.onehot: ("categorical_crossentropy", "mse", "mae"),
+    Encoding.integer: ("sparse_categorical_crossentropy",),
+    Encoding.binary: ("binary_crossentropy",),
+    Encoding.continuous: ("mse", "mae", "huber"),
+}
+
+
+def _never(out: jax.Array) -> jax.Array:
+    return jnp.zeros(out.shape, bool)
+
+
+class Choice:
+    """A hidden layer's activation: one of ``names``, the one ``index`` picks while the
+    program is traced (a traced integer, so chosen when the program runs). With a single
+    name, that activation compiled in."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+        self.functions = [keras.activations.get(name) for name in names]
+        self.index: jax.Array | None = None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if len(self.functions) == 1:
+            return self.functions[0](x)
+        return jax.lax.switch(self.index, self.functions, x)
+
+    def saturated(self, out: jax.Array) -> jax.Array:
+        """Whether each output sits in a flat tail of the chosen activation (never, for an
+        activation without one)."""
+        masks = [SATURATED.get(name, _never) for name in self.names]
+        if len(masks) == 1:
+            return masks[0](out)
+        return jax.lax.switch(self.index, masks, out)
+
+
+@dataclass(frozen=True)
+class Group:
+    """The members of a batch that one family's function serves: their places in the batch,
+    the activations each hidden layer may take, the losses they may score with, and the
+    target encoding they share."""
+
+    positions: tuple[int, ...]
+    layers: tuple[tuple[str, ...], ...]
+    losses: tuple[str, ...]
+    encoding: Encoding
+
+    def key(self, members: list[Member]) -> tuple:
+        """What the group's part of a program is traced for."""
+        net = members[self.positions[0]].net
+        shape = tuple(
+            (layer.units, layer.dtype_policy.name)
+            for layer in net.layers
+            if isinstance(layer, keras.layers.Dense)
+        )
+        head = net.layers[-1].activation.__name__
+        return (shape, head, self.layers, self.losses, self.encoding.value, len(self.positions))
+
+    def activations(self, members: list[Member]) -> np.ndarray:
+        """The members' hidden activations (the same for all), as indices into ``layers``."""
+        own = members[self.positions[0]].activations
+        return np.array([c.index(a) for c, a in zip(self.layers, own, strict=True)], np.int32)
+
+    def choices(self, members: list[Member]) -> np.ndarray:
+        """Each member's loss, as an index into ``losses``."""
+        return np.array([self.losses.index(members[p].loss) for p in self.positions], np.int32)
+
+
+def groups(members: list[Member], switching: bool) -> list[Group]:
+    """The batch's members by family: those whose models compute the same function of their
+    weights, from targets of the same encoding. With ``switching``, a batch of one switches
+    between the common activations and losses (see the module's docstring)."""
+    by_function: dict[tuple, list[int]] = {}
+    for position, member in enumerate(members):
+        layers = tuple(
+            # The activation's function name: get_config() would import TensorFlow to ask
+            # whether it is there.
+            (layer.units, layer.activation.__name__, layer.dtype_policy.name)
+            for layer in member.net.layers
+            if isinstance(layer, keras.layers.Dense)
+        )
+        by_function.setdefault((layers, member.encoding), []).append(position)
+    found = []
+    for positions in by_function.values():
+        first = members[positions[0]]
+        layers = tuple((a,) for a in first.activations)
+        losses = tuple(dict.fromkeys(members[p].loss for p in positions))
+        if switching and len(members) == 1:
+            if set(first.activations) <= set(ACTIVATIONS):
+                layers = (ACTIVATIONS,) * len(layers)
+            if first.loss in LOSSES[first.encoding]:
+                losses = LOSSES[first.encoding]
+        found.append(Group(tuple(positions), layers, losses, first.encoding))
+    return found
+
+
 @dataclass
 class Family:
-    """Models that are one function: the first member's Keras model (``net``) and a model
-    over the same layers that also returns every hidden layer's output (``tap``) serve them
-    all, each with its own weights. Each member scores its predictions with its own loss, one
-    of ``losses`` (the same target encoding); ``positions`` are the members' places in the
-    batch."""
+    """A group's function as a program traces it: ``net``, a model of the members' layers
+    that belongs to the program, each hidden layer's activation a :class:`Choice`; ``tap``,
+    the same model returning every hidden layer's output too; and an optimizer of the
+    members' kind, whose variables the members' states fill. Each member brings its own
+    weights, and scores its predictions with its own loss, one of ``losses``."""
 
     net: keras.Model
     tap: keras.Model
+    choices: list[Choice]
     losses: tuple[str, ...]
     encoding: Encoding
-    activations: tuple[str, ...]
     optimizer: keras.optimizers.Optimizer
-    positions: list[int]
+
+    @classmethod
+    def of(cls, group: Group, members: list[Member], settings: Settings) -> Family:
+        first = members[group.positions[0]]
+        choices = [Choice(names) for names in group.layers]
+        *hidden, output = (
+            layer for layer in first.net.layers if isinstance(layer, keras.layers.Dense)
+        )
+        x = features = keras.Input(shape=first.net.input_shape[1:], name="features")
+        outputs = []
+        for layer, activation in [*zip(hidden, choices, strict=True), (output, output.activation)]:
+            x = keras.layers.Dense(
+                layer.units,
+                activation=activation,
+                kernel_initializer="zeros",  # the members bring their weights
+                dtype=layer.dtype_policy,
+                name=layer.name,
+            )(x)
+            outputs.append(x)
+        net = keras.Model(features, x)
+        tap = keras.Model(features, outputs)
+        optimizer = make_optimizer(settings.optimizer, first.learning_rate)
+        if mixed(net):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(net.trainable_variables)
+        return cls(net, tap, choices, group.losses, group.encoding, optimizer)
 
     @property
     def kernels(self) -> list[int]:
@@ -78,18 +215,17 @@ class Family:
             if v.path.startswith("hidden_") and v.path.endswith("/kernel")
         ]
 
-
-def family_key(member: Member) -> tuple:
-    """Equal for two members whose models compute the same function of their weights, from
-    targets of the same encoding."""
-    layers = tuple(
-        # The activation's function name: get_config() would import TensorFlow to ask
-        # whether it is there.
-        (layer.units, layer.activation.__name__, layer.dtype_policy.name)
-        for layer in member.net.layers
-        if isinstance(layer, keras.layers.Dense)
-    )
-    return (layers, member.encoding.value)
+    @contextmanager
+    def choosing(self, activations: jax.Array):
+        """Trace the family's model with each hidden layer's activation picked by
+        ``activations``."""
+        for choice, index in zip(self.choices, activations, strict=True):
+            choice.index = index
+        try:
+            yield
+        finally:
+            for choice in self.choices:
+                choice.index = None
 
 
 def _scores(task: str, encoding: Encoding):
@@ -107,6 +243,10 @@ def _scores(task: str, encoding: Encoding):
     return lambda y, p: {"accuracy": jnp.mean((y == (p > 0.5)).astype("f4"), axis=-1)}
 
 
+# Every diagnostic a hidden layer can have (runner/metrics.py says which a layer logs).
+DIAGNOSTICS = ("grad_norm", "dead_fraction", "saturated_fraction")
+
+
 def _dead(out: jax.Array) -> jax.Array:
     return jnp.mean(jnp.all(out <= 0, axis=0).astype("f4"))
 
@@ -114,8 +254,8 @@ def _dead(out: jax.Array) -> jax.Array:
 class Program:
     """The compiled epoch and test evaluation of one batch's families.
 
-    It holds the first batch's Keras models only as functions of their weights, so a later
-    batch of the same shapes (the next job of a sweep, in the same process) reuses it
+    It holds models of its own, functions of the weights the members bring, so a later
+    batch of the same groups (the next job of a sweep, in the same process) reuses it
     without tracing or compiling again."""
 
     def __init__(self, families: list[Family], task: str, settings: Settings, samples: int):
@@ -149,7 +289,7 @@ class Program:
         scores = _scores(self.task, family.encoding)(y, p)
         return {"loss": jnp.sum(per_sample), **{k: jnp.sum(v) for k, v in scores.items()}}
 
-    def _step(self, family: Family, state, rows, alive, choice, x, y):
+    def _step(self, family: Family, state, rows, alive, choice, activations, x, y):
         trainable, non_trainable, opt_vars = state
         xb, yb = x[rows], y[rows]
         scale = self._scale(family, opt_vars)
@@ -161,7 +301,8 @@ class Program:
             loss = jnp.mean(self._loss(family, choice, yb, p))
             return loss * scale, (loss, p, non_trainable_after)
 
-        grads, (loss, p, non_trainable_after) = jax.grad(objective, has_aux=True)(trainable)
+        with family.choosing(activations):
+            grads, (loss, p, non_trainable_after) = jax.grad(objective, has_aux=True)(trainable)
         trainable_after, opt_after = family.optimizer.stateless_apply(opt_vars, grads, trainable)
         # A frozen (diverged) model keeps its state; the others never depend on it.
         new = jax.tree.map(
@@ -173,18 +314,21 @@ class Program:
         sums["loss"] = loss * rows.shape[0]  # the batch mean, weighted as Keras's fit does
         return new, sums
 
-    def _evaluate(self, family: Family, state, choice, x, y):
+    def _evaluate(self, family: Family, state, choice, activations, x, y):
         trainable, non_trainable, _ = state
         total = None
         for start in range(0, x.shape[0], CHUNK):
-            p, _ = family.net.stateless_call(
-                trainable, non_trainable, x[start : start + CHUNK], training=False
-            )
+            with family.choosing(activations):
+                p, _ = family.net.stateless_call(
+                    trainable, non_trainable, x[start : start + CHUNK], training=False
+                )
             sums = self._sums(family, choice, y[start : start + CHUNK], p)
             total = sums if total is None else jax.tree.map(jnp.add, total, sums)
         return total
 
-    def _diagnose(self, family: Family, state, choice, x, y):
+    def _diagnose(self, family: Family, state, choice, activations, x, y):
+        """Every diagnostic of every hidden layer; each member keeps those of its own
+        activations (:func:`member_names`)."""
         trainable, non_trainable, opt_vars = state
         scale = self._scale(family, opt_vars)
 
@@ -193,17 +337,14 @@ class Program:
             loss = jnp.mean(self._loss(family, choice, y, outputs[-1]))
             return loss * scale, outputs
 
-        grads, outputs = jax.grad(objective, has_aux=True)(trainable)
-        logs = {}
-        for i, (kernel, activation) in enumerate(
-            zip(family.kernels, family.activations, strict=True)
-        ):
-            gradient = grads[kernel].astype("f4") / scale
-            logs[f"grad_norm/hidden_{i}"] = jnp.sqrt(jnp.sum(jnp.square(gradient)))
-            if activation in RELU_FAMILY:
+        with family.choosing(activations):
+            grads, outputs = jax.grad(objective, has_aux=True)(trainable)
+            logs = {}
+            for i, (kernel, layer) in enumerate(zip(family.kernels, family.choices, strict=True)):
+                gradient = grads[kernel].astype("f4") / scale
+                logs[f"grad_norm/hidden_{i}"] = jnp.sqrt(jnp.sum(jnp.square(gradient)))
                 logs[f"dead_fraction/hidden_{i}"] = _dead(outputs[i])
-            elif activation in SATURATED:
-                saturated = SATURATED[activation](outputs[i])
+                saturated = layer.saturated(outputs[i])
                 logs[f"saturated_fraction/hidden_{i}"] = jnp.mean(saturated.astype("f4"))
         return logs
 
@@ -217,25 +358,27 @@ class Program:
             return scored
         names = [*scored, *(f"val_{name}" for name in scored)]
         if self.probe:
-            for i, activation in enumerate(family.activations):
-                names += diagnostic_names(i, activation)
+            for i in range(len(family.choices)):
+                names += [f"{kind}/hidden_{i}" for kind in DIAGNOSTICS]
         return names
 
-    def _epoch(self, states, batches, rest, alive, choices, data):
+    def _epoch(self, states, batches, rest, alive, choices, activations, data):
         """One epoch of every family: ``batches`` are each family's ``[steps, M, batch]``
         sample indices, ``rest`` its ``[M, r]`` last partial batch (r may be 0), ``choices``
-        its members' losses. Each family's logs come back as one ``[names, M]`` array."""
+        its members' losses, ``activations`` its hidden layers'. Each family's logs come
+        back as one ``[names, M]`` array."""
 
         def steps(carry, rows):
             states, sums = carry
             out_states, out_sums = [], []
             for f, family in enumerate(self.families):
-                step = jax.vmap(partial(self._step, family), in_axes=(0, 0, 0, 0, None, None))
+                step = jax.vmap(partial(self._step, family), in_axes=(0, 0, 0, 0, None, None, None))
                 state, step_sums = step(
                     states[f],
                     rows[f],
                     alive[f],
                     choices[f],
+                    activations[f],
                     data["x"]["train"],
                     data["y"][f]["train"],
                 )
@@ -244,8 +387,8 @@ class Program:
             return (out_states, out_sums), None
 
         zeros = [
-            {name: jnp.zeros(len(family.positions)) for name in self.log_names(family, "test")}
-            for family in self.families
+            {name: jnp.zeros(len(choices[f])) for name in self.log_names(family, "test")}
+            for f, family in enumerate(self.families)
         ]
         (states, sums), _ = jax.lax.scan(steps, (list(states), zeros), batches)
         if rest[0].shape[1]:
@@ -255,22 +398,24 @@ class Program:
         for f, family in enumerate(self.families):
             x, y = data["x"], data["y"][f]
             family_logs = {name: value / samples for name, value in sums[f].items()}
-            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, 0, None, None))
-            val = evaluate(states[f], choices[f], x["val"], y["val"])
+            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, 0, None, None, None))
+            val = evaluate(states[f], choices[f], activations[f], x["val"], y["val"])
             family_logs.update({f"val_{k}": v / x["val"].shape[0] for k, v in val.items()})
             if self.probe:
-                diagnose = jax.vmap(partial(self._diagnose, family), in_axes=(0, 0, None, None))
+                diagnose = jax.vmap(
+                    partial(self._diagnose, family), in_axes=(0, 0, None, None, None)
+                )
                 probe = (x["train"][: self.probe], y["train"][: self.probe])
-                family_logs.update(diagnose(states[f], choices[f], *probe))
+                family_logs.update(diagnose(states[f], choices[f], activations[f], *probe))
             logs.append(jnp.stack([family_logs[name] for name in self.log_names(family)]))
         return states, logs
 
-    def _test(self, states, choices, data):
+    def _test(self, states, choices, activations, data):
         logs = []
         for f, family in enumerate(self.families):
             x, y = data["x"]["test"], data["y"][f]["test"]
-            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, 0, None, None))
-            test = evaluate(states[f], choices[f], x, y)
+            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, 0, None, None, None))
+            test = evaluate(states[f], choices[f], activations[f], x, y)
             logs.append(
                 jnp.stack([test[name] / x.shape[0] for name in self.log_names(family, "test")])
             )
@@ -282,35 +427,14 @@ class Program:
 _programs: dict[tuple, Program] = {}
 
 
-def _families(members: list[Member], settings: Settings) -> list[Family]:
-    by_key: dict[tuple, list[int]] = {}
-    for position, member in enumerate(members):
-        by_key.setdefault(family_key(member), []).append(position)
-    families = []
-    for positions in by_key.values():
-        first = members[positions[0]]
-        net = first.net
-        hidden = [layer for layer in net.layers if layer.name.startswith("hidden_")]
-        tap = keras.Model(net.inputs, [layer.output for layer in hidden] + [net.output])
-        optimizer = make_optimizer(settings.optimizer, first.learning_rate)
-        if mixed(net):
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(net.trainable_variables)
-        losses = tuple(dict.fromkeys(members[p].loss for p in positions))
-        families.append(
-            Family(net, tap, losses, first.encoding, first.activations, optimizer, positions)
-        )
-    return families
-
-
-def _state(family: Family, members: list[Member]) -> tuple:
-    """The family's weights and optimizer state, stacked member by member in numpy (one
+def _state(family: Family, group: Group, members: list[Member]) -> tuple:
+    """The group's weights and optimizer state, stacked member by member in numpy (one
     transfer to the device, no small programs to compile); the optimizer variable
     ``learning_rate`` holds each member's own."""
-    own = [members[p] for p in family.positions]
+    own = [members[p] for p in group.positions]
 
     def stacked(pick) -> list[np.ndarray]:
-        count = len(pick(family.net))
+        count = len(pick(own[0].net))
         return [np.stack([np.asarray(pick(m.net)[i].value) for m in own]) for i in range(count)]
 
     trainable = stacked(lambda net: net.trainable_variables)
@@ -378,10 +502,10 @@ def train(
 def _train_batch(
     members: list[Member], dataset: Dataset, settings: Settings, on_epoch: OnEpoch | None
 ) -> list[TrainResult]:
-    families = _families(members, settings)
+    found = groups(members, settings.switching)
     samples = len(dataset.x_train)
     key = (
-        tuple((family_key(members[f.positions[0]]), f.losses, len(f.positions)) for f in families),
+        tuple(group.key(members) for group in found),
         settings.optimizer.name,
         settings.optimizer.momentum,
         settings.batch_size,
@@ -394,29 +518,32 @@ def _train_batch(
     )
     program = _programs.get(key)
     if program is None:
+        families = [Family.of(group, members, settings) for group in found]
         program = _programs[key] = Program(families, dataset.task, settings, samples)
     data = jax.device_put(
         {
             "x": {"train": dataset.x_train, "val": dataset.x_val, "test": dataset.x_test},
             "y": [
                 {
-                    split: encode_targets(y, f.encoding, dataset.classes)
+                    split: encode_targets(y, group.encoding, dataset.classes)
                     for split, y in (
                         ("train", dataset.y_train),
                         ("val", dataset.y_val),
                         ("test", dataset.y_test),
                     )
                 }
-                for f in families
+                for group in found
             ],
         }
     )
-    states = [_state(f, members) for f in families]
-    choices = [
-        jax.device_put(np.array([f.losses.index(members[p].loss) for p in f.positions], np.int32))
-        for f in families
+    states = [
+        _state(family, group, members)
+        for family, group in zip(program.families, found, strict=True)
     ]
+    choices = jax.device_put([group.choices(members) for group in found])
+    activations = jax.device_put([group.activations(members) for group in found])
     names = [program.log_names(f) for f in program.families]
+    diagnostics = [own_diagnostics(m) for m in members]
     orders = [batch_orders(samples, m.seed) for m in members]
     alive = np.ones(len(members), bool)
     results = [TrainResult(history={}) for _ in members]
@@ -437,20 +564,25 @@ def _train_batch(
     for epoch in range(settings.epochs):
         order = np.stack([next(o) for o in orders])
         batches, rest = [], []
-        for f in families:
-            rows = order[f.positions]
-            batches.append(rows[:, :full].reshape(len(f.positions), -1, size).transpose(1, 0, 2))
+        for group in found:
+            rows = order[list(group.positions)]
+            count = len(group.positions)
+            batches.append(rows[:, :full].reshape(count, -1, size).transpose(1, 0, 2))
             rest.append(rows[:, full:])
-        living = [alive[f.positions] for f in families]
-        states, logs = program.epoch(states, batches, rest, living, choices, data)
+        living = [alive[list(group.positions)] for group in found]
+        states, logs = program.epoch(states, batches, rest, living, choices, activations, data)
         logs = jax.device_get(logs)
         ends.append(time.perf_counter())
-        for f, family_names, family_logs in zip(families, names, logs, strict=True):
+        for group, family_names, family_logs in zip(found, names, logs, strict=True):
             columns = _columns(family_names, family_logs)
-            for i, m in enumerate(f.positions):
+            for i, m in enumerate(group.positions):
                 if not alive[m]:
                     continue
-                values = {name: column[i] for name, column in columns.items()}
+                values = {
+                    name: column[i]
+                    for name, column in columns.items()
+                    if "/" not in name or name in diagnostics[m]
+                }
                 for name, value in values.items():
                     results[m].history.setdefault(name, []).append(value)
                 if not math.isfinite(values["loss"]):
@@ -465,7 +597,7 @@ def _train_batch(
         if not alive.any():
             break
     progress.close()
-    test = jax.device_get(program.test(states, choices, data))
+    test = jax.device_get(program.test(states, choices, activations, data))
     # The models trained together: each is charged an equal share of the time, less what
     # compiling added to the first epoch (the first epoch counted as a median one), so that
     # compiling shows as overhead, not as training.
@@ -482,13 +614,23 @@ def _train_batch(
             1000 * epoch,
         )
     share = seconds / len(members)
-    for f, family_test in zip(families, test, strict=True):
-        columns = _columns(program.log_names(f, "test"), family_test)
-        for i, m in enumerate(f.positions):
+    for family, group, family_test in zip(program.families, found, test, strict=True):
+        columns = _columns(program.log_names(family, "test"), family_test)
+        for i, m in enumerate(group.positions):
             results[m].train_seconds = share
             if results[m].diverged_epoch is None:
                 results[m].test = {f"test_{name}": column[i] for name, column in columns.items()}
     return results
+
+
+def own_diagnostics(member: Member) -> set[str]:
+    """The diagnostics a member logs, those of its activations: its program computes every
+    kind for every layer."""
+    return {
+        name
+        for layer, activation in enumerate(member.activations)
+        for name in diagnostic_names(layer, activation)
+    }
 
 
 def _columns(names: list[str], rows: np.ndarray) -> dict[str, list[float]]:
