@@ -71,7 +71,7 @@ def _jax(device: str, threads: int | None) -> str:
             os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
         # Compiled programs persist across processes: a job that a sweep's earlier process
         # compiled starts without compiling.
-        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_dir()))
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_dir() / "jax"))
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     import jax
 
@@ -115,6 +115,8 @@ def _tensorflow(device: str, threads: int | None) -> str:
 
 
 def cache_dir() -> Path:
-    """Where JAX keeps compiled programs between processes: ``$XDG_CACHE_HOME/actlab/jax``."""
+    """Where programs are kept between processes, ``$XDG_CACHE_HOME/actlab``: XLA's compiled
+    ones (JAX's persistent compilation cache) in ``jax/``, the engine's traced ones in
+    ``programs/``."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "actlab" / "jax"
+    return Path(root) / "actlab"

@@ -94,29 +94,6 @@ def test_a_fused_model_trains_exactly_as_it_does_alone(make_cfg, dataset):
     assert "saturated_fraction/hidden_0" in fused[1].history
 
 
-def test_a_sweeps_jobs_share_one_program_and_train_as_single_runs_do(make_cfg):
-    # A sweep's single jobs take their activation and loss at run time: jobs that differ in
-    # both (one target encoding) run one compiled program, and each trains as a single run
-    # with the activation and loss compiled in.
-    from runner.engine import jax as jax_engine
-
-    combos = [c for c in GROUPS["digits"] if c[1] != "sparse_categorical_crossentropy"]
-    cfgs, loaded, heads = _jobs(make_cfg, "digits", combos)
-    single = [
-        job.train(c, job.build(c, loaded, head), loaded, head)
-        for c, head in zip(cfgs, heads, strict=True)
-    ]
-    jax_engine._programs.clear()
-    swept = [
-        job.train(c, job.build(c, loaded, head), loaded, head, switching=True)
-        for c, head in zip(cfgs, heads, strict=True)
-    ]
-
-    assert len(jax_engine._programs) == 1
-    for s, a in zip(swept, single, strict=True):
-        _assert_same(s, a)
-
-
 def test_a_diverging_model_drops_out_and_its_siblings_train_on_unaffected(make_cfg):
     cfgs, loaded, heads = _jobs(make_cfg, "digits", GROUPS["digits"][:3])
     nets = [job.build(c, loaded, head) for c, head in zip(cfgs, heads, strict=True)]

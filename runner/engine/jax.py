@@ -24,19 +24,26 @@ and a fused batch (one program for the whole batch) keep theirs compiled in.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import keras
 import numpy as np
+from jax import export
 from tqdm import tqdm
 
+from runner import backend, metrics
+from runner import engine as engine_shared
 from runner.config import Encoding
 from runner.data import Dataset, encode_targets
 from runner.engine import (
@@ -251,20 +258,91 @@ def _dead(out: jax.Array) -> jax.Array:
     return jnp.mean(jnp.all(out <= 0, axis=0).astype("f4"))
 
 
+class Traced:
+    """``function`` jitted, traced the first time it is called, and kept traced on disk
+    (``jax.export``) under ``path`` for later processes: tracing the Keras models is most of
+    what a program costs once XLA's persistent cache holds its compile. Without a ``path``
+    (nowhere to keep it), or where the program cannot be exported, it is traced in every
+    process as plain ``jax.jit`` does."""
+
+    def __init__(self, function, path: Path | None, donate: tuple[int, ...] = ()):
+        self.function = function
+        self.path = path
+        self.donate = donate
+        self.compiled = None
+
+    def __call__(self, *args):
+        if self.compiled is None:
+            self.compiled = self._load(args)
+        return self.compiled(*args)
+
+    def _load(self, args):
+        jitted = jax.jit(self.function, donate_argnums=self.donate)
+        if self.path is None:
+            return jitted
+        try:
+            exported = export.deserialize(bytearray(self.path.read_bytes()))
+            if not _fits(exported, args):
+                raise ValueError("traced for other arguments")
+        # Not there yet, damaged (a flatbuffer's reader raises whatever its bytes lead to), or
+        # not this program's.
+        except Exception:
+            try:
+                exported = export.export(jitted)(*args)
+            except Exception as error:  # what export refuses varies by platform and version
+                log.info("program not kept for later processes (%s)", error)
+                return jitted
+            self._keep(exported.serialize())
+        return jax.jit(exported.call, donate_argnums=self.donate)
+
+    def _keep(self, blob: bytearray) -> None:
+        """Write the traced program beside the others, whole or not at all (another process
+        may be writing the same one)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial_file = self.path.with_suffix(f".{os.getpid()}.tmp")
+            partial_file.write_bytes(blob)
+            partial_file.replace(self.path)
+        except OSError as error:
+            log.info("program not kept for later processes: %s", error)
+
+
+def _fits(exported: export.Exported, args: tuple) -> bool:
+    """Whether ``exported`` takes arguments of the structure, shapes and types of ``args``."""
+    leaves, tree = jax.tree.flatten(args)
+    return tree == exported.in_tree and [(a.shape, a.dtype) for a in exported.in_avals] == [
+        (np.shape(x), np.result_type(x)) for x in leaves
+    ]
+
+
+def program_path(key: tuple, name: str) -> Path:
+    """Where the traced program ``name`` of a program for ``key`` is kept: named by a digest
+    of the key, the platform, the versions of JAX and Keras and the source of the engine,
+    so that any change that could change the program gives it a new file."""
+    digest = hashlib.sha256(repr(key).encode())
+    digest.update(f"{jax.devices()[0].platform} {jax.__version__} {keras.__version__}".encode())
+    for module in (sys.modules[__name__], engine_shared, metrics):
+        digest.update(Path(module.__file__).read_bytes())
+    return backend.cache_dir() / "programs" / f"{digest.hexdigest()[:32]}.{name}"
+
+
 class Program:
     """The compiled epoch and test evaluation of one batch's families.
 
     It holds models of its own, functions of the weights the members bring, so a later
     batch of the same groups (the next job of a sweep, in the same process) reuses it
-    without tracing or compiling again."""
+    without tracing or compiling again; a later process reuses its traced programs
+    (:class:`Traced`)."""
 
-    def __init__(self, families: list[Family], task: str, settings: Settings, samples: int):
+    def __init__(
+        self, families: list[Family], task: str, settings: Settings, samples: int, key: tuple
+    ):
         self.families = families
         self.task = task
         self.batch_size = min(settings.batch_size, samples)
         self.probe = settings.probe_size and min(settings.probe_size, samples)
-        self.epoch = jax.jit(self._epoch, donate_argnums=0)
-        self.test = jax.jit(self._test)
+        self.epoch = Traced(self._epoch, program_path(key, "epoch"), donate=(0,))
+        self.test = Traced(self._test, program_path(key, "test"))
 
     # One model's functions: vmapped over a family below.
 
@@ -519,7 +597,7 @@ def _train_batch(
     program = _programs.get(key)
     if program is None:
         families = [Family.of(group, members, settings) for group in found]
-        program = _programs[key] = Program(families, dataset.task, settings, samples)
+        program = _programs[key] = Program(families, dataset.task, settings, samples, key)
     data = jax.device_put(
         {
             "x": {"train": dataset.x_train, "val": dataset.x_val, "test": dataset.x_test},
@@ -598,10 +676,11 @@ def _train_batch(
             break
     progress.close()
     test = jax.device_get(program.test(states, choices, activations, data))
-    # The models trained together: each is charged an equal share of the time, less what
-    # compiling added to the first epoch (the first epoch counted as a median one), so that
-    # compiling shows as overhead, not as training.
-    seconds = time.perf_counter() - start
+    # The models trained together: each is charged an equal share of the epochs' time (as
+    # on TensorFlow, the test split's evaluation is not training), less what compiling added
+    # to the first epoch (the first epoch counted as a median one), so that compiling shows
+    # as overhead, not as training.
+    seconds = ends[-1] - start
     if len(ends) > 1:
         epoch = float(np.median(np.diff(ends)))
         compiling = max(0.0, ends[0] - start - epoch)
