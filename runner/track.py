@@ -271,6 +271,8 @@ class Tracker:
             # urllib3 announces each retry of each call; the run says once what failed.
             logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
             check_server(uri)
+        # MLflow announces each table it creates in a new store, before the job's first line.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
 
         probe = uri.startswith("sqlite:") and uri not in _writable

@@ -43,6 +43,38 @@ def test_a_tracked_job_on_jax_never_imports_tensorflow(tmp_path, store):
     assert 0 <= run["metrics.test_accuracy"] <= 1
 
 
+@pytest.mark.parametrize("name", ["jax", "tensorflow"])
+def test_a_job_starts_with_its_own_line_and_no_framework_banner(tmp_path, name):
+    # As from a user's shell: none of the settings that quieten the frameworks, a new store.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("KERAS_", "TF_", "MLFLOW_"))
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            f"backend={name}",
+            *TINY,
+            f"tracking.uri=sqlite:///{tmp_path / 'new' / 'mlflow.db'}",
+        ],
+        cwd=tmp_path,
+        env=dict(env, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout
+    first = done.stdout.splitlines()[0]
+    assert "[runner.job][INFO] - relu-categorical_crossentropy-iris-s0: training on" in first, (
+        done.stdout
+    )
+    assert first.endswith(f"({name})")
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

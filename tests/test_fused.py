@@ -150,6 +150,8 @@ def test_a_fused_sweep_records_every_job_as_its_own_run(cli, store, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Launching 8 jobs: 2 fused group(s) of 3, 3, 2 alone" in output
+    for number in range(1, 9):
+        assert f"job {number}/8 " in output
 
     runs = search(store, "tags.role = 'job'")
     assert len(runs) == 8
