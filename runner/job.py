@@ -217,7 +217,7 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
             plan.head,
             lambda epoch, logs: mlrun.log_metrics(logs, step=epoch),
         )
-        finish(mlrun, plan, result)
+        finish(mlrun, plan, result, net)
     return report(mlrun, plan, result)
 
 
@@ -277,8 +277,10 @@ def log_files(mlrun: Run, plan: Plan, overrides: list[str], net: keras.Model) ->
     )
 
 
-def finish(mlrun: Run, plan: Plan, result: engine.TrainResult) -> None:
-    """Record the trained job: test metrics, training time, curves and its outcome."""
+def finish(mlrun: Run, plan: Plan, result: engine.TrainResult, net: keras.Model) -> None:
+    """Record the trained job: test metrics, training time, curves, the trained model
+    ``net`` (``tracking.log_model``) and its outcome. A diverged model is not logged: its
+    weights are not finite."""
     final = dict(result.test, train_seconds=result.train_seconds)
     mlrun.log_metrics(final)
     if draws_figure(plan):
@@ -288,6 +290,13 @@ def finish(mlrun: Run, plan: Plan, result: engine.TrainResult) -> None:
     if result.diverged_epoch is not None:
         mlrun.outcome = DIVERGED
         mlrun.set_tags({"diverged_at_epoch": result.diverged_epoch})
+    elif logs_model(plan.cfg):
+        mlrun.log_model(net, step=plan.cfg.train.epochs - 1)
+
+
+def logs_model(cfg: DictConfig) -> bool:
+    """Whether the job logs its trained model (``tracking.log_model``, when it tracks)."""
+    return cfg.tracking.enabled and cfg.tracking.log_model
 
 
 def draws_figure(plan: Plan) -> bool:
@@ -365,7 +374,8 @@ def train(
 
 
 def member(cfg: DictConfig, net: keras.Model, head: model.OutputHead) -> engine.Member:
-    """The job as a model to train: its own weights, loss, learning rate and batch order."""
+    """The job as a model to train: its own weights, loss, learning rate and batch order,
+    and whether it needs its trained weights back to log them."""
     return engine.Member(
         net,
         tuple(hidden_activations(cfg)),
@@ -373,6 +383,7 @@ def member(cfg: DictConfig, net: keras.Model, head: model.OutputHead) -> engine.
         head.encoding,
         cfg.optimizer.learning_rate,
         cfg.seed,
+        logs_model(cfg),
     )
 
 

@@ -481,6 +481,7 @@ def _train_batch(
             compiling,
             1000 * epoch,
         )
+    _write_back(families, members, states)
     share = seconds / len(members)
     for f, family_test in zip(families, test, strict=True):
         columns = _columns(program.log_names(f, "test"), family_test)
@@ -489,6 +490,23 @@ def _train_batch(
             if results[m].diverged_epoch is None:
                 results[m].test = {f"test_{name}": column[i] for name, column in columns.items()}
     return results
+
+
+def _write_back(families: list[Family], members: list[Member], states: list) -> None:
+    """Set the trained weights of each member that keeps them into its own Keras model;
+    the others' stay on the device, where they are freed with the batch."""
+    for f, state in zip(families, states, strict=True):
+        kept = [(i, members[m]) for i, m in enumerate(f.positions) if members[m].keep_weights]
+        if not kept:
+            continue
+        trainable, non_trainable = jax.device_get(state[:2])
+        for i, member in kept:
+            for variables, stacked in (
+                (member.net.trainable_variables, trainable),
+                (member.net.non_trainable_variables, non_trainable),
+            ):
+                for variable, value in zip(variables, stacked, strict=True):
+                    variable.assign(value[i])
 
 
 def _columns(names: list[str], rows: np.ndarray) -> dict[str, list[float]]:
