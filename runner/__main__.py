@@ -80,7 +80,7 @@ def run(cfg: DictConfig, sweep: Sweep | None) -> dict[str, float] | None:
     except Exception:
         if sweep is None:
             raise
-        log.exception("job %s failed; its run is FAILED and the sweep goes on", job.run_name(cfg))
+        log.exception("%s failed; its run is FAILED and the sweep goes on", job.label(cfg))
         return None
 
 

@@ -43,7 +43,7 @@ def plan_job(cfg: DictConfig, sweep: Sweep | None) -> Plan | None:
         from runner import job
 
         user_error = isinstance(error, UserError)
-        log.error("job %s refused: %s", job.run_name(cfg), error, exc_info=not user_error)
+        log.error("%s refused: %s", job.label(cfg), error, exc_info=not user_error)
         job.record_failure(cfg, sweep, error)
         return None
 

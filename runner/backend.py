@@ -26,7 +26,10 @@ _chosen: dict[tuple[str, str, int | None], str] = {}
 def quiet() -> None:
     """Keep the frameworks' start-up banners (TensorFlow's oneDNN and CPU-feature notes,
     absl's pre-init warnings) off the console; their real warnings still come through."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ log: 1 hides its INFO lines, the banners among them, and keeps its
+    # warnings and errors (2 would hide the warnings too). absl's note that it logs to
+    # stderr before its init comes with the first line shown, so only with a warning.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     # JAX's note that it found no TPU, at INFO, under Hydra's INFO root logger.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)

@@ -170,6 +170,8 @@ class TrackingConfig:
     experiment: str | None = None
     # The per-run figure of training curves; null: for a single run, not for a sweep's jobs.
     figure: bool | None = None
+    # Each trained model as an MLflow model (Keras's flavour) in its run; not a diverged one.
+    log_model: bool = False
 
 
 @dataclass

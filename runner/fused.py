@@ -239,8 +239,8 @@ def train_group(planned: list[Planned], group: str) -> list[dict[str, float]]:
             job.settings(first.cfg),
             lambda m, epoch, logs: mlruns[m].log_metrics(logs, step=epoch),
         )
-        for mlrun, item, result in zip(mlruns, planned, results, strict=True):
-            job.finish(mlrun, item.plan, result)
+        for mlrun, item, member, result in zip(mlruns, planned, members, results, strict=True):
+            job.finish(mlrun, item.plan, result, member.net)
     return [
         job.report(mlrun, item.plan, result)
         for mlrun, item, result in zip(mlruns, planned, results, strict=True)

@@ -33,7 +33,7 @@ from runner.config import (
     validate_names,
 )
 from runner.metrics import validation_metrics
-from runner.sweep import Sweep
+from runner.sweep import Sweep, position
 from runner.track import DIVERGED, Run, Tracker, open_tracker, ui_url
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,13 @@ def run_name(cfg: DictConfig) -> str:
     """``relu-mse-digits-s0``; a per-layer list reads ``relu+tanh-mse-digits-s0``."""
     activations = activation_label(cfg).replace(",", "+")
     return f"{activations}-{cfg.loss.name}-{cfg.dataset.name}-s{cfg.seed}"
+
+
+def label(cfg: DictConfig) -> str:
+    """How the job's console lines name it: its run name, after ``job 3/12`` in a sweep.
+    Read in the job's own Hydra context, while it is planned."""
+    where = position(HydraConfig.get()) if HydraConfig.initialized() else None
+    return f"job {where} {run_name(cfg)}" if where else run_name(cfg)
 
 
 def flat_params(cfg: DictConfig) -> dict[str, object]:
@@ -91,6 +98,8 @@ class Plan:
     # Hydra's output directory of the job, where its run keeps what the store did not take;
     # None (the current directory) outside Hydra.
     output_dir: Path | None = None
+    # The job in its console lines (see label()).
+    label: str = ""
 
 
 # Stores whose orphaned runs this process has looked for already.
@@ -161,6 +170,7 @@ def prepare(cfg: DictConfig, sweep: Sweep | None) -> Plan:
         digest,
         finished,
         output_dir(),
+        label(cfg),
     )
 
 
@@ -184,7 +194,7 @@ def skip(plan: Plan, sweep: Sweep | None) -> dict[str, float]:
         plan.tracker.adopt(run.info.run_id, sweep.id, plan.parent_id)
     log.info(
         "skipped %s: run %s finished with the same config (resume=true)",
-        run.info.run_name,
+        plan.label,
         run.info.run_id,
     )
     return {k: v for k, v in run.data.metrics.items() if k.startswith(("val_", "test_"))}
@@ -194,6 +204,7 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
     """Train and record the job in one MLflow run; return its last epoch's validation
     metrics and its test metrics (empty when it diverged). An exception ends the run FAILED
     and propagates."""
+    log.info("%s: training on %s (%s)", plan.label, plan.device, plan.cfg.backend.value)
     fresh_keras()
     with open_run(plan, sweep) as mlrun:
         start(mlrun, plan, overrides)
@@ -207,7 +218,7 @@ def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, 
             lambda epoch, logs: mlrun.log_metrics(logs, step=epoch),
             switching=sweep is not None,
         )
-        finish(mlrun, plan, result)
+        finish(mlrun, plan, result, net)
     return report(mlrun, plan, result)
 
 
@@ -267,8 +278,10 @@ def log_files(mlrun: Run, plan: Plan, overrides: list[str], net: keras.Model) ->
     )
 
 
-def finish(mlrun: Run, plan: Plan, result: engine.TrainResult) -> None:
-    """Record the trained job: test metrics, training time, curves and its outcome."""
+def finish(mlrun: Run, plan: Plan, result: engine.TrainResult, net: keras.Model) -> None:
+    """Record the trained job: test metrics, training time, curves, the trained model
+    ``net`` (``tracking.log_model``) and its outcome. A diverged model is not logged: its
+    weights are not finite."""
     final = dict(result.test, train_seconds=result.train_seconds)
     mlrun.log_metrics(final)
     if draws_figure(plan):
@@ -278,6 +291,13 @@ def finish(mlrun: Run, plan: Plan, result: engine.TrainResult) -> None:
     if result.diverged_epoch is not None:
         mlrun.outcome = DIVERGED
         mlrun.set_tags({"diverged_at_epoch": result.diverged_epoch})
+    elif logs_model(plan.cfg):
+        mlrun.log_model(net, step=plan.cfg.train.epochs - 1)
+
+
+def logs_model(cfg: DictConfig) -> bool:
+    """Whether the job logs its trained model (``tracking.log_model``, when it tracks)."""
+    return cfg.tracking.enabled and cfg.tracking.log_model
 
 
 def draws_figure(plan: Plan) -> bool:
@@ -298,14 +318,14 @@ def report(mlrun: Run, plan: Plan, result: engine.TrainResult) -> dict[str, floa
         log.warning(
             "%s diverged: the loss stopped being finite at epoch %d; run %s ended FAILED "
             "with outcome=diverged (try a smaller optimizer.learning_rate).",
-            mlrun.name,
+            plan.label,
             result.diverged_epoch + 1,
             mlrun.run_id,
         )
         return {}
     log.info(
         "%s: %s  (trained in %.1f s on %s)",
-        mlrun.name,
+        plan.label,
         "  ".join(f"{k}={v:.4f}" for k, v in result.test.items()),
         result.train_seconds,
         plan.device,
@@ -357,7 +377,8 @@ def train(
 
 
 def member(cfg: DictConfig, net: keras.Model, head: model.OutputHead) -> engine.Member:
-    """The job as a model to train: its own weights, loss, learning rate and batch order."""
+    """The job as a model to train: its own weights, loss, learning rate and batch order,
+    and whether it needs its trained weights back to log them."""
     return engine.Member(
         net,
         tuple(hidden_activations(cfg)),
@@ -365,6 +386,7 @@ def member(cfg: DictConfig, net: keras.Model, head: model.OutputHead) -> engine.
         head.encoding,
         cfg.optimizer.learning_rate,
         cfg.seed,
+        logs_model(cfg),
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 log = logging.getLogger(__name__)
@@ -81,3 +83,32 @@ def hydra_overrides_dirname(
     return get_overrides_dirname(
         overrides=task, kv_sep=kv_sep, item_sep=item_sep, exclude_keys=exclude_keys
     )
+
+
+@contextmanager
+def keras_saving_without_tensorflow() -> Iterator[None]:
+    """Save a Keras model on JAX without importing TensorFlow.
+
+    Keras's serialisation asks whether TensorFlow can be imported, to recognise its
+    ``TensorShape``, ``DType`` and ``TypeSpec`` objects in a model's config, and so imports
+    it wherever it is installed: seconds, and a framework that a JAX process otherwise never
+    loads. A JAX model's config holds none of them, so for the time of the save Keras's lazy
+    handle on TensorFlow says it is not there. On TensorFlow nothing changes; on a Keras
+    whose handle works otherwise, the save imports TensorFlow as Keras does."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow" or not _written_for(
+        "keras", ("3.",), "saving a model without TensorFlow"
+    ):
+        yield
+        return
+    from keras.src.utils import module_utils
+
+    handle = module_utils.tensorflow
+    # From the instance: where the attribute is missing, the handle's lookup imports TensorFlow.
+    before = vars(handle).get("_available")
+    handle._available = False
+    try:
+        yield
+    finally:
+        handle._available = before

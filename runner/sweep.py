@@ -9,6 +9,8 @@ process exit non-zero when a job failed.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,48 @@ def sweep_of(hydra_cfg: DictConfig) -> Sweep | None:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
     return Sweep(str(Path(hydra_cfg.sweep.dir).resolve()), str(hydra_cfg.sweep.dir))
+
+
+# The number of jobs in the sweep, put in the environment of the sweep's process at its
+# start: the jobs that launchers run in that process read it there, and those run in
+# worker processes (joblib, submitit, Ray) inherit it.
+SWEEP_SIZE = "ACTLAB_SWEEP_SIZE"
+# The sweepers that run the grid of the swept values: Hydra's and the composing one.
+GRID_SWEEPERS = ("BasicSweeper", "ComposingSweeper")
+
+
+def sweep_size(config: DictConfig) -> int | None:
+    """How many jobs the sweep runs: for Hydra's grid sweeper (and the composing one, built
+    on it), every combination of the swept values of ``hydra.sweeper.params`` and the
+    command line, where a key given twice takes its last values; for a search, its
+    ``n_trials``. None for another sweeper, or a sweep the grid sweeper will refuse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = config.hydra.sweeper
+    if "n_trials" in sweeper:
+        return int(sweeper.n_trials)
+    if str(sweeper.get("_target_", "")).rsplit(".", 1)[-1] not in GRID_SWEEPERS:
+        return None
+    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    arguments = params + list(config.hydra.overrides.task)
+    sizes = {}
+    try:
+        for override in OverridesParser.create().parse_overrides(arguments):
+            values = override.sweep_string_iterator() if override.is_sweep_override() else [None]
+            sizes[override.get_key_element()] = len(list(values))
+    except Exception:  # the sweeper says what is wrong with the sweep, in its own words
+        return None
+    return math.prod(sizes.values())
+
+
+def position(hydra_cfg: DictConfig) -> str | None:
+    """Which job of the sweep this is, counted from 1: ``3/12``, or ``3`` when the sweep's
+    size is not known; None in a single run."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    number = hydra_cfg.job.num + 1
+    size = os.environ.get(SWEEP_SIZE)
+    return f"{number}/{size}" if size else str(number)
 
 
 # Launchers that run every job in the sweep's own process, which keeps one backend.
@@ -86,6 +130,11 @@ class SweepCallback(Callback):
         except UserError as error:
             log.error("%s", error)
             sys.exit(2)
+        size = sweep_size(config)
+        if size is None:
+            os.environ.pop(SWEEP_SIZE, None)
+        else:
+            os.environ[SWEEP_SIZE] = str(size)
         sweep = sweep_of(config.hydra)
         if not config.tracking.enabled:
             log.warning(

@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sized
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +70,10 @@ DATASET_TRIES = 2
 # How long the metrics writer waits for more epochs before it writes: a store call costs
 # about 5 ms besides its values, and a fused group logs 24 runs an epoch.
 WRITE_EVERY = 1.0
+# The name of a run's logged model: runs:/<run id>/model.
+MODEL = "model"
+# What serving a logged model installs besides Keras, by the backend it was saved on.
+BACKEND_PACKAGES = {"jax": ("jax",), "tensorflow": ("tensorflow", "tensorflow-cpu")}
 
 
 def tracking_uri(configured: str | None) -> str:
@@ -271,6 +275,8 @@ class Tracker:
             # urllib3 announces each retry of each call; the run says once what failed.
             logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
             check_server(uri)
+        # MLflow announces each table it creates in a new store, before the job's first line.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
 
         probe = uri.startswith("sqlite:") and uri not in _writable
@@ -458,7 +464,7 @@ class Tracker:
         if parent_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent_id
         created = self.client.create_run(experiment_id, run_name=name, tags=tags)
-        run = Run(self.client, created.info.run_id, name)
+        run = Run(self.client, created.info.run_id, name, experiment_id)
         where = (output_dir or Path.cwd()) / UNRECORDED_FILE
         try:
             yield run
@@ -489,6 +495,36 @@ class Tracker:
             line = run.keep_unrecorded(self.uri, where)
             if line is not None:
                 raise Unrecorded(line)
+
+
+def _signature(net: Any) -> Any:
+    """The model's input and output as MLflow records them, and checks a prediction's
+    input against: rows of float32 features in, rows of float32 outputs out."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    def schema(tensor: Any) -> Schema:
+        return Schema([TensorSpec(np.dtype(tensor.dtype), (-1, *tensor.shape[1:]))])
+
+    return ModelSignature(schema(net.inputs[0]), schema(net.outputs[0]))
+
+
+def _requirements() -> list[str]:
+    """What serving a logged model installs: Keras and the backend it was saved on, at the
+    versions installed here."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import keras
+    import mlflow.keras
+
+    pinned = mlflow.keras.get_default_pip_requirements()
+    for package in BACKEND_PACKAGES[keras.backend.backend()]:
+        try:
+            return [*pinned, f"{package}=={version(package)}"]
+        except PackageNotFoundError:
+            continue
+    return pinned
 
 
 @dataclass
@@ -600,10 +636,11 @@ class Run:
     that is gone costs one timeout rather than one per epoch; one more try at the end
     records everything if the store has come back."""
 
-    def __init__(self, client: MlflowClient, run_id: str, name: str):
+    def __init__(self, client: MlflowClient, run_id: str, name: str, experiment_id: str):
         self.client = client
         self.run_id = run_id
         self.name = name
+        self.experiment_id = experiment_id
         self.outcome = COMPLETED
         self.fault: str | None = None
         self.artifact_error: str | None = None
@@ -737,6 +774,54 @@ class Run:
 
     def log_figure(self, figure: object, path: str) -> None:
         self._artifact(path, lambda: self.client.log_figure(self.run_id, figure, path))
+
+    def log_model(self, net: Any, step: int) -> None:
+        """Log the trained Keras model ``net``, as of epoch ``step``, with MLflow's Keras
+        flavour: the run's logged model :data:`MODEL`, in the run's experiment, which
+        ``mlflow.pyfunc.load_model(f"runs:/{run_id}/model")`` loads.
+
+        Through the run's own client, as everything here: ``mlflow.keras.log_model`` records
+        through MLflow's process-wide store and active run, and without an active run puts
+        the model in the default experiment, linked to no run. The requirements are given
+        rather than inferred, which MLflow does by loading the model in a new process:
+        seconds a model."""
+        import tempfile
+
+        import mlflow.keras
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        from runner.patches import keras_saving_without_tensorflow
+
+        def write() -> None:
+            logged = self.client.create_logged_model(
+                self.experiment_id, name=MODEL, source_run_id=self.run_id
+            )
+            try:
+                with tempfile.TemporaryDirectory() as staging, keras_saving_without_tensorflow():
+                    path = str(Path(staging, MODEL))
+                    mlflow.keras.save_model(
+                        net,
+                        path,
+                        mlflow_model=Model(
+                            artifact_path=logged.artifact_location,
+                            run_id=self.run_id,
+                            model_uuid=logged.model_id,
+                            model_id=logged.model_id,
+                        ),
+                        signature=_signature(net),
+                        pip_requirements=_requirements(),
+                    )
+                    self.client.log_model_artifacts(logged.model_id, path)
+            except BaseException:
+                # The model's record says it never got its files; the run lists it as lost.
+                with suppress(Exception):
+                    self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+                raise
+            self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+            self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, step)])
+
+        self._artifact(MODEL, write)
 
     def _retry(self) -> None:
         """One more try for the params, tags and metrics that a failed store did not take."""
@@ -876,4 +961,7 @@ class UntrackedRun:
         pass
 
     def log_figure(self, figure: object, path: str) -> None:
+        pass
+
+    def log_model(self, net: object, step: int) -> None:
         pass

@@ -15,12 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from runner.config import CONF, register
+from runner.data import Dataset
 
 register()
 
@@ -114,3 +116,20 @@ def running(store: str) -> int:
         return 0
     runs = search(store)
     return 0 if runs.empty else int((runs["status"] == "RUNNING").sum())
+
+
+def logged_model_scores(store: str, run_id: str, dataset: Dataset) -> dict[str, float]:
+    """The categorical cross-entropy and accuracy on the test split of a classifier's logged
+    model, loaded as a user loads it, with ``mlflow.pyfunc``."""
+    # Not at the top: Keras takes its backend at import, set once pytest is configured.
+    import keras
+
+    mlflow.set_tracking_uri(store)
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    predictions = model.predict(dataset.x_test)
+    onehot = np.eye(dataset.classes, dtype=np.float32)[dataset.y_test]
+    loss = keras.losses.get("categorical_crossentropy")(onehot, predictions)
+    return {
+        "test_loss": float(keras.ops.mean(loss)),
+        "test_accuracy": float(np.mean(np.argmax(predictions, axis=-1) == dataset.y_test)),
+    }

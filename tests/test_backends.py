@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.conftest import search
 
@@ -29,7 +30,7 @@ def test_a_tracked_job_on_jax_never_imports_tensorflow(tmp_path, store):
     env = dict(os.environ, MLFLOW_TRACKING_URI=store)
     env.pop("KERAS_BACKEND", None)
     done = subprocess.run(
-        [sys.executable, "-c", JOB, *TINY],
+        [sys.executable, "-c", JOB, *TINY, "tracking.log_model=true"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -41,6 +42,41 @@ def test_a_tracked_job_on_jax_never_imports_tensorflow(tmp_path, store):
     run = search(store).iloc[0]
     assert (run["status"], run["params.backend"]) == ("FINISHED", "jax")
     assert 0 <= run["metrics.test_accuracy"] <= 1
+    # Saving the trained model, which Keras does by asking for TensorFlow, included.
+    (model,) = MlflowClient(store).search_logged_models([run["experiment_id"]])
+    assert (model.source_run_id, model.status.name) == (run["run_id"], "READY")
+
+
+@pytest.mark.parametrize("name", ["jax", "tensorflow"])
+def test_a_job_starts_with_its_own_line_and_no_framework_banner(tmp_path, name):
+    # As from a user's shell: none of the settings that quieten the frameworks, a new store.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("KERAS_", "TF_", "MLFLOW_"))
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            f"backend={name}",
+            *TINY,
+            f"tracking.uri=sqlite:///{tmp_path / 'new' / 'mlflow.db'}",
+        ],
+        cwd=tmp_path,
+        env=dict(env, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout
+    first = done.stdout.splitlines()[0]
+    assert "[runner.job][INFO] - relu-categorical_crossentropy-iris-s0: training on" in first, (
+        done.stdout
+    )
+    assert first.endswith(f"({name})")
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,9 @@ def test_a_sweep_records_its_jobs_under_one_parent_and_prints_the_table(cli, sto
     assert "test_accuracy mean ± std" in output
     for activation in ("sigmoid", "relu"):
         assert activation in output
+    # Each job's lines say which of the sweep's jobs it is.
+    for number in range(1, 5):
+        assert f"job {number}/4 " in output
     # The parent's page in the UI shows the table, and the sweep prints its address.
     parent = search(store, "tags.role = 'sweep'").iloc[0]
     note = parent["tags.mlflow.note.content"]

@@ -10,8 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runner import data, engine, job
-from runner.fused import fusable_groups
-from tests.conftest import search
+from runner.fused import Planned, fusable_groups, train_group
+from runner.sweep import Sweep
+from tests.conftest import logged_model_scores, search
 from tests.test_reliability import start, wait_for_epochs
 
 EPOCHS = 3
@@ -134,6 +135,35 @@ def test_jobs_fuse_when_only_their_own_keys_differ(make_cfg):
     assert fusable_groups([cfgs[0], rate], max_group=24) == [[0, 1]]
 
 
+def test_each_job_of_a_fused_group_logs_its_own_trained_model(make_cfg, store, tmp_path):
+    sweep = Sweep(str(tmp_path / "sweep"), "sweep")
+    plans = [
+        job.prepare(
+            make_cfg(
+                "dataset=iris",
+                f"activation={activation}",
+                f"seed={seed}",
+                "model.units=[8]",
+                f"train.epochs={EPOCHS}",
+                "tracking.log_model=true",
+            ),
+            sweep,
+        )
+        for activation, seed in [("relu", 0), ("tanh", 1), ("relu", 2)]
+    ]
+    train_group([Planned(plan, [], sweep) for plan in plans], "g0")
+
+    runs = search(store, "tags.role = 'job'")
+    assert len(runs) == 3 and set(runs["tags.fused_group_size"]) == {"3"}
+    losses = set()
+    for _, row in runs.iterrows():
+        scores = logged_model_scores(store, row["run_id"], plans[0].dataset)
+        assert scores["test_loss"] == pytest.approx(row["metrics.test_loss"], rel=1e-5)
+        assert scores["test_accuracy"] == pytest.approx(row["metrics.test_accuracy"], abs=1e-5)
+        losses.add(scores["test_loss"])
+    assert len(losses) == 3
+
+
 def test_a_fused_sweep_records_every_job_as_its_own_run(cli, store, tmp_path):
     # max_group=3 splits each group of 4 into 3 fused jobs and one that runs alone.
     result = cli(
@@ -150,6 +180,8 @@ def test_a_fused_sweep_records_every_job_as_its_own_run(cli, store, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Launching 8 jobs: 2 fused group(s) of 3, 3, 2 alone" in output
+    for number in range(1, 9):
+        assert f"job {number}/8 " in output
 
     runs = search(store, "tags.role = 'job'")
     assert len(runs) == 8

@@ -82,10 +82,10 @@ def test_the_same_seed_gives_identical_test_metrics(make_cfg):
     assert first != other
 
 
-def test_a_nan_loss_ends_the_run_failed_and_diverged(make_cfg, store):
+def test_a_nan_loss_ends_the_run_failed_and_diverged_without_a_model(make_cfg, store):
     # Regression: a classifier's clipped cross-entropy stays finite on JAX (test_cli.py).
     overrides = ("dataset=diabetes", "loss=mse", "optimizer=sgd", "optimizer.learning_rate=1e6")
-    test = run(make_cfg(*overrides, *TINY))
+    test = run(make_cfg(*overrides, "tracking.log_model=true", *TINY))
     assert test == {}
     row = search(store).iloc[0]
     assert row["status"] == "FAILED"
@@ -93,6 +93,7 @@ def test_a_nan_loss_ends_the_run_failed_and_diverged(make_cfg, store):
     assert row["tags.diverged_at_epoch"] == "0"
     assert math.isnan(row["metrics.loss"])
     assert "metrics.test_rmse" not in row or math.isnan(row["metrics.test_rmse"])
+    assert not MlflowClient(store).search_logged_models([row["experiment_id"]])
 
 
 def test_an_error_inside_a_run_ends_it_failed_with_the_error(make_cfg, store, monkeypatch):
@@ -101,10 +102,11 @@ def test_an_error_inside_a_run_ends_it_failed_with_the_error(make_cfg, store, mo
 
     monkeypatch.setattr(job.engine, "train", broken)
     with pytest.raises(RuntimeError):
-        run(make_cfg(*TINY))
+        run(make_cfg("tracking.log_model=true", *TINY))
     row = search(store).iloc[0]
     assert (row["status"], row["tags.outcome"]) == ("FAILED", "failed")
     assert row["tags.error"] == "RuntimeError: out of memory"
+    assert not MlflowClient(store).search_logged_models([row["experiment_id"]])
 
 
 def test_jobs_of_a_sweep_share_one_parent_run(make_cfg, store):

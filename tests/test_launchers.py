@@ -10,8 +10,10 @@ import os
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from omegaconf import open_dict
 
 from runner.__main__ import share_of_cores
+from runner.sweep import sweep_size
 from tests.conftest import CONF, finished_sweep, search
 
 TINY = ["activation=relu,tanh", "dataset=iris", "model.units=[8]", "train.epochs=2"]
@@ -39,6 +41,27 @@ def test_the_slurm_preset_is_submitits_slurm_launcher_with_the_keys_a_cluster_se
     assert launcher.partition == "gpu"
     assert (launcher.timeout_min, launcher.cpus_per_task, launcher.mem_gb) == (60, 4, 8)
     assert share_of_cores(hydra_node("hydra/launcher=slurm")) == 4
+
+
+@pytest.mark.parametrize(
+    "config,command_line,size",
+    [
+        ([], ["activation=relu,tanh", "seed=0,1,2"], 6),
+        # The experiment's params sweep 4 activations and 3 seeds; the command line's seeds win.
+        (["experiment=activations"], [], 12),
+        (["experiment=activations"], ["seed=0,1"], 8),
+        (["hparams_search=optuna"], ["dataset=wine"], 20),
+        # The grid sweeper refuses an interval, in its own words.
+        ([], ["optimizer.learning_rate=interval(0.001,0.1)"], None),
+    ],
+)
+def test_a_sweeps_size_is_its_grid_or_its_trials(config, command_line, size):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        master = compose("config", overrides=config, return_hydra_config=True)
+    # As the sweep's own config holds them: every override of its command line, sweeps too.
+    with open_dict(master):
+        master.hydra.overrides.task = [*config, *command_line]
+    assert sweep_size(master) == size
 
 
 def assert_one_sweep_of_finished_jobs(store: str, threads: str) -> None:

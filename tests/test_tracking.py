@@ -14,11 +14,13 @@ import time
 from contextlib import ExitStack, suppress
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runner.config import UserError
+from runner import job
+from runner.config import UserError, validate_values
 from runner.track import (
     COMPLETED,
     DIVERGED,
@@ -29,7 +31,7 @@ from runner.track import (
     Unrecorded,
     quoted,
 )
-from tests.conftest import backend_args, finished_sweep
+from tests.conftest import backend_args, finished_sweep, logged_model_scores, search
 
 # Logged in a tight loop, far faster than the store writes them: most are still queued
 # when the run ends.
@@ -92,6 +94,25 @@ def test_an_artifact_that_cannot_be_written_fails_the_run_and_keeps_its_metrics(
     assert (kept["artifacts"], kept["metrics"], kept["status"]) == (["config.yaml"], [], None)
 
 
+def test_a_model_that_cannot_be_written_fails_the_run_and_its_logged_model(store, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    tracker = Tracker(store)
+    experiment = tracker.client.create_experiment("blocked", artifact_location=blocker.as_uri())
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    with (
+        pytest.raises(Unrecorded),
+        tracker.open_run(experiment, "job", {}, output_dir=tmp_path) as run,
+    ):
+        run.log_model(net, step=0)
+
+    client = MlflowClient(store)
+    ended = client.get_run(run.run_id)
+    assert (ended.info.status, ended.data.tags["unrecorded"]) == ("FAILED", "model")
+    (model,) = client.search_logged_models([experiment])
+    assert model.status.name == "FAILED"
+
+
 def test_a_run_that_cannot_be_recorded_leaves_the_runs_around_it_their_outcome(store, tmp_path):
     # One process, several runs open at once (as the fused launcher has them): the inner
     # run's Unrecorded passes through the outer run, which still ends as its job did.
@@ -109,6 +130,21 @@ def test_a_run_that_cannot_be_recorded_leaves_the_runs_around_it_their_outcome(s
     assert client.get_run(outer.run_id).info.status == "FINISHED"
     assert client.get_run(outer.run_id).data.metrics == {"loss": 0.5}
     assert client.get_run(inner.run_id).info.status == "FAILED"
+
+
+@pytest.mark.backend
+def test_a_logged_model_scores_the_test_split_as_its_run_recorded(make_cfg, store):
+    cfg = make_cfg("dataset=iris", "model.units=[8]", "train.epochs=3", "tracking.log_model=true")
+    validate_values(cfg)
+    plan = job.prepare(cfg, None)
+    job.execute(plan, [], None)
+    row = search(store).iloc[0]
+    scores = logged_model_scores(store, row["run_id"], plan.dataset)
+    # The loss, unlike the accuracy, tells the trained weights from any others.
+    assert scores["test_loss"] == pytest.approx(row["metrics.test_loss"], rel=1e-5)
+    assert scores["test_accuracy"] == pytest.approx(row["metrics.test_accuracy"], abs=1e-5)
+    (model,) = MlflowClient(store).search_logged_models([row["experiment_id"]])
+    assert (model.name, model.source_run_id, model.status.name) == ("model", row["run_id"], "READY")
 
 
 def test_tracking_disabled_trains_and_records_nothing(cli, store, tmp_path):

@@ -32,7 +32,9 @@ OnEpoch = Callable[[int, int, dict[str, float]], None]
 class Member:
     """One model to train: its Keras model (with its initial weights), its hidden layers'
     activations, its loss and the target encoding that loss needs, its learning rate, and
-    its seed, which fixes the order of its training batches."""
+    its seed, which fixes the order of its training batches. ``keep_weights``: ``net``
+    holds the trained weights once training ends (Keras's ``fit`` trains ``net`` itself;
+    the JAX engine trains copies, and writes them back only for the members that ask)."""
 
     net: Any
     activations: tuple[str, ...]
@@ -40,6 +42,7 @@ class Member:
     encoding: Encoding
     learning_rate: float
     seed: int
+    keep_weights: bool = False
 
 
 @dataclass(frozen=True)

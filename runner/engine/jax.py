@@ -692,6 +692,7 @@ def _train_batch(
             compiling,
             1000 * epoch,
         )
+    _write_back(found, members, states)
     share = seconds / len(members)
     for family, group, family_test in zip(program.families, found, test, strict=True):
         columns = _columns(program.log_names(family, "test"), family_test)
@@ -710,6 +711,23 @@ def own_diagnostics(member: Member) -> set[str]:
         for layer, activation in enumerate(member.activations)
         for name in diagnostic_names(layer, activation)
     }
+
+
+def _write_back(found: list[Group], members: list[Member], states: list) -> None:
+    """Set the trained weights of each member that keeps them into its own Keras model;
+    the others' stay on the device, where they are freed with the batch."""
+    for group, state in zip(found, states, strict=True):
+        kept = [(i, members[m]) for i, m in enumerate(group.positions) if members[m].keep_weights]
+        if not kept:
+            continue
+        trainable, non_trainable = jax.device_get(state[:2])
+        for i, member in kept:
+            for variables, stacked in (
+                (member.net.trainable_variables, trainable),
+                (member.net.non_trainable_variables, non_trainable),
+            ):
+                for variable, value in zip(variables, stacked, strict=True):
+                    variable.assign(value[i])
 
 
 def _columns(names: list[str], rows: np.ndarray) -> dict[str, list[float]]:
