@@ -77,7 +77,7 @@ def interrupted(cfg: DictConfig, sweep: Sweep | None) -> NoReturn:
     elif sweep is None:
         log.error("interrupted: the run ended KILLED with the metrics logged so far")
     else:
-        tracker = Tracker(tracking_uri(cfg.tracking.uri))
+        tracker = Tracker(tracking_uri(cfg.tracking.uri), cfg.tracking.adopt_foreign_db)
         tracker.end_sweep(sweep.id, INTERRUPTED)
         log.error(
             "interrupted: sweep %s stopped; its finished jobs are kept. Re-run the same "

@@ -170,6 +170,9 @@ class TrackingConfig:
     experiment: str | None = None
     # The per-run figure of training curves; null: for a single run, not for a sweep's jobs.
     figure: bool | None = None
+    # true: record into a SQLite file that holds another application's tables, adding
+    # MLflow's beside them; false refuses such a file before MLflow touches it.
+    adopt_foreign_db: bool = False
 
 
 @dataclass

@@ -94,7 +94,7 @@ class SweepCallback(Callback):
             )
             return
         try:
-            tracker = Tracker(tracking_uri(config.tracking.uri))
+            tracker = Tracker(tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db)
             experiment_id = tracker.experiment(experiment_name(config))
             tracker.sweep_parent(experiment_id, sweep.id, sweep.name, claim=True)
         except UserError as error:
@@ -109,7 +109,7 @@ class SweepCallback(Callback):
             return
         sweep = sweep_of(config.hydra)
         try:
-            tracker = Tracker(tracking_uri(config.tracking.uri))
+            tracker = Tracker(tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db)
         except UserError as error:
             log.error("%s The sweep's table and its parent run's status are not recorded.", error)
             sys.exit(1)

@@ -15,21 +15,24 @@ gets :class:`Untracked`, records nothing and never loads MLflow.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import queue
 import socket
+import sqlite3
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sized
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from runner import stop
 from runner.config import UserError
 
 if TYPE_CHECKING:
@@ -85,7 +88,7 @@ def open_tracker(tracking: DictConfig) -> Tracker | Untracked:
         return Untracked()
     uri = tracking_uri(tracking.uri)
     if uri not in _trackers:
-        _trackers[uri] = Tracker(uri)
+        _trackers[uri] = Tracker(uri, tracking.adopt_foreign_db)
     return _trackers[uri]
 
 
@@ -193,6 +196,75 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+# Tables of MLflow's first schema, which every MLflow store has: a database that has tables
+# but not these belongs to another application.
+MLFLOW_TABLES = {"experiments", "runs", "metrics", "params", "tags"}
+# How many of another application's tables a refusal names.
+TABLES_SHOWN = 5
+
+
+def foreign_tables(db: Path) -> list[str]:
+    """The tables of the SQLite file ``db`` when it is another application's database: it
+    has tables, but not MLflow's. Empty for an MLflow store and for a file that is missing
+    or has no table yet. Read with SQLite alone, so MLflow has not touched the file."""
+    if not db.exists() or db.stat().st_size == 0:
+        return []
+    with closing(sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)) as connection:
+        names = {
+            name
+            for (name,) in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        }
+    return [] if not names or MLFLOW_TABLES <= names else sorted(names)
+
+
+@contextmanager
+def store_lock(db: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``<db>.lock`` beside a SQLite store. MLflow
+    creates a new store's tables in many statements, and a second process that opens the
+    file meanwhile creates them too ("duplicate column name"): two sweeps started at once.
+    Where no lock file can be made, no store can be made either, and none is held."""
+    if db is None:
+        yield
+        return
+    try:
+        # MLflow makes a new store's missing directories; the lock file needs them first.
+        db.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(db.with_name(f"{db.name}.lock"), "a")
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def open_client(uri: str, way_out: str, adopt_foreign_db: bool = False) -> MlflowClient:
+    """MLflow's client of the store ``uri``. Making it opens the store: MLflow creates a
+    new SQLite store's tables then, or brings an older store's up to date, and does so
+    under :func:`store_lock` and with Ctrl-C held back, as a store left half made cannot be
+    opened again. Another application's SQLite database is refused first, with
+    ``way_out`` as the way out, unless ``adopt_foreign_db``: MLflow would add its tables to
+    it without a word. A store that cannot be used raises one of :func:`store_errors`."""
+    from mlflow.tracking import MlflowClient
+
+    db = sqlite_path(uri)
+    with store_lock(db), stop.held():
+        if db is not None and not adopt_foreign_db:
+            tables = foreign_tables(db)
+            if tables:
+                shown = ", ".join(tables[:TABLES_SHOWN]) + (
+                    ", …" if len(tables) > TABLES_SHOWN else ""
+                )
+                raise UserError(
+                    f"tracking store {uri} is not an MLflow store: {db} holds another "
+                    f"application's tables ({shown}), not MLflow's, and MLflow would add its "
+                    f"own among them. {way_out}"
+                )
+        return MlflowClient(tracking_uri=uri)
+
+
 def quoted(value: str) -> str:
     """``value`` as a string in an MLflow search filter. MLflow's syntax has no escapes: it
     takes what lies between the quotes as it is, and its tokenizer reads a backslash before
@@ -226,13 +298,14 @@ def _alive(pid: int) -> bool:
 
 
 def store_errors() -> tuple[type[Exception], ...]:
-    """What a store raises when it cannot be used: MLflow's errors, the database's, and the
+    """What a store raises when it cannot be used: MLflow's errors, the database's (through
+    SQLAlchemy, or SQLite's own when :func:`foreign_tables` reads the file), and the
     operating system's (a full disk; a refused connection, as requests' errors are
     OSErrors)."""
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
-    return (MlflowException, SQLAlchemyError, OSError)
+    return (MlflowException, SQLAlchemyError, sqlite3.Error, OSError)
 
 
 def reason(error: Exception) -> str:
@@ -263,7 +336,7 @@ _writable: set[str] = set()
 class Tracker:
     """A tracking store: finds or creates experiments, sweep parents and runs."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, adopt_foreign_db: bool = False):
         self.uri = uri
         if uri.startswith(("http://", "https://")):
             for name, value in HTTP_LIMITS.items():
@@ -271,8 +344,6 @@ class Tracker:
             # urllib3 announces each retry of each call; the run says once what failed.
             logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
             check_server(uri)
-        from mlflow.tracking import MlflowClient
-
         probe = uri.startswith("sqlite:") and uri not in _writable
         db = sqlite_path(uri)
         # A new store's directory is checked before MLflow creates the file; an existing
@@ -282,7 +353,13 @@ class Tracker:
             check_writable(uri)
         try:
             # A SQLite store is opened, and migrated, here: a corrupt file fails at once.
-            self.client = MlflowClient(tracking_uri=uri)
+            self.client = open_client(
+                uri,
+                "Point tracking.uri (or MLFLOW_TRACKING_URI) at an MLflow store or a new file, "
+                "or set tracking.adopt_foreign_db=true to keep MLflow's tables in this "
+                "database beside the others.",
+                adopt_foreign_db,
+            )
         except store_errors() as error:
             raise unusable(uri, error) from None
         if probe and not new:

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -220,6 +221,48 @@ def test_eight_parallel_jobs_on_a_fresh_store_lose_nothing(cli, store):
         for name in ("loss", "val_loss", "accuracy", "val_accuracy")
     )
     assert points == 8 * 3 * 4
+
+
+def test_another_applications_database_is_refused_unless_adopted(tmp_path, cli, capsys):
+    from runner import compare
+
+    path = tmp_path / "shop.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (id INTEGER, name TEXT)")
+        db.execute("CREATE TABLE orders (id INTEGER)")
+        db.execute("INSERT INTO users VALUES (1, 'ada')")
+    before = path.read_bytes()
+    uri = f"sqlite:///{path}"
+    refused = (
+        f"tracking store {uri} is not an MLflow store: {path} holds another application's "
+        "tables (orders, users), not MLflow's, and MLflow would add its own among them."
+    )
+    result = cli(f"tracking.uri={uri}", "dataset=iris", "model.units=[8]", "train.epochs=1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert (
+        f"{refused} Point tracking.uri (or MLFLOW_TRACKING_URI) at an MLflow store or a new "
+        "file, or set tracking.adopt_foreign_db=true to keep MLflow's tables in this database "
+        "beside the others."
+    ) in output
+    assert "epoch 1/1" not in output and "Traceback" not in output
+
+    assert compare.main(["--uri", uri, "--out", str(tmp_path / "out")]) == 2
+    _, err = capsys.readouterr()
+    assert err == (
+        f"compare: {refused} Point --uri (or MLFLOW_TRACKING_URI) at the MLflow store that "
+        "the runner records in.\n"
+    )
+    assert path.read_bytes() == before
+
+    result = cli(
+        f"tracking.uri={uri}", "tracking.adopt_foreign_db=true", "dataset=iris",
+        "model.units=[8]", "train.epochs=1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert search(uri, "tags.role = 'job'")["status"].tolist() == ["FINISHED"]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT * FROM users").fetchall() == [(1, "ada")]
 
 
 def rss_mb() -> float:
