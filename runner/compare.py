@@ -676,7 +676,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sweep",
-        help="a sweep's name (multirun/DATE/TIME) or id (its absolute directory); "
+        help="a sweep's name (multirun/DATE/TIME-PID) or id (its absolute directory); "
         "default: the latest sweep",
     )
     parser.add_argument("--experiment", help="every job run of this experiment")

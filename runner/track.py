@@ -287,6 +287,20 @@ def _process_tags() -> dict[str, str]:
     return {"host": socket.gethostname(), "pid": str(os.getpid())}
 
 
+def _owner(run: Any) -> str | None:
+    """The other process that writes the RUNNING run ``run``, as ``process 123 on host``;
+    None when the run has ended, its process is gone or is this one, or no process is
+    recorded. A process on another host cannot be asked, and counts as running."""
+    if run.info.status != "RUNNING":
+        return None
+    host, pid = run.data.tags.get("host", ""), run.data.tags.get("pid", "")
+    if not host or not pid.isdigit():
+        return None
+    if host == socket.gethostname() and (int(pid) == os.getpid() or not _alive(int(pid))):
+        return None
+    return f"process {pid} on {host}"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -442,34 +456,50 @@ class Tracker:
         self, experiment_id: str, sweep_id: str, name: str, claim: bool = False
     ) -> str:
         """The run id of the sweep's parent run in this experiment, created when missing.
-        ``claim`` (the sweep's own process, at its start) marks a parent found from an earlier
-        sweep into the same directory RUNNING again, as this process's, so that the orphan
-        check does not take it for the earlier, dead process's."""
+        ``claim`` (the sweep's own process, at its start) takes a parent found from an earlier
+        sweep into the same directory for this process: marked RUNNING again, as this
+        process's, so that the orphan check does not take it for the earlier, dead
+        process's. A parent whose process still runs is never taken: two sweeps into one
+        directory at once would mix their jobs (and their output directories)."""
         key = (experiment_id, sweep_id)
-        if key not in self._sweep_parents or claim:
-            self._sweep_parents[key] = self._sweep_parent(experiment_id, sweep_id, name, claim)
+        if claim:
+            # Two sweeps that resume one directory at once would both find its parent's
+            # process gone, and both take it.
+            with store_lock(sqlite_path(self.uri)):
+                self._sweep_parents[key] = self._sweep_parent(experiment_id, sweep_id, name, True)
+        elif key not in self._sweep_parents:
+            self._sweep_parents[key] = self._sweep_parent(experiment_id, sweep_id, name, False)
         return self._sweep_parents[key]
 
     def _sweep_parent(self, experiment_id: str, sweep_id: str, name: str, claim: bool) -> str:
         from mlflow.entities import RunTag
 
         found = self._parents([experiment_id], sweep_id, max_results=1)
-        if found:
-            run_id = found[0].info.run_id
-            if claim:
-                self.client.update_run(run_id, status="RUNNING")
-                tags = [RunTag(k, v) for k, v in _process_tags().items()]
-                self.client.log_batch(run_id, tags=tags)
-            return run_id
-        tags = {SWEEP_ID: sweep_id, ROLE: "sweep", **_process_tags()}
-        run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-        # Parallel jobs of an experiment that had no parent yet may each have created one:
-        # the earliest stays, and a later one is deleted by the job that created it. (Two
-        # created in the same millisecond may both stay.)
-        first = self._parents([experiment_id], sweep_id, max_results=1)[0].info.run_id
-        if first != run_id:
+        if not found:
+            tags = {SWEEP_ID: sweep_id, ROLE: "sweep", **_process_tags()}
+            run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+            # Parallel jobs of an experiment that had no parent yet may each have created
+            # one: the earliest stays, and a later one is deleted by the job that created it.
+            # (Two created in the same millisecond may both stay.) Two sweeps started at once
+            # into one directory meet here too: the later one must not take the other's.
+            found = self._parents([experiment_id], sweep_id, max_results=1)
+            if found[0].info.run_id == run_id:
+                return run_id
             self.client.delete_run(run_id)
-        return first
+        parent = found[0]
+        if claim:
+            owner = _owner(parent)
+            if owner is not None:
+                raise UserError(
+                    f"sweep directory {name} is in use by another sweep, {owner}, which "
+                    f"records into parent run {parent.info.run_id}. Give this sweep a "
+                    "directory of its own (hydra.sweep.dir=...; resume=true finds the jobs "
+                    "that finished in any directory), or wait until that sweep ends."
+                )
+            self.client.update_run(parent.info.run_id, status="RUNNING")
+            tags = [RunTag(k, v) for k, v in _process_tags().items()]
+            self.client.log_batch(parent.info.run_id, tags=tags)
+        return parent.info.run_id
 
     def _parents(self, experiments: list[str], sweep_id: str, **kwargs: Any) -> list:
         """The sweep's parent runs in ``experiments``, the earliest first."""

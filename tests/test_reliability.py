@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import backend_args, search
+from tests.conftest import backend_args, running, search
 
 # Long enough on either backend (JAX takes a few ms an epoch) to be stopped in the middle.
 LONG_EPOCHS = 5000
@@ -221,6 +221,62 @@ def test_eight_parallel_jobs_on_a_fresh_store_lose_nothing(cli, store):
         for name in ("loss", "val_loss", "accuracy", "val_accuracy")
     )
     assert points == 8 * 3 * 4
+
+
+def test_two_sweeps_started_at_once_on_a_fresh_store_keep_apart(tmp_path, store):
+    # Both create the store's tables at the same moment, in the same second, from the same
+    # directory: MLflow's creation raced ("duplicate column name: step"), and Hydra gave
+    # both the same sweep directory, so both went under one parent run.
+    first, second = (
+        start(tmp_path, store, "-m", f"seed={seed}", "dataset=iris", "model.units=[8]",
+              "train.epochs=1")
+        for seed in (0, 1)
+    )  # fmt: skip
+    for process in (first, second):
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output
+        assert "duplicate column" not in output and "Traceback" not in output
+    parents = search(store, "tags.role = 'sweep'").set_index("run_id")
+    assert sorted(parents["status"]) == ["FINISHED", "FINISHED"]
+    # Each sweep directory ends in its process's id.
+    suffixes = sorted(
+        Path(sweep_id).name.rsplit("-", 1)[1] for sweep_id in parents["tags.sweep_id"]
+    )
+    assert suffixes == sorted(str(process.pid) for process in (first, second))
+    jobs = search(store, "tags.role = 'job'")
+    assert sorted(jobs["status"]) == ["FINISHED", "FINISHED"]
+    assert jobs["tags.mlflow.parentRunId"].nunique() == 2
+    for _, job in jobs.iterrows():
+        assert parents.loc[job["tags.mlflow.parentRunId"], "tags.sweep_id"] == job["tags.sweep_id"]
+
+
+def test_a_sweep_never_takes_the_directory_of_a_sweep_still_running(tmp_path, store, cli):
+    into_study = ["-m", "hydra.sweep.dir=study"]
+    first = start(tmp_path, store, *into_study, *LONG)
+    wait_for_epochs(store, 1)
+    (parent,) = search(store, "tags.role = 'sweep'")["run_id"]
+    result = cli(*into_study, "model.units=[8]", "train.epochs=1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert (
+        f"sweep directory study is in use by another sweep, process {first.pid} on "
+    ) in output and f"which records into parent run {parent}." in output
+    assert "Traceback" not in output
+    assert len(search(store)) == 2  # the first sweep's parent and job, RUNNING
+    assert running(store) == 2
+
+    # Once its process is gone, its parent is free: the next sweep into the directory
+    # takes it, and marks the job left RUNNING as KILLED.
+    first.kill()
+    first.communicate(timeout=60)
+    result = cli(*into_study, "model.units=[8]", "train.epochs=1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    parents = search(store, "tags.role = 'sweep'")
+    assert parents[["run_id", "status"]].values.tolist() == [[parent, "FINISHED"]]
+    jobs = search(store, "tags.role = 'job'").set_index("params.train.epochs")
+    assert jobs.loc[str(LONG_EPOCHS), "status"] == "KILLED"
+    assert jobs.loc["1", "status"] == "FINISHED"
+    assert set(jobs["tags.mlflow.parentRunId"]) == {parent}
 
 
 def test_another_applications_database_is_refused_unless_adopted(tmp_path, cli, capsys):
