@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from runner import stop
 from runner.config import UserError, experiment_name
 
 log = logging.getLogger("runner")
@@ -77,8 +78,15 @@ def check_launch(config: DictConfig) -> None:
         )
 
 
+# The master config of the sweep this process runs, from the moment its parent run exists
+# until the parent has ended: a signal outside a job (while the launcher composes or starts
+# the jobs) ends the sweep from there (runner.app.stopped).
+started: DictConfig | None = None
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global started
         from runner.track import Tracker, tracking_uri
 
         try:
@@ -96,12 +104,22 @@ class SweepCallback(Callback):
         try:
             tracker = Tracker(tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db)
             experiment_id = tracker.experiment(experiment_name(config))
-            tracker.sweep_parent(experiment_id, sweep.id, sweep.name, claim=True)
+            # From its parent run on, the sweep has a run to end on a signal; the signal is
+            # held back until the parent is known to end it.
+            stop.install()
+            with stop.held():
+                tracker.sweep_parent(experiment_id, sweep.id, sweep.name, claim=True)
+                started = config
         except UserError as error:
             log.error("%s", error)
             sys.exit(2)
+        except KeyboardInterrupt:
+            from runner.app import stopped
+
+            stopped()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global started
         from runner.compare import format_table, summarize, sweep_runs
         from runner.track import COMPLETED, FAILED, Tracker, tracking_uri, ui_url
 
@@ -136,6 +154,7 @@ class SweepCallback(Callback):
             parent_id = tracker.sweep_parent(experiment_id, sweep.id, sweep.name)
             tracker.log_file(parent_id, best)
         tracker.end_sweep(sweep.id, FAILED if failed else COMPLETED)
+        started = None
         if link:
             log.info("the sweep in the MLflow UI (`make ui` serves it): %s", link)
         if failed:

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -221,6 +222,42 @@ def test_eight_parallel_jobs_on_a_fresh_store_lose_nothing(cli, store):
         for name in ("loss", "val_loss", "accuracy", "val_accuracy")
     )
     assert points == 8 * 3 * 4
+
+
+def signal_at(process: subprocess.Popen, marker: str, sig: int, timeout: float = 300) -> str:
+    """Send ``sig`` to the process as soon as it prints a line holding ``marker``; return
+    all it printed, once it has exited."""
+    watchdog = threading.Timer(timeout, process.kill)
+    watchdog.start()
+    seen = []
+    try:
+        for line in process.stdout:
+            seen.append(line)
+            if marker in line:
+                process.send_signal(sig)
+                break
+        rest, _ = process.communicate(timeout=120)
+    finally:
+        watchdog.cancel()
+    return "".join(seen) + rest
+
+
+# The run starts its store at once: MLflow logs this line as it creates the tables, the
+# first thing a sweep does and the last thing a single run does before its run exists.
+CREATING = "Creating initial MLflow database tables"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("mode", ["sweep", "single"])
+def test_a_signal_while_the_runner_starts_exits_130_and_creates_no_run(tmp_path, store, sig, mode):
+    args = ["-m", "seed=0,1"] if mode == "sweep" else []
+    process = start(tmp_path, store, *args, "dataset=iris", "model.units=[8]", "train.epochs=1")
+    output = signal_at(process, CREATING, sig)
+    assert process.returncode == 130, output
+    assert f"interrupted ({sig.name}) before any run was created" in output
+    assert "KILLED" not in output and "Traceback" not in output
+    # MLflow finished the store it was creating: it opens, and holds no run.
+    assert search(store).empty
 
 
 def test_two_sweeps_started_at_once_on_a_fresh_store_keep_apart(tmp_path, store):
