@@ -119,44 +119,72 @@ class SweepCallback(Callback):
             stopped()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global started
-        from runner.compare import format_table, summarize, sweep_runs
-        from runner.track import COMPLETED, FAILED, Tracker, tracking_uri, ui_url
-
         if not config.tracking.enabled:
             return
         sweep = sweep_of(config.hydra)
         try:
-            tracker = Tracker(tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db)
-        except UserError as error:
-            log.error("%s The sweep's table and its parent run's status are not recorded.", error)
-            sys.exit(1)
-        runs = sweep_runs(tracker.uri, sweep.id)
-        failed = 0
-        link = None
-        if runs.empty:
-            log.warning("sweep %s recorded no runs", sweep.name)
-        else:
-            failed = int(runs["tags.outcome"].eq(FAILED).sum())
-            table = format_table(summarize(runs))
-            log.info("sweep %s: %d runs\n%s", sweep.name, len(runs), table)
-            # The UI shows a run's description on its page: the parent shows the table.
-            first = runs.iloc[0]
-            parent_id = first["tags.mlflow.parentRunId"]
-            tracker.describe(
-                parent_id, f"Sweep {sweep.name}: {len(runs)} runs\n\n```\n{table}\n```"
-            )
-            link = ui_url(tracker.uri, first["experiment_id"], parent_id)
-        # A search (hparams_search=optuna) writes its best params here: the parent keeps them.
-        best = Path(sweep.id) / "optimization_results.yaml"
-        if best.exists():
-            experiment_id = tracker.experiment(experiment_name(config))
-            parent_id = tracker.sweep_parent(experiment_id, sweep.id, sweep.name)
-            tracker.log_file(parent_id, best)
-        tracker.end_sweep(sweep.id, FAILED if failed else COMPLETED)
-        started = None
-        if link:
-            log.info("the sweep in the MLflow UI (`make ui` serves it): %s", link)
-        if failed:
-            log.error("%d of %d jobs failed; their runs carry the error", failed, len(runs))
-            sys.exit(1)
+            try:
+                end(config, sweep)
+            except Exception:
+                # Hydra would print an error that a signal's KeyboardInterrupt turned into
+                # as a warning, and go on: it is that signal.
+                stop.check()
+                raise
+        except KeyboardInterrupt:
+            from runner.track import INTERRUPTED, Tracker, tracking_uri
+
+            # Unless the parent has ended already, with the sweep's own status.
+            if started is not None:
+                tracker = Tracker(
+                    tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db
+                )
+                tracker.end_sweep(sweep.id, INTERRUPTED)
+                log.error(
+                    "interrupted at the end of sweep %s: every job had ended, and their runs "
+                    "are kept; the parent run ended KILLED before it got the sweep's table. "
+                    "`python -m runner.compare --sweep %s` prints the table.",
+                    sweep.name,
+                    sweep.name,
+                )
+            sys.exit(130)
+
+
+def end(config: DictConfig, sweep: Sweep) -> None:
+    """Print the sweep's table from the store, put it on the parent run, end the parent
+    with the sweep's status, and exit 1 when a job failed."""
+    global started
+    from runner.compare import format_table, summarize, sweep_runs
+    from runner.track import COMPLETED, FAILED, Tracker, tracking_uri, ui_url
+
+    try:
+        tracker = Tracker(tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db)
+    except UserError as error:
+        log.error("%s The sweep's table and its parent run's status are not recorded.", error)
+        sys.exit(1)
+    runs = sweep_runs(tracker.uri, sweep.id)
+    failed = 0
+    link = None
+    if runs.empty:
+        log.warning("sweep %s recorded no runs", sweep.name)
+    else:
+        failed = int(runs["tags.outcome"].eq(FAILED).sum())
+        table = format_table(summarize(runs))
+        log.info("sweep %s: %d runs\n%s", sweep.name, len(runs), table)
+        # The UI shows a run's description on its page: the parent shows the table.
+        first = runs.iloc[0]
+        parent_id = first["tags.mlflow.parentRunId"]
+        tracker.describe(parent_id, f"Sweep {sweep.name}: {len(runs)} runs\n\n```\n{table}\n```")
+        link = ui_url(tracker.uri, first["experiment_id"], parent_id)
+    # A search (hparams_search=optuna) writes its best params here: the parent keeps them.
+    best = Path(sweep.id) / "optimization_results.yaml"
+    if best.exists():
+        experiment_id = tracker.experiment(experiment_name(config))
+        parent_id = tracker.sweep_parent(experiment_id, sweep.id, sweep.name)
+        tracker.log_file(parent_id, best)
+    if link:
+        log.info("the sweep in the MLflow UI (`make ui` serves it): %s", link)
+    tracker.end_sweep(sweep.id, FAILED if failed else COMPLETED)
+    started = None
+    if failed:
+        log.error("%d of %d jobs failed; their runs carry the error", failed, len(runs))
+        sys.exit(1)

@@ -260,6 +260,36 @@ def test_a_signal_while_the_runner_starts_exits_130_and_creates_no_run(tmp_path,
     assert search(store).empty
 
 
+def test_ctrl_c_while_a_sweep_prints_its_table_ends_the_parent_and_keeps_the_jobs(tmp_path, store):
+    # The table is held up as it is being made, so that the signal comes in the middle of it.
+    hold_the_table = (
+        "import runpy, time, runner.compare\n"
+        "def held(*args, **kwargs):\n"
+        "    print('making the table', flush=True)\n"
+        "    time.sleep(300)\n"
+        "runner.compare.format_table = held\n"
+        "runpy.run_module('runner', run_name='__main__', alter_sys=True)\n"
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable, "-c", hold_the_table, "-m", "hydra.sweep.dir=study", "seed=0,1",
+            "dataset=iris", "model.units=[8]", "train.epochs=1", *backend_args(),
+        ],
+        cwd=tmp_path, env=dict(os.environ, MLFLOW_TRACKING_URI=store),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output = signal_at(process, "making the table", signal.SIGINT)
+    assert process.returncode == 130, output
+    assert "Traceback" not in output
+    assert (
+        "interrupted at the end of sweep study: every job had ended, and their runs are kept; "
+        "the parent run ended KILLED before it got the sweep's table. "
+        "`python -m runner.compare --sweep study` prints the table."
+    ) in output
+    assert search(store, "tags.role = 'sweep'")["status"].tolist() == ["KILLED"]
+    assert search(store, "tags.role = 'job'")["status"].tolist() == ["FINISHED"] * 2
+
+
 def test_two_sweeps_started_at_once_on_a_fresh_store_keep_apart(tmp_path, store):
     # Both create the store's tables at the same moment, in the same second, from the same
     # directory: MLflow's creation raced ("duplicate column name: step"), and Hydra gave
