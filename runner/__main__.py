@@ -6,18 +6,27 @@ Keras (with JAX or TensorFlow) and MLflow are imported inside the task function,
 
 from __future__ import annotations
 
+from runner import stop
+
+# Before the imports below, which take a second: until the process has a run to end,
+# Ctrl-C or SIGTERM ends it at once with one line instead of a traceback.
+stop.install_at_start()
+
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from runner import stop
-from runner.app import interrupted, job_result, plan_job
+from runner.app import interrupted, job_result, plan_job, stopped
 from runner.config import UserError, check_group_overrides, register
 from runner.sweep import Sweep, sweep_of
+
+if TYPE_CHECKING:
+    from runner.job import Plan
 
 log = logging.getLogger("runner")
 
@@ -49,20 +58,24 @@ def main(cfg: DictConfig) -> dict[str, float] | float | None:
     a search to optimise. A user error exits 2 with its message; in a sweep, a failed job is
     recorded and the sweep goes on to the next one. Ctrl-C and SIGTERM stop the job and the
     sweep with true statuses and exit 130."""
-    stop.install()
     sweep = sweep_of(HydraConfig.get())
+    # A sweep has its parent run to end; a single run has nothing to end until it is planned,
+    # and a signal while it imports Keras or loads the data simply exits.
+    if sweep is not None:
+        stop.install()
     if cfg.train.threads is None:
         with open_dict(cfg):
             cfg.train.threads = share_of_cores(HydraConfig.get())
     try:
-        metrics = run(cfg, sweep)
+        plan = plan_job(cfg, sweep)
+        stop.install()
+        metrics = run(plan, sweep)
     except KeyboardInterrupt:
         interrupted(cfg, sweep)
     return job_result(cfg, metrics)
 
 
-def run(cfg: DictConfig, sweep: Sweep | None) -> dict[str, float] | None:
-    plan = plan_job(cfg, sweep)
+def run(plan: Plan | None, sweep: Sweep | None) -> dict[str, float] | None:
     if plan is None:
         return None
     from runner import job
@@ -78,9 +91,10 @@ def run(cfg: DictConfig, sweep: Sweep | None) -> dict[str, float] | None:
             sys.exit(1)
         return None
     except Exception:
+        stop.check()
         if sweep is None:
             raise
-        log.exception("%s failed; its run is FAILED and the sweep goes on", job.label(cfg))
+        log.exception("%s failed; its run is FAILED and the sweep goes on", job.label(plan.cfg))
         return None
 
 
@@ -90,4 +104,8 @@ if __name__ == "__main__":
     except UserError as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        # A signal outside a job: between a sweep's jobs, or around a single run's.
+        stopped()

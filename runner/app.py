@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 from omegaconf import DictConfig
 
+from runner import stop
+from runner import sweep as sweeps
 from runner.config import UserError, validate_values
 from runner.sweep import Sweep
 
@@ -35,6 +37,8 @@ def plan_job(cfg: DictConfig, sweep: Sweep | None) -> Plan | None:
 
         return job.prepare(cfg, sweep)
     except Exception as error:
+        # An error raised while a signal's KeyboardInterrupt unwound an import is that signal.
+        stop.check()
         if sweep is None:
             if not isinstance(error, UserError):
                 raise
@@ -77,11 +81,21 @@ def interrupted(cfg: DictConfig, sweep: Sweep | None) -> NoReturn:
     elif sweep is None:
         log.error("interrupted: the run ended KILLED with the metrics logged so far")
     else:
-        tracker = Tracker(tracking_uri(cfg.tracking.uri))
+        tracker = Tracker(tracking_uri(cfg.tracking.uri), cfg.tracking.adopt_foreign_db)
         tracker.end_sweep(sweep.id, INTERRUPTED)
         log.error(
             "interrupted: sweep %s stopped; its finished jobs are kept. Re-run the same "
             "command with resume=true to run only the missing ones.",
             sweep.name,
         )
+    sys.exit(130)
+
+
+def stopped() -> NoReturn:
+    """After Ctrl-C or SIGTERM outside a job, in Hydra's own work around the jobs (a
+    launcher composing or starting them): end the sweep under way as :func:`interrupted`
+    does, once its parent run exists; otherwise no run of this process is open."""
+    if sweeps.started is not None:
+        interrupted(sweeps.started, sweeps.sweep_of(sweeps.started.hydra))
+    log.error("interrupted: no run of this process is left RUNNING")
     sys.exit(130)

@@ -46,6 +46,7 @@ from runner.track import (
     INTERRUPTED,
     ROLE,
     SWEEP_ID,
+    open_client,
     quoted,
     reason,
     sqlite_path,
@@ -54,7 +55,9 @@ from runner.track import (
 )
 
 # Params that identify a run or repeat it, never what a comparison is about.
-NOT_COMPARED = {"seed", "tracking.uri", "tracking.experiment"}
+NOT_COMPARED = {"seed", "tracking.uri", "tracking.experiment", "tracking.adopt_foreign_db"}
+# What to do about a store that compare cannot use.
+WAY_OUT = "Point --uri (or MLFLOW_TRACKING_URI) at the MLflow store that the runner records in."
 CHOICES = ("activation", "loss", "dataset", "optimizer")
 COUNTS = (DIVERGED, FAILED, INTERRUPTED)
 STATS = ("mean", "std", "min", "max")
@@ -455,11 +458,10 @@ def select(
     mlflow.set_tracking_uri(uri)
     try:
         # A SQLite store is opened here: a file that is no MLflow store fails at once.
-        client = MlflowClient(tracking_uri=uri)
+        client = open_client(uri, WAY_OUT)
     except store_errors() as error:
         raise UserError(
-            f"tracking store {uri} cannot be used: {reason(error)}. Point --uri (or "
-            "MLFLOW_TRACKING_URI) at the MLflow store that the runner records in."
+            f"tracking store {uri} cannot be used: {reason(error)}. {WAY_OUT}"
         ) from None
     experiment_ids = None
     where = uri
@@ -674,7 +676,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sweep",
-        help="a sweep's name (multirun/DATE/TIME) or id (its absolute directory); "
+        help="a sweep's name (multirun/DATE/TIME-PID) or id (its absolute directory); "
         "default: the latest sweep",
     )
     parser.add_argument("--experiment", help="every job run of this experiment")

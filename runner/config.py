@@ -10,6 +10,7 @@ identifiers), run at the start of each job.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -22,6 +23,14 @@ from hydra.errors import OverrideParseException
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+
+# ``${pid:}``, this process's id, makes a sweep's directory its own (conf/config.yaml): Hydra's
+# clock has one-second resolution, and two sweeps started in the same second would share
+# one. Cached, as Hydra's ``now`` is, so that each job resolves the sweep's directory to the
+# same value in a launcher's worker process too. Registered on import, as every process that
+# runs a job imports this module.
+if not OmegaConf.has_resolver("pid"):
+    OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True)
 
 
 class UserError(Exception):
@@ -172,6 +181,9 @@ class TrackingConfig:
     figure: bool | None = None
     # Each trained model as an MLflow model (Keras's flavour) in its run; not a diverged one.
     log_model: bool = False
+    # true: record into a SQLite file that holds another application's tables, adding
+    # MLflow's beside them; false refuses such a file before MLflow touches it.
+    adopt_foreign_db: bool = False
 
 
 @dataclass

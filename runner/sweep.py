@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from runner import stop
 from runner.config import UserError, experiment_name
 
 log = logging.getLogger("runner")
@@ -121,8 +122,15 @@ def check_launch(config: DictConfig) -> None:
         )
 
 
+# The master config of the sweep this process runs, from the moment its parent run exists
+# until the parent has ended: a signal outside a job (while the launcher composes or starts
+# the jobs) ends the sweep from there (runner.app.stopped).
+started: DictConfig | None = None
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global started
         from runner.track import Tracker, tracking_uri
 
         try:
@@ -143,50 +151,89 @@ class SweepCallback(Callback):
             )
             return
         try:
-            tracker = Tracker(tracking_uri(config.tracking.uri))
+            tracker = Tracker(tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db)
             experiment_id = tracker.experiment(experiment_name(config))
-            tracker.sweep_parent(experiment_id, sweep.id, sweep.name, claim=True)
+            # From its parent run on, the sweep has a run to end on a signal; the signal is
+            # held back until the parent is known to end it.
+            stop.install()
+            with stop.held():
+                tracker.sweep_parent(experiment_id, sweep.id, sweep.name, claim=True)
+                started = config
         except UserError as error:
             log.error("%s", error)
             sys.exit(2)
+        except KeyboardInterrupt:
+            from runner.app import stopped
+
+            stopped()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from runner.compare import format_table, summarize, sweep_runs
-        from runner.track import COMPLETED, FAILED, Tracker, tracking_uri, ui_url
-
         if not config.tracking.enabled:
             return
         sweep = sweep_of(config.hydra)
         try:
-            tracker = Tracker(tracking_uri(config.tracking.uri))
-        except UserError as error:
-            log.error("%s The sweep's table and its parent run's status are not recorded.", error)
-            sys.exit(1)
-        runs = sweep_runs(tracker.uri, sweep.id)
-        failed = 0
-        link = None
-        if runs.empty:
-            log.warning("sweep %s recorded no runs", sweep.name)
-        else:
-            failed = int(runs["tags.outcome"].eq(FAILED).sum())
-            table = format_table(summarize(runs))
-            log.info("sweep %s: %d runs\n%s", sweep.name, len(runs), table)
-            # The UI shows a run's description on its page: the parent shows the table.
-            first = runs.iloc[0]
-            parent_id = first["tags.mlflow.parentRunId"]
-            tracker.describe(
-                parent_id, f"Sweep {sweep.name}: {len(runs)} runs\n\n```\n{table}\n```"
-            )
-            link = ui_url(tracker.uri, first["experiment_id"], parent_id)
-        # A search (hparams_search=optuna) writes its best params here: the parent keeps them.
-        best = Path(sweep.id) / "optimization_results.yaml"
-        if best.exists():
-            experiment_id = tracker.experiment(experiment_name(config))
-            parent_id = tracker.sweep_parent(experiment_id, sweep.id, sweep.name)
-            tracker.log_file(parent_id, best)
-        tracker.end_sweep(sweep.id, FAILED if failed else COMPLETED)
-        if link:
-            log.info("the sweep in the MLflow UI (`make ui` serves it): %s", link)
-        if failed:
-            log.error("%d of %d jobs failed; their runs carry the error", failed, len(runs))
-            sys.exit(1)
+            try:
+                end(config, sweep)
+            except Exception:
+                # Hydra would print an error that a signal's KeyboardInterrupt turned into
+                # as a warning, and go on: it is that signal.
+                stop.check()
+                raise
+        except KeyboardInterrupt:
+            from runner.track import INTERRUPTED, Tracker, tracking_uri
+
+            # Unless the parent has ended already, with the sweep's own status.
+            if started is not None:
+                tracker = Tracker(
+                    tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db
+                )
+                tracker.end_sweep(sweep.id, INTERRUPTED)
+                log.error(
+                    "interrupted at the end of sweep %s: every job had ended, and their runs "
+                    "are kept; the parent run ended KILLED before it got the sweep's table. "
+                    "`python -m runner.compare --sweep %s` prints the table.",
+                    sweep.name,
+                    sweep.name,
+                )
+            sys.exit(130)
+
+
+def end(config: DictConfig, sweep: Sweep) -> None:
+    """Print the sweep's table from the store, put it on the parent run, end the parent
+    with the sweep's status, and exit 1 when a job failed."""
+    global started
+    from runner.compare import format_table, summarize, sweep_runs
+    from runner.track import COMPLETED, FAILED, Tracker, tracking_uri, ui_url
+
+    try:
+        tracker = Tracker(tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db)
+    except UserError as error:
+        log.error("%s The sweep's table and its parent run's status are not recorded.", error)
+        sys.exit(1)
+    runs = sweep_runs(tracker.uri, sweep.id)
+    failed = 0
+    link = None
+    if runs.empty:
+        log.warning("sweep %s recorded no runs", sweep.name)
+    else:
+        failed = int(runs["tags.outcome"].eq(FAILED).sum())
+        table = format_table(summarize(runs))
+        log.info("sweep %s: %d runs\n%s", sweep.name, len(runs), table)
+        # The UI shows a run's description on its page: the parent shows the table.
+        first = runs.iloc[0]
+        parent_id = first["tags.mlflow.parentRunId"]
+        tracker.describe(parent_id, f"Sweep {sweep.name}: {len(runs)} runs\n\n```\n{table}\n```")
+        link = ui_url(tracker.uri, first["experiment_id"], parent_id)
+    # A search (hparams_search=optuna) writes its best params here: the parent keeps them.
+    best = Path(sweep.id) / "optimization_results.yaml"
+    if best.exists():
+        experiment_id = tracker.experiment(experiment_name(config))
+        parent_id = tracker.sweep_parent(experiment_id, sweep.id, sweep.name)
+        tracker.log_file(parent_id, best)
+    if link:
+        log.info("the sweep in the MLflow UI (`make ui` serves it): %s", link)
+    tracker.end_sweep(sweep.id, FAILED if failed else COMPLETED)
+    started = None
+    if failed:
+        log.error("%d of %d jobs failed; their runs carry the error", failed, len(runs))
+        sys.exit(1)

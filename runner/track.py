@@ -15,21 +15,24 @@ gets :class:`Untracked`, records nothing and never loads MLflow.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import queue
 import socket
+import sqlite3
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sized
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from runner import stop
 from runner.config import UserError
 
 if TYPE_CHECKING:
@@ -89,7 +92,7 @@ def open_tracker(tracking: DictConfig) -> Tracker | Untracked:
         return Untracked()
     uri = tracking_uri(tracking.uri)
     if uri not in _trackers:
-        _trackers[uri] = Tracker(uri)
+        _trackers[uri] = Tracker(uri, tracking.adopt_foreign_db)
     return _trackers[uri]
 
 
@@ -197,6 +200,75 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+# Tables of MLflow's first schema, which every MLflow store has: a database that has tables
+# but not these belongs to another application.
+MLFLOW_TABLES = {"experiments", "runs", "metrics", "params", "tags"}
+# How many of another application's tables a refusal names.
+TABLES_SHOWN = 5
+
+
+def foreign_tables(db: Path) -> list[str]:
+    """The tables of the SQLite file ``db`` when it is another application's database: it
+    has tables, but not MLflow's. Empty for an MLflow store and for a file that is missing
+    or has no table yet. Read with SQLite alone, so MLflow has not touched the file."""
+    if not db.exists() or db.stat().st_size == 0:
+        return []
+    with closing(sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)) as connection:
+        names = {
+            name
+            for (name,) in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        }
+    return [] if not names or MLFLOW_TABLES <= names else sorted(names)
+
+
+@contextmanager
+def store_lock(db: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``<db>.lock`` beside a SQLite store. MLflow
+    creates a new store's tables in many statements, and a second process that opens the
+    file meanwhile creates them too ("duplicate column name"): two sweeps started at once.
+    Where no lock file can be made, no store can be made either, and none is held."""
+    if db is None:
+        yield
+        return
+    try:
+        # MLflow makes a new store's missing directories; the lock file needs them first.
+        db.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(db.with_name(f"{db.name}.lock"), "a")
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def open_client(uri: str, way_out: str, adopt_foreign_db: bool = False) -> MlflowClient:
+    """MLflow's client of the store ``uri``. Making it opens the store: MLflow creates a
+    new SQLite store's tables then, or brings an older store's up to date, and does so
+    under :func:`store_lock` and with Ctrl-C held back, as a store left half made cannot be
+    opened again. Another application's SQLite database is refused first, with
+    ``way_out`` as the way out, unless ``adopt_foreign_db``: MLflow would add its tables to
+    it without a word. A store that cannot be used raises one of :func:`store_errors`."""
+    from mlflow.tracking import MlflowClient
+
+    db = sqlite_path(uri)
+    with store_lock(db), stop.held():
+        if db is not None and not adopt_foreign_db:
+            tables = foreign_tables(db)
+            if tables:
+                shown = ", ".join(tables[:TABLES_SHOWN]) + (
+                    ", …" if len(tables) > TABLES_SHOWN else ""
+                )
+                raise UserError(
+                    f"tracking store {uri} is not an MLflow store: {db} holds another "
+                    f"application's tables ({shown}), not MLflow's, and MLflow would add its "
+                    f"own among them. {way_out}"
+                )
+        return MlflowClient(tracking_uri=uri)
+
+
 def quoted(value: str) -> str:
     """``value`` as a string in an MLflow search filter. MLflow's syntax has no escapes: it
     takes what lies between the quotes as it is, and its tokenizer reads a backslash before
@@ -219,6 +291,20 @@ def _process_tags() -> dict[str, str]:
     return {"host": socket.gethostname(), "pid": str(os.getpid())}
 
 
+def _owner(run: Any) -> str | None:
+    """The other process that writes the RUNNING run ``run``, as ``process 123 on host``;
+    None when the run has ended, its process is gone or is this one, or no process is
+    recorded. A process on another host cannot be asked, and counts as running."""
+    if run.info.status != "RUNNING":
+        return None
+    host, pid = run.data.tags.get("host", ""), run.data.tags.get("pid", "")
+    if not host or not pid.isdigit():
+        return None
+    if host == socket.gethostname() and (int(pid) == os.getpid() or not _alive(int(pid))):
+        return None
+    return f"process {pid} on {host}"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -230,13 +316,14 @@ def _alive(pid: int) -> bool:
 
 
 def store_errors() -> tuple[type[Exception], ...]:
-    """What a store raises when it cannot be used: MLflow's errors, the database's, and the
+    """What a store raises when it cannot be used: MLflow's errors, the database's (through
+    SQLAlchemy, or SQLite's own when :func:`foreign_tables` reads the file), and the
     operating system's (a full disk; a refused connection, as requests' errors are
     OSErrors)."""
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
-    return (MlflowException, SQLAlchemyError, OSError)
+    return (MlflowException, SQLAlchemyError, sqlite3.Error, OSError)
 
 
 def reason(error: Exception) -> str:
@@ -267,7 +354,7 @@ _writable: set[str] = set()
 class Tracker:
     """A tracking store: finds or creates experiments, sweep parents and runs."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, adopt_foreign_db: bool = False):
         self.uri = uri
         if uri.startswith(("http://", "https://")):
             for name, value in HTTP_LIMITS.items():
@@ -277,8 +364,6 @@ class Tracker:
             check_server(uri)
         # MLflow announces each table it creates in a new store, before the job's first line.
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-        from mlflow.tracking import MlflowClient
-
         probe = uri.startswith("sqlite:") and uri not in _writable
         db = sqlite_path(uri)
         # A new store's directory is checked before MLflow creates the file; an existing
@@ -288,7 +373,13 @@ class Tracker:
             check_writable(uri)
         try:
             # A SQLite store is opened, and migrated, here: a corrupt file fails at once.
-            self.client = MlflowClient(tracking_uri=uri)
+            self.client = open_client(
+                uri,
+                "Point tracking.uri (or MLFLOW_TRACKING_URI) at an MLflow store or a new file, "
+                "or set tracking.adopt_foreign_db=true to keep MLflow's tables in this "
+                "database beside the others.",
+                adopt_foreign_db,
+            )
         except store_errors() as error:
             raise unusable(uri, error) from None
         if probe and not new:
@@ -371,34 +462,50 @@ class Tracker:
         self, experiment_id: str, sweep_id: str, name: str, claim: bool = False
     ) -> str:
         """The run id of the sweep's parent run in this experiment, created when missing.
-        ``claim`` (the sweep's own process, at its start) marks a parent found from an earlier
-        sweep into the same directory RUNNING again, as this process's, so that the orphan
-        check does not take it for the earlier, dead process's."""
+        ``claim`` (the sweep's own process, at its start) takes a parent found from an earlier
+        sweep into the same directory for this process: marked RUNNING again, as this
+        process's, so that the orphan check does not take it for the earlier, dead
+        process's. A parent whose process still runs is never taken: two sweeps into one
+        directory at once would mix their jobs (and their output directories)."""
         key = (experiment_id, sweep_id)
-        if key not in self._sweep_parents or claim:
-            self._sweep_parents[key] = self._sweep_parent(experiment_id, sweep_id, name, claim)
+        if claim:
+            # Two sweeps that resume one directory at once would both find its parent's
+            # process gone, and both take it.
+            with store_lock(sqlite_path(self.uri)):
+                self._sweep_parents[key] = self._sweep_parent(experiment_id, sweep_id, name, True)
+        elif key not in self._sweep_parents:
+            self._sweep_parents[key] = self._sweep_parent(experiment_id, sweep_id, name, False)
         return self._sweep_parents[key]
 
     def _sweep_parent(self, experiment_id: str, sweep_id: str, name: str, claim: bool) -> str:
         from mlflow.entities import RunTag
 
         found = self._parents([experiment_id], sweep_id, max_results=1)
-        if found:
-            run_id = found[0].info.run_id
-            if claim:
-                self.client.update_run(run_id, status="RUNNING")
-                tags = [RunTag(k, v) for k, v in _process_tags().items()]
-                self.client.log_batch(run_id, tags=tags)
-            return run_id
-        tags = {SWEEP_ID: sweep_id, ROLE: "sweep", **_process_tags()}
-        run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-        # Parallel jobs of an experiment that had no parent yet may each have created one:
-        # the earliest stays, and a later one is deleted by the job that created it. (Two
-        # created in the same millisecond may both stay.)
-        first = self._parents([experiment_id], sweep_id, max_results=1)[0].info.run_id
-        if first != run_id:
+        if not found:
+            tags = {SWEEP_ID: sweep_id, ROLE: "sweep", **_process_tags()}
+            run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+            # Parallel jobs of an experiment that had no parent yet may each have created
+            # one: the earliest stays, and a later one is deleted by the job that created it.
+            # (Two created in the same millisecond may both stay.) Two sweeps started at once
+            # into one directory meet here too: the later one must not take the other's.
+            found = self._parents([experiment_id], sweep_id, max_results=1)
+            if found[0].info.run_id == run_id:
+                return run_id
             self.client.delete_run(run_id)
-        return first
+        parent = found[0]
+        if claim:
+            owner = _owner(parent)
+            if owner is not None:
+                raise UserError(
+                    f"sweep directory {name} is in use by another sweep, {owner}, which "
+                    f"records into parent run {parent.info.run_id}. Give this sweep a "
+                    "directory of its own (hydra.sweep.dir=...; resume=true finds the jobs "
+                    "that finished in any directory), or wait until that sweep ends."
+                )
+            self.client.update_run(parent.info.run_id, status="RUNNING")
+            tags = [RunTag(k, v) for k, v in _process_tags().items()]
+            self.client.log_batch(parent.info.run_id, tags=tags)
+        return parent.info.run_id
 
     def _parents(self, experiments: list[str], sweep_id: str, **kwargs: Any) -> list:
         """The sweep's parent runs in ``experiments``, the earliest first."""

@@ -9,15 +9,17 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import backend_args, search
+from tests.conftest import backend_args, running, search
 
 # Long enough on either backend (JAX takes a few ms an epoch) to be stopped in the middle.
 LONG_EPOCHS = 5000
@@ -220,6 +222,187 @@ def test_eight_parallel_jobs_on_a_fresh_store_lose_nothing(cli, store):
         for name in ("loss", "val_loss", "accuracy", "val_accuracy")
     )
     assert points == 8 * 3 * 4
+
+
+def signal_at(process: subprocess.Popen, marker: str, sig: int, timeout: float = 300) -> str:
+    """Send ``sig`` to the process as soon as it prints a line holding ``marker``; return
+    all it printed, once it has exited."""
+    watchdog = threading.Timer(timeout, process.kill)
+    watchdog.start()
+    seen = []
+    try:
+        for line in process.stdout:
+            seen.append(line)
+            if marker in line:
+                process.send_signal(sig)
+                break
+        rest, _ = process.communicate(timeout=120)
+    finally:
+        watchdog.cancel()
+    return "".join(seen) + rest
+
+
+# The store is opened at once: the first thing a sweep does and the last thing a single run
+# does before its run exists. The runner opens it quietly, so the test's process says when.
+OPENING = "opening the store"
+MARK_THE_STORE = (
+    "import runpy, runner.track\n"
+    "original = runner.track.open_client\n"
+    "def opening(*args, **kwargs):\n"
+    f"    print({OPENING!r}, flush=True)\n"
+    "    return original(*args, **kwargs)\n"
+    "runner.track.open_client = opening\n"
+    "runpy.run_module('runner', run_name='__main__', alter_sys=True)\n"
+)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("mode", ["sweep", "single"])
+def test_a_signal_while_the_runner_starts_exits_130_and_creates_no_run(tmp_path, store, sig, mode):
+    args = ["-m", "seed=0,1"] if mode == "sweep" else []
+    process = subprocess.Popen(
+        [
+            sys.executable, "-c", MARK_THE_STORE, *args, "dataset=iris", "model.units=[8]",
+            "train.epochs=1", *backend_args(),
+        ],
+        cwd=tmp_path, env=dict(os.environ, MLFLOW_TRACKING_URI=store),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output = signal_at(process, OPENING, sig)
+    assert process.returncode == 130, output
+    assert f"interrupted ({sig.name}) before any run was created" in output
+    assert "KILLED" not in output and "Traceback" not in output
+    # A store the signal came upon while MLflow made it was finished: it opens, and holds
+    # no run.
+    assert search(store).empty
+
+
+def test_ctrl_c_while_a_sweep_prints_its_table_ends_the_parent_and_keeps_the_jobs(tmp_path, store):
+    # The table is held up as it is being made, so that the signal comes in the middle of it.
+    hold_the_table = (
+        "import runpy, time, runner.compare\n"
+        "def held(*args, **kwargs):\n"
+        "    print('making the table', flush=True)\n"
+        "    time.sleep(300)\n"
+        "runner.compare.format_table = held\n"
+        "runpy.run_module('runner', run_name='__main__', alter_sys=True)\n"
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable, "-c", hold_the_table, "-m", "hydra.sweep.dir=study", "seed=0,1",
+            "dataset=iris", "model.units=[8]", "train.epochs=1", *backend_args(),
+        ],
+        cwd=tmp_path, env=dict(os.environ, MLFLOW_TRACKING_URI=store),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output = signal_at(process, "making the table", signal.SIGINT)
+    assert process.returncode == 130, output
+    assert "Traceback" not in output
+    assert (
+        "interrupted at the end of sweep study: every job had ended, and their runs are kept; "
+        "the parent run ended KILLED before it got the sweep's table. "
+        "`python -m runner.compare --sweep study` prints the table."
+    ) in output
+    assert search(store, "tags.role = 'sweep'")["status"].tolist() == ["KILLED"]
+    assert search(store, "tags.role = 'job'")["status"].tolist() == ["FINISHED"] * 2
+
+
+def test_two_sweeps_started_at_once_on_a_fresh_store_keep_apart(tmp_path, store):
+    # Both create the store's tables at the same moment, in the same second, from the same
+    # directory: MLflow's creation raced ("duplicate column name: step"), and Hydra gave
+    # both the same sweep directory, so both went under one parent run.
+    first, second = (
+        start(tmp_path, store, "-m", f"seed={seed}", "dataset=iris", "model.units=[8]",
+              "train.epochs=1")
+        for seed in (0, 1)
+    )  # fmt: skip
+    for process in (first, second):
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output
+        assert "duplicate column" not in output and "Traceback" not in output
+    parents = search(store, "tags.role = 'sweep'").set_index("run_id")
+    assert sorted(parents["status"]) == ["FINISHED", "FINISHED"]
+    # Each sweep directory ends in its process's id.
+    suffixes = sorted(
+        Path(sweep_id).name.rsplit("-", 1)[1] for sweep_id in parents["tags.sweep_id"]
+    )
+    assert suffixes == sorted(str(process.pid) for process in (first, second))
+    jobs = search(store, "tags.role = 'job'")
+    assert sorted(jobs["status"]) == ["FINISHED", "FINISHED"]
+    assert jobs["tags.mlflow.parentRunId"].nunique() == 2
+    for _, job in jobs.iterrows():
+        assert parents.loc[job["tags.mlflow.parentRunId"], "tags.sweep_id"] == job["tags.sweep_id"]
+
+
+def test_a_sweep_never_takes_the_directory_of_a_sweep_still_running(tmp_path, store, cli):
+    into_study = ["-m", "hydra.sweep.dir=study"]
+    first = start(tmp_path, store, *into_study, *LONG)
+    wait_for_epochs(store, 1)
+    (parent,) = search(store, "tags.role = 'sweep'")["run_id"]
+    result = cli(*into_study, "model.units=[8]", "train.epochs=1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert (
+        f"sweep directory study is in use by another sweep, process {first.pid} on "
+    ) in output and f"which records into parent run {parent}." in output
+    assert "Traceback" not in output
+    assert len(search(store)) == 2  # the first sweep's parent and job, RUNNING
+    assert running(store) == 2
+
+    # Once its process is gone, its parent is free: the next sweep into the directory
+    # takes it, and marks the job left RUNNING as KILLED.
+    first.kill()
+    first.communicate(timeout=60)
+    result = cli(*into_study, "model.units=[8]", "train.epochs=1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    parents = search(store, "tags.role = 'sweep'")
+    assert parents[["run_id", "status"]].values.tolist() == [[parent, "FINISHED"]]
+    jobs = search(store, "tags.role = 'job'").set_index("params.train.epochs")
+    assert jobs.loc[str(LONG_EPOCHS), "status"] == "KILLED"
+    assert jobs.loc["1", "status"] == "FINISHED"
+    assert set(jobs["tags.mlflow.parentRunId"]) == {parent}
+
+
+def test_another_applications_database_is_refused_unless_adopted(tmp_path, cli, capsys):
+    from runner import compare
+
+    path = tmp_path / "shop.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (id INTEGER, name TEXT)")
+        db.execute("CREATE TABLE orders (id INTEGER)")
+        db.execute("INSERT INTO users VALUES (1, 'ada')")
+    before = path.read_bytes()
+    uri = f"sqlite:///{path}"
+    refused = (
+        f"tracking store {uri} is not an MLflow store: {path} holds another application's "
+        "tables (orders, users), not MLflow's, and MLflow would add its own among them."
+    )
+    result = cli(f"tracking.uri={uri}", "dataset=iris", "model.units=[8]", "train.epochs=1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert (
+        f"{refused} Point tracking.uri (or MLFLOW_TRACKING_URI) at an MLflow store or a new "
+        "file, or set tracking.adopt_foreign_db=true to keep MLflow's tables in this database "
+        "beside the others."
+    ) in output
+    assert "epoch 1/1" not in output and "Traceback" not in output
+
+    assert compare.main(["--uri", uri, "--out", str(tmp_path / "out")]) == 2
+    _, err = capsys.readouterr()
+    assert err == (
+        f"compare: {refused} Point --uri (or MLFLOW_TRACKING_URI) at the MLflow store that "
+        "the runner records in.\n"
+    )
+    assert path.read_bytes() == before
+
+    result = cli(
+        f"tracking.uri={uri}", "tracking.adopt_foreign_db=true", "dataset=iris",
+        "model.units=[8]", "train.epochs=1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert search(uri, "tags.role = 'job'")["status"].tolist() == ["FINISHED"]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT * FROM users").fetchall() == [(1, "ada")]
 
 
 def rss_mb() -> float:
