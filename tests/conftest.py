@@ -38,6 +38,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["KERAS_BACKEND"] = config.getoption("--backend")
+    # Where the runner's links point (`make ui PORT=...` exports them): the tests expect
+    # MLflow's default address unless they set their own.
+    for name in ("MLFLOW_HOST", "MLFLOW_PORT"):
+        os.environ.pop(name, None)
 
 
 def backend_args() -> list[str]:
