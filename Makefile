@@ -4,8 +4,15 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STORE := sqlite:///$(CURDIR)/mlflow.db
-HOST ?= 127.0.0.1
-PORT ?= 5000
+# Where `make ui` and `make server` serve: `make ui HOST=... PORT=...`, else MLflow's own
+# MLFLOW_HOST and MLFLOW_PORT from the environment. The runner's links read those two, so
+# `make ui PORT=5001` and `make sweep PORT=5001` agree, and so do `MLFLOW_PORT=5001 make ui`
+# and `MLFLOW_PORT=5001 python -m runner`. Not HOST and PORT from the environment: shells
+# and platforms set those for other things, and the runner would not follow them.
+HOST = $(or $(MLFLOW_HOST),127.0.0.1)
+PORT = $(or $(MLFLOW_PORT),5000)
+export MLFLOW_HOST := $(HOST)
+export MLFLOW_PORT := $(PORT)
 # MLflow's usage data, off unless the caller sets it (MLFLOW_DISABLE_TELEMETRY=false).
 export MLFLOW_DISABLE_TELEMETRY ?= true
 # The ray extra holds joblib and cloudpickle back: it gets a venv of its own, so that
@@ -57,7 +64,7 @@ sweep: install  ## Compare 3 activations x 2 losses in one multirun sweep
 compare: install  ## Compare the latest sweep: table, CSV, Markdown and figure
 	$(PY) -m runner.compare $(ARGS)
 
-ui: install  ## MLflow UI over the default store, on http://127.0.0.1:5000
+ui: install  ## MLflow UI over the default store, on http://127.0.0.1:5000 or HOST= PORT=
 	@$(PY) -c 'from runner.track import latest_page; print(latest_page("$(STORE)"))'
 	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
 

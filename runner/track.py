@@ -101,15 +101,27 @@ def open_tracker(tracking: DictConfig) -> Tracker | Untracked:
 _trackers: dict[str, Tracker] = {}
 
 
-# Where `make ui` serves a SQLite store.
-UI_ADDRESS = "http://127.0.0.1:5000"
+# A UI bound to every interface is reached from this machine on the loopback one.
+LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def ui_address() -> str:
+    """Where `make ui` serves a SQLite store: ``$MLFLOW_HOST`` and ``$MLFLOW_PORT``, which
+    ``mlflow ui`` itself reads and `make ui HOST=... PORT=...` sets, else MLflow's defaults
+    127.0.0.1 and 5000; so a link printed here opens the UI started with the same
+    variables."""
+    host = os.environ.get("MLFLOW_HOST") or "127.0.0.1"
+    host = LOOPBACK.get(host, host)
+    if ":" in host:  # an IPv6 address, which a URL brackets
+        host = f"[{host}]"
+    return f"http://{host}:{os.environ.get('MLFLOW_PORT') or 5000}"
 
 
 def ui_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
     """The MLflow UI's page of a run (or of an experiment's runs) in the store ``uri``, in
     the UI's "Model training" view: a tracking server's own address, or for a file store
     the one `make ui` serves on."""
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else ui_address()
     page = f"runs/{run_id}" if run_id else "runs"
     return f"{base}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
 

@@ -9,15 +9,20 @@ on the backend are marked ``backend``; ``make test-tensorflow`` runs those on Te
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -38,6 +43,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["KERAS_BACKEND"] = config.getoption("--backend")
+    # Where the runner's links point (`make ui PORT=...` exports them): the tests expect
+    # MLflow's default address unless they set their own.
+    for name in ("MLFLOW_HOST", "MLFLOW_PORT"):
+        os.environ.pop(name, None)
 
 
 def backend_args() -> list[str]:
@@ -90,6 +99,53 @@ def cli(tmp_path: Path, store: str) -> Callable[..., subprocess.CompletedProcess
         )
 
     return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(backend: str, artifacts: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``mlflow server`` over the store ``backend`` on a free local port, once its health
+    check answers (it creates or migrates the store's schema first); stopped on leaving."""
+    port = free_port()
+    # One web worker and no job runner (MLflow's GenAI jobs): the default four workers and
+    # the job runner each import MLflow, which takes minutes on two busy cores.
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", backend,
+            "--artifacts-destination", str(artifacts),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # Its own process group, so that stopping it stops the web server it starts too.
+        start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{uri}/health", timeout=1).ok:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError("mlflow server did not start in 120 s")
+    try:
+        yield uri, process
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 def search(store: str, filter_string: str = "") -> pd.DataFrame:
