@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from runner.app import interrupted, job_result, plan_job, stopped
-from runner.config import UserError, check_group_overrides, register
+from runner.config import CONF, UserError, check_group_overrides, register
 from runner.sweep import Sweep, sweep_of
 
 if TYPE_CHECKING:
@@ -52,7 +52,9 @@ def share_of_cores(hydra_cfg: DictConfig) -> int | None:
     return max(1, cores // workers)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: Hydra reads a relative one as a package when the app runs as the
+# `actlab` command.
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> dict[str, float] | float | None:
     """Run one job and return its metrics, or with ``objective`` set, that metric alone for
     a search to optimise. A user error exits 2 with its message; in a sweep, a failed job is
@@ -98,7 +100,9 @@ def run(plan: Plan | None, sweep: Sweep | None) -> dict[str, float] | None:
         return None
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m runner``, and the ``actlab`` command (which shell completion needs: Hydra
+    completes a command, not ``python -m``)."""
     try:
         check_group_overrides(sys.argv[1:])
     except UserError as error:
@@ -109,3 +113,7 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         # A signal outside a job: between a sweep's jobs, or around a single run's.
         stopped()
+
+
+if __name__ == "__main__":
+    cli()

@@ -4,6 +4,9 @@ SQLite store."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -160,3 +163,16 @@ def test_user_errors_exit_non_zero_with_a_message_and_no_run(cli, store, args, m
     if message.startswith("activation=foo"):
         assert all(name in output for name in ("relu", "sigmoid", "tanh"))
     assert running(store) == 0
+
+
+def test_the_actlab_command_completes_config_groups_in_the_shell(tmp_path):
+    # Hydra's bash completion asks the command itself for the words that fit.
+    actlab = Path(sys.executable).with_name("actlab")
+    assert actlab.exists(), "the actlab command is installed with the package"
+    line = "actlab loss="
+    env = dict(os.environ, COMP_LINE=line, COMP_POINT=str(len(line)))
+    query = subprocess.run(
+        [str(actlab), "-sc", "query=bash"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert query.returncode == 0, query.stderr
+    assert {"loss=auto", "loss=mse", "loss=categorical_crossentropy"} <= set(query.stdout.split())
