@@ -1,0 +1,290 @@
+"""The compiled programs of a batch of models on JAX: one epoch of every family, and the
+test split's evaluation (:class:`Program`), each traced once and kept on disk for later
+processes (:class:`Traced`)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+from jax import export
+
+from runner import backend, metrics
+from runner.config import Encoding
+from runner.engine import CHUNK, Settings
+from runner.engine.families import Family
+from runner.metrics import CLASSIFICATION, metric_names
+
+log = logging.getLogger(__name__)
+
+
+def _scores(task: str, encoding: Encoding):
+    """Per-sample metric values as Keras's ``accuracy`` (of the kind that fits the
+    encoding), ``mae`` and ``rmse`` average them; ``rmse`` is carried squared."""
+    if task != CLASSIFICATION:
+        return lambda y, p: {
+            "mae": jnp.mean(jnp.abs(y - p), axis=-1),
+            "rmse": jnp.mean(jnp.square(y - p), axis=-1),
+        }
+    if encoding is Encoding.onehot:
+        return lambda y, p: {"accuracy": (jnp.argmax(y, -1) == jnp.argmax(p, -1)).astype("f4")}
+    if encoding is Encoding.integer:
+        return lambda y, p: {"accuracy": (y == jnp.argmax(p, -1)).astype("f4")}
+    return lambda y, p: {"accuracy": jnp.mean((y == (p > 0.5)).astype("f4"), axis=-1)}
+
+
+# Every diagnostic a hidden layer can have (runner/metrics.py says which a layer logs).
+DIAGNOSTICS = ("grad_norm", "dead_fraction", "saturated_fraction")
+
+
+def _dead(out: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.all(out <= 0, axis=0).astype("f4"))
+
+
+class Traced:
+    """``function`` jitted, traced the first time it is called, and kept traced on disk
+    (``jax.export``) under ``path`` for later processes: tracing the Keras models is most of
+    what a program costs once XLA's persistent cache holds its compile. Without a ``path``
+    (nowhere to keep it), or where the program cannot be exported, it is traced in every
+    process as plain ``jax.jit`` does."""
+
+    def __init__(self, function, path: Path | None, donate: tuple[int, ...] = ()):
+        self.function = function
+        self.path = path
+        self.donate = donate
+        self.compiled = None
+
+    def __call__(self, *args):
+        if self.compiled is None:
+            self.compiled = self._load(args)
+        return self.compiled(*args)
+
+    def _load(self, args):
+        jitted = jax.jit(self.function, donate_argnums=self.donate)
+        if self.path is None:
+            return jitted
+        try:
+            exported = export.deserialize(bytearray(self.path.read_bytes()))
+            if not _fits(exported, args):
+                raise ValueError("traced for other arguments")
+        # Not there yet, damaged (a flatbuffer's reader raises whatever its bytes lead to), or
+        # not this program's.
+        except Exception:
+            try:
+                exported = export.export(jitted)(*args)
+            except Exception as error:  # what export refuses varies by platform and version
+                log.info("program not kept for later processes (%s)", error)
+                return jitted
+            self._keep(exported.serialize())
+        return jax.jit(exported.call, donate_argnums=self.donate)
+
+    def _keep(self, blob: bytearray) -> None:
+        """Write the traced program beside the others, whole or not at all (another process
+        may be writing the same one)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial_file = self.path.with_suffix(f".{os.getpid()}.tmp")
+            partial_file.write_bytes(blob)
+            partial_file.replace(self.path)
+        except OSError as error:
+            log.info("program not kept for later processes: %s", error)
+
+
+def _fits(exported: export.Exported, args: tuple) -> bool:
+    """Whether ``exported`` takes arguments of the structure, shapes and types of ``args``."""
+    leaves, tree = jax.tree.flatten(args)
+    return tree == exported.in_tree and [(a.shape, a.dtype) for a in exported.in_avals] == [
+        (np.shape(x), np.result_type(x)) for x in leaves
+    ]
+
+
+def program_path(key: tuple, name: str) -> Path:
+    """Where the traced program ``name`` of a program for ``key`` is kept: named by a digest
+    of the key, the platform, the versions of JAX and Keras and the source of the engine,
+    so that any change that could change the program gives it a new file."""
+    digest = hashlib.sha256(repr(key).encode())
+    digest.update(f"{jax.devices()[0].platform} {jax.__version__} {keras.__version__}".encode())
+    for source in [*sorted(Path(__file__).parent.glob("*.py")), Path(metrics.__file__)]:
+        digest.update(source.read_bytes())
+    return backend.cache_dir() / "programs" / f"{digest.hexdigest()[:32]}.{name}"
+
+
+class Program:
+    """The compiled epoch and test evaluation of one batch's families.
+
+    It holds models of its own, functions of the weights the members bring, so a later
+    batch of the same groups (the next job of a sweep, in the same process) reuses it
+    without tracing or compiling again; a later process reuses its traced programs
+    (:class:`Traced`)."""
+
+    def __init__(
+        self, families: list[Family], task: str, settings: Settings, samples: int, key: tuple
+    ):
+        self.families = families
+        self.task = task
+        self.batch_size = min(settings.batch_size, samples)
+        self.probe = settings.probe_size and min(settings.probe_size, samples)
+        self.epoch = Traced(self._epoch, program_path(key, "epoch"), donate=(0,))
+        self.test = Traced(self._test, program_path(key, "test"))
+
+    # One model's functions: vmapped over a family below.
+
+    def _scale(self, family: Family, opt_vars: list) -> jax.Array:
+        """The loss scale of a mixed-precision model's optimizer state; 1 otherwise."""
+        if not isinstance(family.optimizer, keras.optimizers.LossScaleOptimizer):
+            return jnp.float32(1)
+        mapping = list(zip(family.optimizer.variables, opt_vars, strict=True))
+        with keras.StatelessScope(state_mapping=mapping):
+            return family.optimizer.scale_loss(jnp.float32(1))
+
+    def _loss(self, family: Family, choice, y: jax.Array, p: jax.Array) -> jax.Array:
+        """Per-sample values of the member's own loss, ``family.losses[choice]``: vmapped
+        over members, each branch is computed and each member takes its own."""
+        losses = [keras.losses.get(name) for name in family.losses]
+        if len(losses) == 1:
+            return losses[0](y, p)
+        return jax.lax.switch(choice, losses, y, p)
+
+    def _sums(self, family: Family, choice, y: jax.Array, p: jax.Array) -> dict[str, jax.Array]:
+        per_sample = self._loss(family, choice, y, p)
+        scores = _scores(self.task, family.encoding)(y, p)
+        return {"loss": jnp.sum(per_sample), **{k: jnp.sum(v) for k, v in scores.items()}}
+
+    def _step(self, family: Family, state, rows, alive, choice, activations, x, y):
+        trainable, non_trainable, opt_vars = state
+        xb, yb = x[rows], y[rows]
+        scale = self._scale(family, opt_vars)
+
+        def objective(trainable):
+            p, non_trainable_after = family.net.stateless_call(
+                trainable, non_trainable, xb, training=True
+            )
+            loss = jnp.mean(self._loss(family, choice, yb, p))
+            return loss * scale, (loss, p, non_trainable_after)
+
+        with family.choosing(activations):
+            grads, (loss, p, non_trainable_after) = jax.grad(objective, has_aux=True)(trainable)
+        trainable_after, opt_after = family.optimizer.stateless_apply(opt_vars, grads, trainable)
+        # A frozen (diverged) model keeps its state; the others never depend on it.
+        new = jax.tree.map(
+            lambda after, before: jnp.where(alive, after, before),
+            (trainable_after, non_trainable_after, opt_after),
+            state,
+        )
+        sums = self._sums(family, choice, yb, p)
+        sums["loss"] = loss * rows.shape[0]  # the batch mean, weighted as Keras's fit does
+        return new, sums
+
+    def _evaluate(self, family: Family, state, choice, activations, x, y):
+        trainable, non_trainable, _ = state
+        total = None
+        for start in range(0, x.shape[0], CHUNK):
+            with family.choosing(activations):
+                p, _ = family.net.stateless_call(
+                    trainable, non_trainable, x[start : start + CHUNK], training=False
+                )
+            sums = self._sums(family, choice, y[start : start + CHUNK], p)
+            total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+        return total
+
+    def _diagnose(self, family: Family, state, choice, activations, x, y):
+        """Every diagnostic of every hidden layer; each member keeps those of its own
+        activations (:func:`member_names`)."""
+        trainable, non_trainable, opt_vars = state
+        scale = self._scale(family, opt_vars)
+
+        def objective(trainable):
+            outputs, _ = family.tap.stateless_call(trainable, non_trainable, x, training=False)
+            loss = jnp.mean(self._loss(family, choice, y, outputs[-1]))
+            return loss * scale, outputs
+
+        with family.choosing(activations):
+            grads, outputs = jax.grad(objective, has_aux=True)(trainable)
+            logs = {}
+            for i, (kernel, layer) in enumerate(zip(family.kernels, family.choices, strict=True)):
+                gradient = grads[kernel].astype("f4") / scale
+                logs[f"grad_norm/hidden_{i}"] = jnp.sqrt(jnp.sum(jnp.square(gradient)))
+                logs[f"dead_fraction/hidden_{i}"] = _dead(outputs[i])
+                saturated = layer.saturated(outputs[i])
+                logs[f"saturated_fraction/hidden_{i}"] = jnp.mean(saturated.astype("f4"))
+        return logs
+
+    # The batch's programs.
+
+    def log_names(self, family: Family, split: str = "") -> list[str]:
+        """The names of a family's logs, in the order of the rows the programs return: an
+        epoch's (``split`` ""), or the test split's (``split`` "test")."""
+        scored = ["loss", *metric_names(self.task)]
+        if split == "test":
+            return scored
+        names = [*scored, *(f"val_{name}" for name in scored)]
+        if self.probe:
+            for i in range(len(family.choices)):
+                names += [f"{kind}/hidden_{i}" for kind in DIAGNOSTICS]
+        return names
+
+    def _epoch(self, states, batches, rest, alive, choices, activations, data):
+        """One epoch of every family: ``batches`` are each family's ``[steps, M, batch]``
+        sample indices, ``rest`` its ``[M, r]`` last partial batch (r may be 0), ``choices``
+        its members' losses, ``activations`` its hidden layers'. Each family's logs come
+        back as one ``[names, M]`` array."""
+
+        def steps(carry, rows):
+            states, sums = carry
+            out_states, out_sums = [], []
+            for f, family in enumerate(self.families):
+                step = jax.vmap(partial(self._step, family), in_axes=(0, 0, 0, 0, None, None, None))
+                state, step_sums = step(
+                    states[f],
+                    rows[f],
+                    alive[f],
+                    choices[f],
+                    activations[f],
+                    data["x"]["train"],
+                    data["y"][f]["train"],
+                )
+                out_states.append(state)
+                out_sums.append(jax.tree.map(jnp.add, sums[f], step_sums))
+            return (out_states, out_sums), None
+
+        zeros = [
+            {name: jnp.zeros(len(choices[f])) for name in self.log_names(family, "test")}
+            for f, family in enumerate(self.families)
+        ]
+        (states, sums), _ = jax.lax.scan(steps, (list(states), zeros), batches)
+        if rest[0].shape[1]:
+            (states, sums), _ = steps((states, sums), rest)
+        logs = []
+        samples = batches[0].shape[0] * batches[0].shape[2] + rest[0].shape[1]
+        for f, family in enumerate(self.families):
+            x, y = data["x"], data["y"][f]
+            family_logs = {name: value / samples for name, value in sums[f].items()}
+            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, 0, None, None, None))
+            val = evaluate(states[f], choices[f], activations[f], x["val"], y["val"])
+            family_logs.update({f"val_{k}": v / x["val"].shape[0] for k, v in val.items()})
+            if self.probe:
+                diagnose = jax.vmap(
+                    partial(self._diagnose, family), in_axes=(0, 0, None, None, None)
+                )
+                probe = (x["train"][: self.probe], y["train"][: self.probe])
+                family_logs.update(diagnose(states[f], choices[f], activations[f], *probe))
+            logs.append(jnp.stack([family_logs[name] for name in self.log_names(family)]))
+        return states, logs
+
+    def _test(self, states, choices, activations, data):
+        logs = []
+        for f, family in enumerate(self.families):
+            x, y = data["x"]["test"], data["y"][f]["test"]
+            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, 0, None, None, None))
+            test = evaluate(states[f], choices[f], activations[f], x, y)
+            logs.append(
+                jnp.stack([test[name] / x.shape[0] for name in self.log_names(family, "test")])
+            )
+        return logs
