@@ -136,7 +136,10 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
+    """The hidden layers' widths, one Dense layer each, and the output layer."""
+
     units: list[int] = field(default_factory=lambda: [64, 64])
+    # auto: the output activation that goes with the loss and the task (see conf/loss/).
     output_activation: str = "auto"
     kernel_initializer: str = "glorot_uniform"
 
@@ -155,13 +158,15 @@ class TrainConfig:
     threads: int | None = None
     # Hidden layers compute in float16 (weights stay float32), the output layer and the loss
     # in float32, with loss scaling: Keras's mixed_float16, set per layer (runner/model.py).
+    # For GPUs: on a CPU it runs, with a warning, but is no faster.
     mixed_precision: bool = False
 
 
 @dataclass
 class DiagnosticsConfig:
-    """Per-layer gradient norms and dead or saturated units, measured at each epoch's end
-    on ``probe_size`` training samples (names in runner/metrics.py; each engine measures
+    """Per-layer gradient norms and dead or saturated units (``grad_norm/hidden_i``,
+    ``dead_fraction/hidden_i``, ``saturated_fraction/hidden_i``), measured at each epoch's
+    end on ``probe_size`` training samples (names in runner/metrics.py; each engine measures
     them with its backend's gradients)."""
 
     enabled: bool = True
@@ -170,16 +175,19 @@ class DiagnosticsConfig:
 
 @dataclass
 class TrackingConfig:
-    """``uri: null`` means ``MLFLOW_TRACKING_URI`` when set, else ``mlflow.db`` in the
-    project root. ``experiment: null`` means the dataset's name. ``enabled: false`` trains
-    without opening a store: nothing is recorded."""
+    """Where and what MLflow records. ``enabled: false`` trains without opening a store:
+    nothing is recorded, the metrics are in the job's log only."""
 
     enabled: bool = True
+    # null: $MLFLOW_TRACKING_URI when set, else sqlite:///<project root>/mlflow.db
     uri: str | None = None
+    # null: the dataset's name
     experiment: str | None = None
-    # The per-run figure of training curves; null: for a single run, not for a sweep's jobs.
+    # The per-run figure training_curves.png. null: a single run gets one, a sweep's jobs do
+    # not (the MLflow UI draws each run's curves; runner.compare draws the sweep's figure).
     figure: bool | None = None
-    # Each trained model as an MLflow model (Keras's flavour) in its run; not a diverged one.
+    # true: each trained model is logged as an MLflow model (Keras's flavour) in its run, for
+    # mlflow.pyfunc.load_model("runs:/<run id>/model"); a diverged or failed run logs none.
     log_model: bool = False
     # true: record into a SQLite file that holds another application's tables, adding
     # MLflow's beside them; false refuses such a file before MLflow touches it.
@@ -188,19 +196,31 @@ class TrackingConfig:
 
 @dataclass
 class Config:
+    """Every key a user can set, with its default: the source of ``--help`` and ``--cfg
+    job`` (docs/configuration.md describes them). ``dataset``, ``loss`` and ``optimizer``
+    are config groups, filled by conf/config.yaml's defaults list."""
+
     dataset: DatasetConfig = MISSING
     loss: LossConfig = MISSING
     optimizer: OptimizerConfig = MISSING
-    # One Keras activation for every hidden layer, or a list with one per layer. Typed Any
-    # because OmegaConf cannot express "str or list of str"; validate_values() checks it.
+    # One Keras activation for every hidden layer, or a list with one per layer: [relu,tanh].
+    # Typed Any because OmegaConf cannot express "str or list of str"; validate_values()
+    # checks it.
     activation: Any = "relu"
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    # Fixes the initial weights and the batch order (dataset.seed fixes the data).
     seed: int = 0
+    # A process keeps its backend: sweep it with a launcher that starts a process per job.
     backend: Backend = Backend.jax
+    # auto: the GPU when the backend sees one; cpu: hide GPUs; gpu: fail when there is none.
     device: Device = Device.auto
+    # true: skip a job whose config already has a FINISHED run in the experiment (finishes a
+    # sweep that was interrupted). Off by default: the config cannot see a change of code.
     resume: bool = False
+    # null: a job returns its metrics. A metric: a job returns its last-epoch value, for a
+    # search to optimise (the worst value, inf or -inf, when the job diverged or failed).
     objective: Objective | None = None
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
