@@ -275,20 +275,25 @@ def keras_activations() -> list[str]:
     )
 
 
+def per_layer_activations(cfg: DictConfig) -> list | None:
+    """``activation`` as its items when it is a list, one per hidden layer; None when it is
+    one name for every layer."""
+    activation = cfg.activation
+    return list(activation) if isinstance(activation, ListConfig | list | tuple) else None
+
+
 def hidden_activations(cfg: DictConfig) -> list[str]:
     """``activation`` as one name per hidden layer."""
-    activation = cfg.activation
-    if isinstance(activation, ListConfig | list | tuple):
-        return [str(a) for a in activation]
-    return [str(activation)] * len(cfg.model.units)
+    per_layer = per_layer_activations(cfg)
+    if per_layer is None:
+        return [str(cfg.activation)] * len(cfg.model.units)
+    return [str(a) for a in per_layer]
 
 
 def activation_label(cfg: DictConfig) -> str:
     """``activation`` as the user gave it: ``relu``, or ``relu,tanh,sigmoid`` for a list."""
-    activation = cfg.activation
-    if isinstance(activation, ListConfig | list | tuple):
-        return ",".join(str(a) for a in activation)
-    return str(activation)
+    per_layer = per_layer_activations(cfg)
+    return str(cfg.activation) if per_layer is None else ",".join(str(a) for a in per_layer)
 
 
 # What does not change a job's result: where it is recorded, whether it may be skipped,
@@ -401,21 +406,17 @@ def validate_values(cfg: DictConfig) -> None:
             "their sum must be below 1."
         )
 
-    activation = cfg.activation
-    if isinstance(activation, ListConfig | list | tuple):
-        if len(activation) != len(units):
-            raise UserError(
-                f"activation={activation_label(cfg)} names {len(activation)} activations but "
-                f"model.units={units} has {len(units)} hidden layers: give one activation, "
-                "or one per hidden layer."
-            )
-        items = list(activation)
-    else:
-        items = [activation]
-    for item in items:
+    per_layer = per_layer_activations(cfg)
+    if per_layer is not None and len(per_layer) != len(units):
+        raise UserError(
+            f"activation={activation_label(cfg)} names {len(per_layer)} activations but "
+            f"model.units={units} has {len(units)} hidden layers: give one activation, "
+            "or one per hidden layer."
+        )
+    for item in [cfg.activation] if per_layer is None else per_layer:
         if not isinstance(item, str):
             raise UserError(
-                f"activation={activation!r} is not allowed: give a Keras activation name "
+                f"activation={cfg.activation!r} is not allowed: give a Keras activation name "
                 "or a list of names, e.g. activation=relu or activation=[relu,tanh]."
             )
 
