@@ -9,6 +9,7 @@ identifiers), run at the start of each job.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterator
@@ -296,30 +297,32 @@ def activation_label(cfg: DictConfig) -> str:
     return str(cfg.activation) if per_layer is None else ",".join(str(a) for a in per_layer)
 
 
+def plain(value: Any) -> Any:
+    """A config value, resolved, as plain data with enums as their names: what is hashed,
+    logged and compared, never OmegaConf's nodes."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    return value.name if isinstance(value, Enum) else value
+
+
 # What does not change a job's result: where it is recorded, whether it may be skipped,
 # what it returns to a search, and how many threads compute it.
 NOT_TRAINING = ("tracking", "resume", "objective", "train.threads")
 
 
-def training_view(cfg: DictConfig, drop: tuple[str, ...] = ()) -> dict:
-    """The job's resolved config as plain data, without Hydra's node, the keys in
-    :data:`NOT_TRAINING` and the dotted keys in ``drop``: what a job's fingerprint and a
-    fused group's key are made of."""
+def training_key(cfg: DictConfig, drop: tuple[str, ...] = ()) -> str:
+    """The job's resolved config as canonical JSON, without Hydra's node, the keys in
+    :data:`NOT_TRAINING` and the dotted keys in ``drop``: what a job's fingerprint digests
+    and a fused group's jobs share."""
     # Hydra's node is left out unresolved: it refers to a job directory not made yet.
-    view = {
-        key: OmegaConf.to_container(value, resolve=True, enum_to_str=True)
-        if isinstance(value, DictConfig | ListConfig)
-        else (value.value if isinstance(value, Enum) else value)
-        for key, value in cfg.items()
-        if key != "hydra"
-    }
+    view = {key: plain(value) for key, value in cfg.items() if key != "hydra"}
     for dotted in (*NOT_TRAINING, *drop):
         *parents, leaf = dotted.split(".")
         node = view
         for parent in parents:
             node = node.get(parent, {})
         node.pop(leaf, None)
-    return view
+    return json.dumps(view, sort_keys=True, default=str)
 
 
 def experiment_name(cfg: DictConfig) -> str:
