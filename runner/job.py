@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from runner import backend, data, engine, figures, model
+from runner.checks import validate_names
 from runner.config import (
     Objective,
     UserError,
@@ -31,7 +32,6 @@ from runner.config import (
     plain,
     resolve_loss,
     training_key,
-    validate_names,
 )
 from runner.metrics import validation_metrics
 from runner.sweep import Sweep, position

@@ -9,13 +9,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from runner import data, job, model
+from runner.checks import validate_names, validate_values
 from runner.config import (
     Encoding,
     UserError,
     hidden_activations,
     resolve_loss,
-    validate_names,
-    validate_values,
 )
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
