@@ -22,7 +22,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from runner.app import interrupted, job_result, plan_job, stopped
-from runner.config import CONF, UserError, check_group_overrides, register
+from runner.checks import check_group_overrides
+from runner.config import CONF, UserError, register
 from runner.sweep import Sweep, sweep_of
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 
 from runner import stop
 from runner import sweep as sweeps
-from runner.config import UserError, validate_values
+from runner.checks import validate_values
+from runner.config import UserError
 from runner.sweep import Sweep
 
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ output directory, saved config and MLflow run.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner import stop
 from runner.app import interrupted, job_result, plan_job
-from runner.config import training_view
+from runner.config import training_key
 from runner.sweep import Sweep, sweep_of
 
 log = logging.getLogger("runner")
@@ -44,7 +43,7 @@ PER_JOB = (
 
 def group_key(cfg: DictConfig) -> str:
     """Equal for two jobs that can train in one fused batch."""
-    return json.dumps(training_view(cfg, PER_JOB), sort_keys=True, default=str)
+    return training_key(cfg, PER_JOB)
 
 
 def fusable_groups(cfgs: Sequence[DictConfig], max_group: int) -> list[list[int]]:

@@ -22,15 +22,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from runner import backend, data, engine, figures, model
+from runner.checks import validate_names
 from runner.config import (
     Objective,
     UserError,
     activation_label,
     experiment_name,
     hidden_activations,
+    plain,
     resolve_loss,
-    training_view,
-    validate_names,
+    training_key,
 )
 from runner.metrics import validation_metrics
 from runner.sweep import Sweep, position
@@ -63,7 +64,7 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
             else:
                 flat[f"{prefix}{key}"] = value
 
-    walk(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "")
+    walk(plain(cfg), "")
     flat.update(
         activation=activation_label(cfg),
         loss=cfg.loss.name,
@@ -75,10 +76,9 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
 
 
 def fingerprint(cfg: DictConfig) -> str:
-    """A digest of the job's :func:`training_view`: equal for two jobs that train the same
+    """A digest of the job's :func:`training_key`: equal for two jobs that train the same
     model on the same data."""
-    text = json.dumps(training_view(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(training_key(cfg).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -130,7 +130,7 @@ _loaded: dict[str, data.Dataset] = {}
 def load_data(cfg: DictConfig) -> data.Dataset:
     """:func:`data.load`, reusing the last result for an equal dataset config. The arrays
     are shared, so nothing may write to them; everything downstream makes its own copies."""
-    key = json.dumps(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), sort_keys=True)
+    key = json.dumps(plain(cfg), sort_keys=True)
     if key not in _loaded:
         _loaded.clear()
         _loaded[key] = data.load(cfg)

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
 from runner import data, job, model
-from runner.config import UserError, check_group_overrides, validate_names, validate_values
+from runner.checks import check_group_overrides, validate_names, validate_values
+from runner.config import UserError
 from tests.conftest import CONF, running, search
 
 CLEAN = (UserError, HydraException, OmegaConfBaseException)

@@ -6,15 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 
-from runner import data, model
+from runner import data, job, model
+from runner.checks import validate_names, validate_values
 from runner.config import (
     Encoding,
     UserError,
     hidden_activations,
     resolve_loss,
-    validate_names,
-    validate_values,
 )
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -152,3 +152,11 @@ def test_a_loss_that_cannot_fit_the_task_is_refused_saying_why(make_cfg):
     cfg = make_cfg("loss=huber")
     with pytest.raises(UserError, match="needs a regression dataset"):
         build(cfg)
+
+
+def test_the_default_configs_fingerprint_is_the_one_its_recorded_runs_carry():
+    # resume=true finds a finished run by this digest, so a change of how the config is
+    # written must not change it: runs recorded before would be trained again.
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config")
+    assert job.fingerprint(cfg) == "889f2fa4bdf0ea7c"

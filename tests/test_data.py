@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from runner import data
-from runner.config import Encoding, UserError, validate_values
+from runner.checks import validate_values
+from runner.config import Encoding, UserError
 
 OFFLINE = {
     # name: (samples, features, task, classes)

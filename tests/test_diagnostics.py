@@ -9,7 +9,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from runner import data, engine, job, model
-from runner.config import DatasetConfig, Encoding, OptimizerConfig, validate_values
+from runner.checks import validate_values
+from runner.config import DatasetConfig, Encoding, OptimizerConfig
 from tests.conftest import search
 
 pytestmark = pytest.mark.backend

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runner import job
-from runner.config import validate_values
+from runner.checks import validate_values
 from tests.conftest import search
 
 pytestmark = pytest.mark.backend

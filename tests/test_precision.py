@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 
 from runner import backend as backends
 from runner import data, engine, job, model
-from runner.config import DatasetConfig, Encoding, OptimizerConfig, validate_values
+from runner.checks import validate_values
+from runner.config import DatasetConfig, Encoding, OptimizerConfig
 from tests.conftest import search
 
 pytestmark = pytest.mark.backend

@@ -417,7 +417,7 @@ def rss_mb() -> float:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
 def test_a_hundred_jobs_in_one_process_release_their_memory(make_cfg, store):
     from runner import job
-    from runner.config import validate_values
+    from runner.checks import validate_values
 
     rss = {}
     for i in range(1, 101):

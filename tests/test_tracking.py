@@ -20,7 +20,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runner import job
-from runner.config import UserError, validate_values
+from runner.checks import validate_values
+from runner.config import UserError
 from runner.track import (
     COMPLETED,
     DIVERGED,
