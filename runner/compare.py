@@ -39,20 +39,18 @@ from runner.stats import (
     shared_ranks,
     speed,
 )
-from runner.track import (
+from runner.tracking import (
     COMPLETED,
     DIVERGED,
     FAILED,
     INTERRUPTED,
     ROLE,
     SWEEP_ID,
-    open_client,
     quoted,
-    reason,
     sqlite_path,
-    store_errors,
     tracking_uri,
 )
+from runner.tracking.store import open_client, reason, store_errors
 
 # Params that identify a run or repeat it, never what a comparison is about.
 NOT_COMPARED = {"seed", "tracking.uri", "tracking.experiment", "tracking.adopt_foreign_db"}

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from runner import job
 from runner.config import UserError, validate_values
-from runner.track import (
+from runner.tracking import (
     COMPLETED,
     DIVERGED,
     FAILED,
@@ -70,7 +70,9 @@ def test_an_artifact_that_cannot_be_written_fails_the_run_and_keeps_its_metrics(
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     tracker = Tracker(store)
-    experiment = tracker.client.create_experiment("blocked", artifact_location=blocker.as_uri())
+    experiment = MlflowClient(store).create_experiment(
+        "blocked", artifact_location=blocker.as_uri()
+    )
     with (
         pytest.raises(Unrecorded) as raised,
         tracker.open_run(experiment, "job", {}, output_dir=tmp_path) as run,
@@ -98,7 +100,9 @@ def test_a_model_that_cannot_be_written_fails_the_run_and_its_logged_model(store
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     tracker = Tracker(store)
-    experiment = tracker.client.create_experiment("blocked", artifact_location=blocker.as_uri())
+    experiment = MlflowClient(store).create_experiment(
+        "blocked", artifact_location=blocker.as_uri()
+    )
     net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     with (
         pytest.raises(Unrecorded),
@@ -120,7 +124,7 @@ def test_a_run_that_cannot_be_recorded_leaves_the_runs_around_it_their_outcome(s
     blocker.write_text("")
     tracker = Tracker(store)
     fine = tracker.experiment("fine")
-    blocked = tracker.client.create_experiment("blocked", artifact_location=blocker.as_uri())
+    blocked = MlflowClient(store).create_experiment("blocked", artifact_location=blocker.as_uri())
     with pytest.raises(Unrecorded), ExitStack() as runs:
         outer = runs.enter_context(tracker.open_run(fine, "outer", {}, output_dir=tmp_path))
         inner = runs.enter_context(tracker.open_run(blocked, "inner", {}, output_dir=tmp_path))
