@@ -11,14 +11,17 @@
 - :mod:`~runner.tracking.model`: a run's logged Keras model;
 - :mod:`~runner.tracking.untracked`: the stand-ins for ``tracking.enabled=false``;
 - :mod:`~runner.tracking.protocol`: what a tracker and a run offer a job, both kinds;
-- :mod:`~runner.tracking.ui`: addresses in the MLflow UI.
+- :mod:`~runner.tracking.ui`: addresses in the MLflow UI;
+- :mod:`~runner.tracking.read`: reading runs back, for ``runner.compare``.
 
 MLflow is imported only when a store is opened: with ``tracking.enabled=false`` the job
-gets :class:`Untracked`, records nothing and never loads MLflow.
+gets :class:`Untracked`, records nothing and never loads MLflow. No code outside this
+package uses MLflow's client.
 """
 
 from runner.tracking.lost import Unrecorded
 from runner.tracking.protocol import AnyRun, AnyTracker, FinishedRun
+from runner.tracking.read import Reader
 from runner.tracking.run import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STATUS, Run
 from runner.tracking.store import ROOT, quoted, sqlite_path, tracking_uri
 from runner.tracking.tracker import ROLE, SWEEP_ID, Tracker, open_tracker
@@ -37,6 +40,7 @@ __all__ = [
     "AnyRun",
     "AnyTracker",
     "FinishedRun",
+    "Reader",
     "Run",
     "Tracker",
     "Unrecorded",
