@@ -64,11 +64,12 @@ class AnyTracker(Protocol):
 
     def end_sweep(self, sweep_id: str, outcome: str) -> None: ...
 
+    # ``= ...``: the argument may be left out, with the default each implementation gives it.
     def open_run(
         self,
         experiment_id: str,
         name: str,
         tags: dict[str, str],
-        parent_id: str | None = None,
-        output_dir: Path | None = None,
+        parent_id: str | None = ...,
+        output_dir: Path | None = ...,
     ) -> AbstractContextManager[AnyRun]: ...

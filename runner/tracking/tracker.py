@@ -15,11 +15,18 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from runner.config import UserError
-from runner.tracking import store
 from runner.tracking.lost import UNRECORDED_FILE
 from runner.tracking.protocol import AnyTracker, FinishedRun
 from runner.tracking.run import INTERRUPTED, STATUS, Run
-from runner.tracking.store import quoted, sqlite_path, store_errors, store_lock, unusable
+from runner.tracking.store import (
+    connect,
+    quoted,
+    sqlite_path,
+    store_errors,
+    store_lock,
+    tracking_uri,
+    unusable,
+)
 from runner.tracking.untracked import Untracked
 from runner.tracking.writer import log_batch
 
@@ -36,7 +43,7 @@ def open_tracker(tracking: DictConfig) -> AnyTracker:
     a stand-in that records nothing."""
     if not tracking.enabled:
         return Untracked()
-    uri = store.tracking_uri(tracking.uri)
+    uri = tracking_uri(tracking.uri)
     if uri not in _trackers:
         _trackers[uri] = Tracker(uri, tracking.adopt_foreign_db)
     return _trackers[uri]
@@ -47,7 +54,7 @@ class Tracker:
 
     def __init__(self, uri: str, adopt_foreign_db: bool = False):
         self.uri = uri
-        self.client = store.connect(uri, adopt_foreign_db)
+        self.client = connect(uri, adopt_foreign_db)
         self._experiments: dict[str, str] = {}
         self._sweep_parents: dict[tuple[str, str], str] = {}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from runner.tracking.run import COMPLETED
 
@@ -37,12 +36,7 @@ class Untracked:
 
     @contextmanager
     def open_run(
-        self,
-        experiment_id: str,
-        name: str,
-        tags: dict[str, str],
-        parent_id: str | None = None,
-        output_dir: Path | None = None,
+        self, experiment_id: str, name: str, *args: object, **kwargs: object
     ) -> Iterator[UntrackedRun]:
         yield UntrackedRun(name)
 
