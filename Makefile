@@ -65,7 +65,7 @@ compare: install  ## Compare the latest sweep: table, CSV, Markdown and figure
 	$(PY) -m runner.compare $(ARGS)
 
 ui: install  ## MLflow UI over the default store, on http://127.0.0.1:5000 or HOST= PORT=
-	@$(PY) -c 'from runner.track import latest_page; print(latest_page("$(STORE)"))'
+	@$(PY) -c 'from runner.tracking import latest_page; print(latest_page("$(STORE)"))'
 	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
 
 server: install  ## MLflow tracking server over the default store, on 127.0.0.1:5000

@@ -82,7 +82,7 @@ def run(plan: Plan | None, sweep: Sweep | None) -> dict[str, float] | None:
     if plan is None:
         return None
     from runner import job
-    from runner.track import Unrecorded
+    from runner.tracking import Unrecorded
 
     if plan.finished is not None:
         return job.skip(plan, sweep)

@@ -75,7 +75,7 @@ def objective_value(name: str, metrics: dict[str, float] | None) -> float:
 def interrupted(cfg: DictConfig, sweep: Sweep | None) -> NoReturn:
     """After Ctrl-C or SIGTERM (the job's own run is ended KILLED already): end the sweep's
     parent runs KILLED too, say in one line what was kept, and exit 130."""
-    from runner.track import INTERRUPTED, Tracker, tracking_uri
+    from runner.tracking import INTERRUPTED, Tracker, tracking_uri
 
     if not cfg.tracking.enabled:
         log.error("interrupted (tracking.enabled=false: nothing was recorded)")

@@ -181,7 +181,7 @@ def _train(phase: list[JobReturn], group: str) -> None:
     """Train the planned jobs of one group, then set each job's return value as ``main``
     sets it."""
     from runner import job
-    from runner.track import Unrecorded
+    from runner.tracking import Unrecorded
 
     rets = [
         ret

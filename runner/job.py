@@ -35,7 +35,7 @@ from runner.config import (
 )
 from runner.metrics import validation_metrics
 from runner.sweep import Sweep, position
-from runner.track import DIVERGED, Run, Tracker, open_tracker, ui_url
+from runner.tracking import DIVERGED, AnyRun, AnyTracker, FinishedRun, open_tracker, ui_url
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +90,11 @@ class Plan:
     dataset: data.Dataset
     head: model.OutputHead
     device: str
-    tracker: Tracker
+    tracker: AnyTracker
     experiment_id: str
     parent_id: str | None
     fingerprint: str
-    finished: object | None = None
+    finished: FinishedRun | None = None
     # Hydra's output directory of the job, where its run keeps what the store did not take;
     # None (the current directory) outside Hydra.
     output_dir: Path | None = None
@@ -108,7 +108,7 @@ _reaped: set[str] = set()
 _frozen = False
 
 
-def reap_orphans(tracker: Tracker) -> None:
+def reap_orphans(tracker: AnyTracker) -> None:
     """Once per store and process: end the runs a killed process left RUNNING, in one line."""
     if tracker.uri in _reaped:
         return
@@ -191,13 +191,13 @@ def skip(plan: Plan, sweep: Sweep | None) -> dict[str, float]:
     its validation and test metrics."""
     run = plan.finished
     if sweep is not None:
-        plan.tracker.adopt(run.info.run_id, sweep.id, plan.parent_id)
+        plan.tracker.adopt(run.run_id, sweep.id, plan.parent_id)
     log.info(
         "skipped %s: run %s finished with the same config (resume=true)",
         plan.label,
-        run.info.run_id,
+        run.run_id,
     )
-    return {k: v for k, v in run.data.metrics.items() if k.startswith(("val_", "test_"))}
+    return {k: v for k, v in run.metrics.items() if k.startswith(("val_", "test_"))}
 
 
 def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, float]:
@@ -234,7 +234,7 @@ def fresh_keras() -> None:
 
 
 def open_run(plan: Plan, sweep: Sweep | None, tags: dict[str, str] | None = None):
-    """The job's MLflow run (see :meth:`Tracker.open_run`), nested in the sweep's parent."""
+    """The job's MLflow run (see :meth:`AnyTracker.open_run`), nested in the sweep's parent."""
     tags = dict(
         tags or {}, fingerprint=plan.fingerprint, device=plan.device, task=plan.dataset.task
     )
@@ -250,7 +250,7 @@ def output_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
 
 
-def start(mlrun: Run, plan: Plan, overrides: list[str]) -> None:
+def start(mlrun: AnyRun, plan: Plan, overrides: list[str]) -> None:
     """Record what the job is before it trains: params, tags and data."""
     cfg, dataset = plan.cfg, plan.dataset
     mlrun.log_params(flat_params(cfg))
@@ -265,7 +265,7 @@ def start(mlrun: Run, plan: Plan, overrides: list[str]) -> None:
     )
 
 
-def log_files(mlrun: Run, plan: Plan, overrides: list[str], net: keras.Model) -> None:
+def log_files(mlrun: AnyRun, plan: Plan, overrides: list[str], net: keras.Model) -> None:
     """Record the job's config, its overrides and its model's summary, in one store call."""
     summary: list[str] = []
     net.summary(print_fn=lambda text, **_: summary.append(text))
@@ -278,7 +278,7 @@ def log_files(mlrun: Run, plan: Plan, overrides: list[str], net: keras.Model) ->
     )
 
 
-def finish(mlrun: Run, plan: Plan, result: engine.TrainResult, net: keras.Model) -> None:
+def finish(mlrun: AnyRun, plan: Plan, result: engine.TrainResult, net: keras.Model) -> None:
     """Record the trained job: test metrics, training time, curves, the trained model
     ``net`` (``tracking.log_model``) and its outcome. A diverged model is not logged: its
     weights are not finite."""
@@ -311,7 +311,7 @@ def draws_figure(plan: Plan) -> bool:
     return plan.cfg.tracking.figure
 
 
-def report(mlrun: Run, plan: Plan, result: engine.TrainResult) -> dict[str, float]:
+def report(mlrun: AnyRun, plan: Plan, result: engine.TrainResult) -> dict[str, float]:
     """Say how the job ended, once its run has; return its last epoch's validation metrics
     and its test metrics, or nothing when it diverged."""
     if result.diverged_epoch is not None:

@@ -3,7 +3,7 @@ shared by groups the data cannot tell apart, a tuned key chosen on validation, a
 a validation curve gets somewhere.
 
 Plain functions over numpy arrays and pandas DataFrames, with no MLflow in sight:
-``runner/compare.py`` reads the runs and hands their numbers here. Every interval is a 95%
+``runner.compare`` reads the runs and hands their numbers here. Every interval is a 95%
 Student-t interval, and none is given for fewer than :data:`MIN_N` values: with two, the t
 quantile (12.7) makes the interval too wide to say anything, and with one there is none.
 """

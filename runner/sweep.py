@@ -131,7 +131,7 @@ started: DictConfig | None = None
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global started
-        from runner.track import Tracker, tracking_uri
+        from runner.tracking import Tracker, tracking_uri
 
         try:
             check_launch(config)
@@ -180,7 +180,7 @@ class SweepCallback(Callback):
                 stop.check()
                 raise
         except KeyboardInterrupt:
-            from runner.track import INTERRUPTED, Tracker, tracking_uri
+            from runner.tracking import INTERRUPTED, Tracker, tracking_uri
 
             # Unless the parent has ended already, with the sweep's own status.
             if started is not None:
@@ -203,7 +203,7 @@ def end(config: DictConfig, sweep: Sweep) -> None:
     with the sweep's status, and exit 1 when a job failed."""
     global started
     from runner.compare import format_table, summarize, sweep_runs
-    from runner.track import COMPLETED, FAILED, Tracker, tracking_uri, ui_url
+    from runner.tracking import COMPLETED, FAILED, Tracker, tracking_uri, ui_url
 
     try:
         tracker = Tracker(tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db)

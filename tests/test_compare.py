@@ -18,8 +18,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from scipy import stats as scipy_stats
 
-from runner.compare import curves, lower_is_better, main, summarize, sweep_runs
-from runner.track import STATUS
+from runner.compare import main, summarize, sweep_runs
+from runner.compare.table import curves
+from runner.metrics import lower_is_better
+from runner.tracking import STATUS
 
 LATEST = "multirun/2026-11-27/07-51-12"
 OLDER = "multirun/2026-11-26/18-00-00"

@@ -246,12 +246,12 @@ def signal_at(process: subprocess.Popen, marker: str, sig: int, timeout: float =
 # does before its run exists. The runner opens it quietly, so the test's process says when.
 OPENING = "opening the store"
 MARK_THE_STORE = (
-    "import runpy, runner.track\n"
-    "original = runner.track.open_client\n"
+    "import runpy, runner.tracking.store\n"
+    "original = runner.tracking.store.open_client\n"
     "def opening(*args, **kwargs):\n"
     f"    print({OPENING!r}, flush=True)\n"
     "    return original(*args, **kwargs)\n"
-    "runner.track.open_client = opening\n"
+    "runner.tracking.store.open_client = opening\n"
     "runpy.run_module('runner', run_name='__main__', alter_sys=True)\n"
 )
 

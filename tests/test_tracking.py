@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from runner import job
 from runner.checks import validate_values
 from runner.config import UserError
-from runner.track import (
+from runner.tracking import (
     COMPLETED,
     DIVERGED,
     FAILED,
@@ -65,13 +65,17 @@ def test_queued_metrics_are_all_written_before_the_status(store, tmp_path, endin
     assert not (tmp_path / "unrecorded.json").exists()
 
 
-def test_an_artifact_that_cannot_be_written_fails_the_run_and_keeps_its_metrics(store, tmp_path):
-    # The experiment's artifact directory is a file, so no artifact can be created in it
-    # (whoever runs the test, root included).
+def blocked_experiment(store: str, tmp_path: Path) -> str:
+    """An experiment whose artifact directory is a file, so no artifact can be created in
+    it (whoever runs the test, root included)."""
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
+    return MlflowClient(store).create_experiment("blocked", artifact_location=blocker.as_uri())
+
+
+def test_an_artifact_that_cannot_be_written_fails_the_run_and_keeps_its_metrics(store, tmp_path):
     tracker = Tracker(store)
-    experiment = tracker.client.create_experiment("blocked", artifact_location=blocker.as_uri())
+    experiment = blocked_experiment(store, tmp_path)
     with (
         pytest.raises(Unrecorded) as raised,
         tracker.open_run(experiment, "job", {}, output_dir=tmp_path) as run,
@@ -96,10 +100,8 @@ def test_an_artifact_that_cannot_be_written_fails_the_run_and_keeps_its_metrics(
 
 
 def test_a_model_that_cannot_be_written_fails_the_run_and_its_logged_model(store, tmp_path):
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
     tracker = Tracker(store)
-    experiment = tracker.client.create_experiment("blocked", artifact_location=blocker.as_uri())
+    experiment = blocked_experiment(store, tmp_path)
     net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     with (
         pytest.raises(Unrecorded),
@@ -117,11 +119,9 @@ def test_a_model_that_cannot_be_written_fails_the_run_and_its_logged_model(store
 def test_a_run_that_cannot_be_recorded_leaves_the_runs_around_it_their_outcome(store, tmp_path):
     # One process, several runs open at once (as the fused launcher has them): the inner
     # run's Unrecorded passes through the outer run, which still ends as its job did.
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
     tracker = Tracker(store)
     fine = tracker.experiment("fine")
-    blocked = tracker.client.create_experiment("blocked", artifact_location=blocker.as_uri())
+    blocked = blocked_experiment(store, tmp_path)
     with pytest.raises(Unrecorded), ExitStack() as runs:
         outer = runs.enter_context(tracker.open_run(fine, "outer", {}, output_dir=tmp_path))
         inner = runs.enter_context(tracker.open_run(blocked, "inner", {}, output_dir=tmp_path))

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from runner.track import ROOT, ui_url
+from runner.tracking import ROOT, ui_url
 from tests.conftest import mlflow_server, search
 
 RUN_PAGE = "/#/experiments/1/runs/abc?workflowType=machine_learning"
@@ -54,7 +54,7 @@ def test_make_ui_serves_where_the_runner_links(monkeypatch, args, env, port):
     )
     assert f"--host 127.0.0.1 --port {port}\n" in served.stdout, served.stderr
     # The address the runner's links take in the environment that make gives its commands.
-    code = "from runner.track import ui_address; print(ui_address())"
+    code = "from runner.tracking import ui_address; print(ui_address())"
     show = f"link: ; @{sys.executable} -c '{code}'"
     link = subprocess.run(
         ["make", "-s", "--eval", show, "link", *args], cwd=ROOT, capture_output=True, text=True
