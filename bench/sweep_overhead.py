@@ -16,7 +16,8 @@ of ``--help`` and ``--cfg job``, measured side by side in one run of this script
 - start-up: the median wall time of ``python -m runner --help`` and ``--cfg job``.
 
 Every sweep tracks into a SQLite store in a temporary directory that a warm-up job has
-created.
+created; it and a warm-up 1-job sweep have also compiled their programs, as a user's
+earlier runs would have.
 
     python bench/sweep_overhead.py [--epochs 20] [--repeats 1]
 """
@@ -101,6 +102,9 @@ def main() -> None:
         store = f"sqlite:///{folder / 'mlflow.db'}"
         common = [f"tracking.uri={store}", f"train.epochs={args.epochs}"]
         single_wall, single_rss = run(folder, *common[:1])  # also the warm-up
+        # A sweep's job compiles a program of its own (it switches activations and losses at
+        # run time): warmed too, so that no measured sweep pays a first-ever compile.
+        run(folder, "-m", *common, *ONE, f"hydra.sweep.dir={folder / 'warm-up'}")
         startup = {
             " ".join(flags): statistics.median(run(folder, *flags)[0] for _ in range(3))
             for flags in (["--help"], ["--cfg", "job"])
