@@ -46,11 +46,14 @@ def test_a_later_process_reuses_the_traced_program_with_the_same_results(make_cf
     kept = sorted(p.name.rsplit(".", 1)[1] for p in programs_dir.iterdir())
     assert kept == ["epoch", "test"]
 
+    written = {p: p.stat().st_mtime_ns for p in programs_dir.iterdir()}
     jax_engine._programs.clear()  # as in a new process: only the files remain
     (again,) = _train(cfgs, loaded, heads)
 
     assert again.history == first.history
     assert again.test == first.test
+    # Read, not traced and written again.
+    assert {p: p.stat().st_mtime_ns for p in programs_dir.iterdir()} == written
 
 
 def test_a_damaged_kept_program_is_traced_again(make_cfg, programs_dir):

@@ -98,8 +98,9 @@ class Traced:
 
 
 def _fits(exported: export.Exported, args: tuple) -> bool:
-    """Whether ``exported`` takes arguments of the structure, shapes and types of ``args``."""
-    leaves, tree = jax.tree.flatten(args)
+    """Whether ``exported`` takes arguments of the structure, shapes and types of ``args``
+    (its tree is that of the positional and the keyword arguments, none here)."""
+    leaves, tree = jax.tree.flatten((args, {}))
     return tree == exported.in_tree and [(a.shape, a.dtype) for a in exported.in_avals] == [
         (np.shape(x), np.result_type(x)) for x in leaves
     ]
