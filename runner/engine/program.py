@@ -51,11 +51,11 @@ def _dead(out: jax.Array) -> jax.Array:
 class Traced:
     """``function`` jitted, traced the first time it is called, and kept traced on disk
     (``jax.export``) under ``path`` for later processes: tracing the Keras models is most of
-    what a program costs once XLA's persistent cache holds its compile. Without a ``path``
-    (nowhere to keep it), or where the program cannot be exported, it is traced in every
-    process as plain ``jax.jit`` does."""
+    what a program costs once XLA's persistent cache holds its compile. Where the program
+    cannot be exported, or not written, it is traced in every process as plain ``jax.jit``
+    does."""
 
-    def __init__(self, function, path: Path | None, donate: tuple[int, ...] = ()):
+    def __init__(self, function, path: Path, donate: tuple[int, ...] = ()):
         self.function = function
         self.path = path
         self.donate = donate
@@ -68,8 +68,6 @@ class Traced:
 
     def _load(self, args):
         jitted = jax.jit(self.function, donate_argnums=self.donate)
-        if self.path is None:
-            return jitted
         try:
             exported = export.deserialize(bytearray(self.path.read_bytes()))
             if not _fits(exported, args):
