@@ -19,6 +19,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -37,11 +38,25 @@ def _exit(signum: int, frame: object) -> None:
     os._exit(130)
 
 
+_unraisable_before = sys.unraisablehook
+
+
+def _unraisable(unraisable: Any) -> None:
+    # A signal's KeyboardInterrupt raised inside a finalizer: not an error to print with its
+    # traceback, as Python does, since :func:`check` raises it again.
+    if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and requested is not None):
+        _unraisable_before(unraisable)
+
+
 def install() -> None:
     """Handle SIGINT and SIGTERM (what SLURM, Kubernetes and ``kill`` send) alike."""
+    global _unraisable_before
     with suppress(ValueError):  # signal handlers can only be set in the main thread
         for signum in SIGNALS:
             signal.signal(signum, _handle)
+    if sys.unraisablehook is not _unraisable:
+        _unraisable_before = sys.unraisablehook
+        sys.unraisablehook = _unraisable
 
 
 def install_at_start() -> None:

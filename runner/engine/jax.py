@@ -42,7 +42,7 @@ import numpy as np
 from jax import export
 from tqdm import tqdm
 
-from runner import backend, metrics
+from runner import backend, metrics, stop
 from runner import engine as engine_shared
 from runner.config import Encoding
 from runner.data import Dataset, encode_targets
@@ -640,6 +640,10 @@ def _train_batch(
         leave=False,
     )
     for epoch in range(settings.epochs):
+        # A signal whose KeyboardInterrupt was lost (raised inside a finalizer, such as
+        # JAX's garbage-collection callback) stops the training here, after the last epoch
+        # it has logged.
+        stop.check()
         order = np.stack([next(o) for o in orders])
         batches, rest = [], []
         for group in found:
