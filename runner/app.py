@@ -73,9 +73,12 @@ def objective_value(name: str, metrics: dict[str, float] | None) -> float:
 
 def interrupted(cfg: DictConfig, sweep: Sweep | None) -> NoReturn:
     """After Ctrl-C or SIGTERM (the job's own run is ended KILLED already): end the sweep's
-    parent runs KILLED too, say in one line what was kept, and exit 130."""
+    parent runs KILLED too, say in one line what was kept, and exit 130. A worker of a sweep
+    leaves that to the sweep's process, which stops every worker."""
     from runner.track import INTERRUPTED, Tracker, tracking_uri
 
+    if sweeps.in_worker(sweep):
+        stop.leave()
     if not cfg.tracking.enabled:
         log.error("interrupted (tracking.enabled=false: nothing was recorded)")
     elif sweep is None:

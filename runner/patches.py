@@ -7,6 +7,7 @@ slower or leakier but correct.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Iterator
@@ -112,3 +113,31 @@ def keras_saving_without_tensorflow() -> Iterator[None]:
         yield
     finally:
         handle._available = before
+
+
+def loky_workers_end_their_jobs_before_being_killed() -> None:
+    """Give joblib's workers time to end their jobs' runs before they are killed.
+
+    A sweep stopped by Ctrl-C or SIGTERM inside ``joblib.Parallel`` shuts joblib's loky
+    executor down with ``kill_workers=True``, and loky SIGKILLs every worker at once (as it
+    does when one of them has died): a job killed while it ends its run leaves that run
+    RUNNING, and a worker that the signal did not reach never ends its run at all. loky
+    takes no grace period, so each worker is first sent SIGTERM, which ends its job's run
+    KILLED and the worker with it (runner.stop), and loky kills only what is still there
+    :data:`runner.stop.GRACE` seconds later."""
+    if not _written_for("joblib", ("1.5.", "1.6."), "the graceful stop of joblib's workers"):
+        return
+    from joblib.externals.loky.process_executor import _ExecutorManagerThread
+
+    from runner import stop
+
+    kill_workers = _ExecutorManagerThread.kill_workers
+    if getattr(kill_workers, "__wrapped__", None) is not None:  # by an earlier sweep
+        return
+
+    @functools.wraps(kill_workers)
+    def ending_their_jobs_first(manager: _ExecutorManagerThread, reason: str = "") -> None:
+        stop.end_processes(list(manager.processes.values()))
+        kill_workers(manager, reason)
+
+    _ExecutorManagerThread.kill_workers = ending_their_jobs_first

@@ -10,24 +10,43 @@ ends it at once with one line instead (:func:`install_at_start`): a KeyboardInte
 the middle of an import ends in a traceback, or in another error that hides it. Work that
 a signal must not cut in two, such as MLflow creating a store's tables, holds it back until
 it is done (:func:`held`).
+
+A sweep whose launcher runs jobs in processes of their own (joblib's, submitit's, Ray's
+workers) is stopped by its own process: it sends each worker SIGTERM, which ends the job
+there as above, and kills a worker only once it has had :data:`GRACE` seconds to do so
+(:func:`end_processes`). A worker then exits (:func:`leave`), so that its launcher gives it
+no further job, and leaves the sweep's parent run and the line about it to the sweep's
+process.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, NoReturn
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# Seconds a worker has, after SIGTERM, to end its job's run (its metrics written, its status
+# set) before it is killed: below the 30 s that Kubernetes and SLURM give the sweep's own
+# process before they kill it.
+GRACE = 20.0
 
 requested: str | None = None
 
 
 def _handle(signum: int, frame: object) -> None:
     global requested
+    if requested is not None:
+        # A stop is under way: the next signal (a second Ctrl-C, or the SIGTERM that the
+        # sweep's process sends a worker that the terminal's Ctrl-C reached already) must
+        # not cut the ending of the runs short.
+        return
     requested = signal.Signals(signum).name
     raise KeyboardInterrupt(requested)
 
@@ -57,6 +76,52 @@ def install() -> None:
     if sys.unraisablehook is not _unraisable:
         _unraisable_before = sys.unraisablehook
         sys.unraisablehook = _unraisable
+
+
+def _leave(signum: int, frame: object) -> None:
+    leave()
+
+
+def install_between_jobs() -> None:
+    """In a worker, between two jobs: SIGINT and SIGTERM make it :func:`leave`, as it has
+    no run to end."""
+    with suppress(ValueError):
+        for signum in SIGNALS:
+            signal.signal(signum, _leave)
+
+
+def leave() -> NoReturn:
+    """Exit a worker at once with code 130, and quietly: its job's run has ended, and the
+    sweep's process reports. Not by SystemExit, which a loky worker would hand back to its
+    launcher as the job's result and then take the next job."""
+    from multiprocessing import util
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    # What an exiting interpreter does for multiprocessing, and multiprocessing's own child
+    # processes do before their os._exit: free its semaphores (tqdm's lock is one), which
+    # the resource tracker that a worker shares with the sweep's process would otherwise
+    # report as leaked when the sweep ends.
+    util._exit_function()
+    os._exit(130)
+
+
+def end_processes(processes: Sequence[Any], grace: float = GRACE) -> None:
+    """Send SIGTERM to each of the sweep's worker ``processes`` (``subprocess.Popen`` or
+    ``multiprocessing`` processes, children of this one) that is still running, and wait
+    until they have all exited, for ``grace`` seconds at most."""
+    for process in processes:
+        if _running(process):
+            process.terminate()
+    deadline = time.monotonic() + grace
+    while any(_running(process) for process in processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _running(process: Any) -> bool:
+    return process.poll() is None if hasattr(process, "poll") else process.is_alive()
 
 
 def install_at_start() -> None:
