@@ -79,6 +79,7 @@ def interrupted(cfg: DictConfig, sweep: Sweep | None) -> NoReturn:
 
     if sweeps.in_worker(sweep):
         stop.leave()
+    stop.end_workers()
     if not cfg.tracking.enabled:
         log.error("interrupted (tracking.enabled=false: nothing was recorded)")
     elif sweep is None:
@@ -98,6 +99,7 @@ def stopped() -> NoReturn:
     """After Ctrl-C or SIGTERM outside a job, in Hydra's own work around the jobs (a
     launcher composing or starting them): end the sweep under way as :func:`interrupted`
     does, once its parent run exists; otherwise no run of this process is open."""
+    stop.end_workers()
     if sweeps.started is not None:
         interrupted(sweeps.started, sweeps.sweep_of(sweeps.started.hydra))
     log.error("interrupted: no run of this process is left RUNNING")

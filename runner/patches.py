@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +143,38 @@ def loky_workers_end_their_jobs_before_being_killed() -> None:
         kill_workers(manager, reason)
 
     _ExecutorManagerThread.kill_workers = ending_their_jobs_first
+
+
+def submitit_local_jobs_take_ctrl_c_themselves() -> None:
+    """Start submitit's local job controllers with SIGINT blocked, and keep them for the
+    sweep's process to stop (:data:`runner.stop.workers`).
+
+    Each local job runs under a controller process of its own, in the terminal's process
+    group. On Ctrl-C the controller prints a KeyboardInterrupt traceback and kills its job
+    a second later, often before the job has ended its run. A blocked signal is inherited
+    through exec, so the controller never takes Ctrl-C; its job unblocks it when it installs
+    its handlers (runner.stop.install) and ends its run KILLED. SIGTERM, which the
+    controller passes on to its job, is how the sweep's process stops the jobs otherwise.
+    The sweep's process blocks SIGINT only while it starts a controller: one that comes
+    then is delivered right after, not lost."""
+    if not _written_for("submitit", ("1.5.",), "the local jobs' handling of Ctrl-C"):
+        return
+    from submitit.local import local
+
+    from runner import stop
+
+    start_controller = local.start_controller
+    if getattr(start_controller, "__wrapped__", None) is not None:  # by an earlier sweep
+        return
+
+    @functools.wraps(start_controller)
+    def blocking_ctrl_c(*args: Any, **kwargs: Any) -> Any:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            controller = start_controller(*args, **kwargs)
+            stop.workers.append(controller)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        return controller
+
+    local.start_controller = blocking_ctrl_c

@@ -28,7 +28,11 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    import subprocess
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -76,6 +80,9 @@ def install() -> None:
     if sys.unraisablehook is not _unraisable:
         _unraisable_before = sys.unraisablehook
         sys.unraisablehook = _unraisable
+    # A job's process may have been started with them blocked (submitit's local jobs are,
+    # runner.patches): one that came meanwhile is delivered now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
 def _leave(signum: int, frame: object) -> None:
@@ -108,6 +115,12 @@ def leave() -> NoReturn:
     os._exit(130)
 
 
+# The processes that this process started to run a sweep's jobs and must stop with it,
+# beyond the workers that their launcher stops itself: submitit's local job controllers
+# (runner.patches).
+workers: list[subprocess.Popen] = []
+
+
 def end_processes(processes: Sequence[Any], grace: float = GRACE) -> None:
     """Send SIGTERM to each of the sweep's worker ``processes`` (``subprocess.Popen`` or
     ``multiprocessing`` processes, children of this one) that is still running, and wait
@@ -120,8 +133,35 @@ def end_processes(processes: Sequence[Any], grace: float = GRACE) -> None:
         time.sleep(0.05)
 
 
+def end_workers() -> None:
+    """Stop the processes of :data:`workers` as :func:`end_processes` does, and kill those
+    still there after the grace period, with every process below them."""
+    end_processes(workers)
+    for worker in workers:
+        if _running(worker):
+            for pid in [*_descendants(worker.pid), worker.pid]:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            worker.wait()
+
+
 def _running(process: Any) -> bool:
     return process.poll() is None if hasattr(process, "poll") else process.is_alive()
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, deepest first, from /proc (none where there is none)."""
+    parents = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError):
+            # The parent's id is the second field after the command, which is in brackets.
+            parents[int(entry.parent.name)] = int(entry.read_text().rsplit(")", 1)[1].split()[1])
+
+    def below(parent: int) -> list[int]:
+        children = [child for child, its_parent in parents.items() if its_parent == parent]
+        return [pid for child in children for pid in below(child)] + children
+
+    return below(pid)
 
 
 def install_at_start() -> None:

@@ -146,12 +146,14 @@ started: DictConfig | None = None
 
 def prepare_workers(launcher: str) -> None:
     """Let the workers of ``launcher`` end their jobs' runs on a signal before they are
-    gone. Left to itself, loky kills joblib's workers at once: often before the run has
-    ended."""
+    gone. Left to themselves, loky kills joblib's workers at once, and submitit's local
+    controllers kill their jobs a second after Ctrl-C: often before the run has ended."""
     from runner import patches
 
     if launcher == "JoblibLauncher":
         patches.loky_workers_end_their_jobs_before_being_killed()
+    elif launcher == "LocalLauncher":
+        patches.submitit_local_jobs_take_ctrl_c_themselves()
 
 
 class SweepCallback(Callback):

@@ -107,10 +107,13 @@ def test_a_ray_sweep_on_a_local_cluster_records_every_job(cli, store):
 
 
 # Each launcher's sweep of jobs long enough to be stopped in the middle, and how many of
-# them train at once: joblib's 2 workers and Ray's 2 CPUs take 2 of 4 jobs, and the fused
-# launcher trains its 4 as one group.
+# them train at once: joblib's 2 workers and Ray's 2 CPUs take 2 of 4 jobs, submitit's local
+# executor starts both of its jobs, and the fused launcher trains its 4 as one group.
 STOPPED = {
     "joblib": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2,3"], 2),
+    "submitit": (
+        ["hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1", "seed=0,1"], 2
+    ),
     "fused": (["hydra/launcher=fused", "seed=0,1,2,3"], 4),
     "ray": (
         [
@@ -152,6 +155,7 @@ def processes_of(pid: int) -> set[int]:
     "launcher",
     [
         pytest.param("joblib", marks=pytest.mark.slow),
+        pytest.param("submitit", marks=pytest.mark.slow),
         "fused",
         pytest.param("ray", marks=pytest.mark.slow),
     ],
