@@ -78,6 +78,10 @@ def interrupted(cfg: DictConfig, sweep: Sweep | None) -> NoReturn:
     from runner.track import INTERRUPTED, Tracker, tracking_uri
 
     if sweeps.in_worker(sweep):
+        if sweeps.in_ray_task():
+            # Ray cancelled the job (runner.patches), gives this worker no further job of the
+            # sweep, and reports a worker that exits as a crash: the task ends by this.
+            raise KeyboardInterrupt(stop.requested)
         stop.leave()
     stop.end_workers()
     if not cfg.tracking.enabled:

@@ -146,8 +146,8 @@ def loky_workers_end_their_jobs_before_being_killed() -> None:
 
 
 def submitit_local_jobs_take_ctrl_c_themselves() -> None:
-    """Start submitit's local job controllers with SIGINT blocked, and keep them for the
-    sweep's process to stop (:data:`runner.stop.workers`).
+    """Start submitit's local job controllers with SIGINT blocked, and let the sweep's
+    process stop them (:data:`runner.stop.stoppers`).
 
     Each local job runs under a controller process of its own, in the terminal's process
     group. On Ctrl-C the controller prints a KeyboardInterrupt traceback and kills its job
@@ -166,15 +166,70 @@ def submitit_local_jobs_take_ctrl_c_themselves() -> None:
     start_controller = local.start_controller
     if getattr(start_controller, "__wrapped__", None) is not None:  # by an earlier sweep
         return
+    controllers = []
 
     @functools.wraps(start_controller)
     def blocking_ctrl_c(*args: Any, **kwargs: Any) -> Any:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             controller = start_controller(*args, **kwargs)
-            stop.workers.append(controller)
+            controllers.append(controller)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         return controller
 
+    def end_controllers() -> None:
+        stop.end_processes(controllers)
+        for controller in controllers:
+            if controller.poll() is None:
+                stop.kill(controller)
+
     local.start_controller = blocking_ctrl_c
+    stop.stoppers.append(end_controllers)
+
+
+def ray_jobs_cancelled_on_a_stop() -> None:
+    """Let the sweep's process cancel its Ray jobs on Ctrl-C or SIGTERM
+    (:data:`runner.stop.stoppers`).
+
+    Hydra's Ray launcher hands every job to Ray at once and keeps their references to
+    itself, so the sweep's process would exit on a signal, and Ray's shutdown then kill
+    each job in the middle of its run (Ray's workers are in process groups of their own:
+    the terminal's Ctrl-C does not reach them). Each job's reference is kept here; on a
+    stop the jobs are cancelled, those not started first, as a job that ends frees its CPU
+    for the next in line: one that has not started never does, and one that is training
+    gets a KeyboardInterrupt, which ends its run KILLED. Ray's start also puts a SIGTERM
+    handler of its own in the sweep's process, which aborts it at once: the runner's are
+    put back."""
+    if not _written_for("hydra-ray-launcher", ("1.2.",), "the cancelling of Ray jobs"):
+        return
+    from hydra_plugins.hydra_ray_launcher import _core
+
+    from runner import stop
+
+    launch_job_on_ray, start_ray = _core.launch_job_on_ray, _core.start_ray
+    if getattr(launch_job_on_ray, "__wrapped__", None) is not None:  # by an earlier sweep
+        return
+    jobs = []
+
+    @functools.wraps(start_ray)
+    def keeping_the_handlers(*args: Any, **kwargs: Any) -> None:
+        start_ray(*args, **kwargs)
+        stop.install()
+
+    @functools.wraps(launch_job_on_ray)
+    def keeping_the_job(*args: Any, **kwargs: Any) -> Any:
+        job = launch_job_on_ray(*args, **kwargs)
+        jobs.append(job)
+        return job
+
+    def cancel_jobs() -> None:
+        import ray
+
+        for job in reversed(jobs):
+            ray.cancel(job)
+        ray.wait(jobs, num_returns=len(jobs), timeout=stop.GRACE, fetch_local=False)
+
+    _core.start_ray = keeping_the_handlers
+    _core.launch_job_on_ray = keeping_the_job
+    stop.stoppers.append(cancel_jobs)

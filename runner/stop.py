@@ -12,11 +12,11 @@ a signal must not cut in two, such as MLflow creating a store's tables, holds it
 it is done (:func:`held`).
 
 A sweep whose launcher runs jobs in processes of their own (joblib's, submitit's, Ray's
-workers) is stopped by its own process: it sends each worker SIGTERM, which ends the job
-there as above, and kills a worker only once it has had :data:`GRACE` seconds to do so
-(:func:`end_processes`). A worker then exits (:func:`leave`), so that its launcher gives it
-no further job, and leaves the sweep's parent run and the line about it to the sweep's
-process.
+workers) is stopped by its own process: it sends each job's worker SIGTERM, or has Ray
+cancel the job, which ends the job there as above, and kills a worker only once it has had
+:data:`GRACE` seconds to do so (:func:`end_processes`, :data:`stoppers`). A worker then
+exits (:func:`leave`), so that its launcher gives it no further job, and leaves the
+sweep's parent run and the line about it to the sweep's process.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -115,12 +115,6 @@ def leave() -> NoReturn:
     os._exit(130)
 
 
-# The processes that this process started to run a sweep's jobs and must stop with it,
-# beyond the workers that their launcher stops itself: submitit's local job controllers
-# (runner.patches).
-workers: list[subprocess.Popen] = []
-
-
 def end_processes(processes: Sequence[Any], grace: float = GRACE) -> None:
     """Send SIGTERM to each of the sweep's worker ``processes`` (``subprocess.Popen`` or
     ``multiprocessing`` processes, children of this one) that is still running, and wait
@@ -133,35 +127,39 @@ def end_processes(processes: Sequence[Any], grace: float = GRACE) -> None:
         time.sleep(0.05)
 
 
-def end_workers() -> None:
-    """Stop the processes of :data:`workers` as :func:`end_processes` does, and kill those
-    still there after the grace period, with every process below them."""
-    end_processes(workers)
-    for worker in workers:
-        if _running(worker):
-            for pid in [*_descendants(worker.pid), worker.pid]:
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            worker.wait()
-
-
 def _running(process: Any) -> bool:
     return process.poll() is None if hasattr(process, "poll") else process.is_alive()
 
 
-def _descendants(pid: int) -> list[int]:
-    """The processes below ``pid``, deepest first, from /proc (none where there is none)."""
+def kill(process: subprocess.Popen) -> None:
+    """SIGKILL ``process``, a child of this one, and every process below it (found in
+    /proc; where there is none, the process alone)."""
     parents = {}
     for entry in Path("/proc").glob("[0-9]*/stat"):
         with suppress(OSError):
             # The parent's id is the second field after the command, which is in brackets.
             parents[int(entry.parent.name)] = int(entry.read_text().rsplit(")", 1)[1].split()[1])
+    doomed, below = [], [process.pid]
+    while below:
+        pid = below.pop()
+        doomed.append(pid)
+        below += [child for child, parent in parents.items() if parent == pid]
+    for pid in doomed:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
 
-    def below(parent: int) -> list[int]:
-        children = [child for child, its_parent in parents.items() if its_parent == parent]
-        return [pid for child in children for pid in below(child)] + children
 
-    return below(pid)
+# How this process stops the jobs that it handed to workers, beyond joblib's, which loky
+# stops (runner.patches): each sends them the signal, and waits for them to end their runs
+# for GRACE seconds at most.
+stoppers: list[Callable[[], None]] = []
+
+
+def end_workers() -> None:
+    """Stop the jobs that this process handed to workers (:data:`stoppers`)."""
+    for stopper in stoppers:
+        stopper()
 
 
 def install_at_start() -> None:

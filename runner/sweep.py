@@ -138,6 +138,12 @@ def in_worker(sweep: Sweep | None) -> bool:
     return sweep is not None and owner != os.getpid()
 
 
+def in_ray_task() -> bool:
+    """Whether this process is a Ray worker, which runs jobs as Ray tasks."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
 # The master config of the sweep this process runs, from the moment its parent run exists
 # until the parent has ended: a signal outside a job (while the launcher composes or starts
 # the jobs) ends the sweep from there (runner.app.stopped).
@@ -146,14 +152,17 @@ started: DictConfig | None = None
 
 def prepare_workers(launcher: str) -> None:
     """Let the workers of ``launcher`` end their jobs' runs on a signal before they are
-    gone. Left to themselves, loky kills joblib's workers at once, and submitit's local
-    controllers kill their jobs a second after Ctrl-C: often before the run has ended."""
+    gone. Left to themselves, loky kills joblib's workers at once, submitit's local
+    controllers kill their jobs a second after Ctrl-C, and Ray's shutdown kills its jobs:
+    often before the run has ended."""
     from runner import patches
 
     if launcher == "JoblibLauncher":
         patches.loky_workers_end_their_jobs_before_being_killed()
     elif launcher == "LocalLauncher":
         patches.submitit_local_jobs_take_ctrl_c_themselves()
+    elif launcher == "RayLauncher":
+        patches.ray_jobs_cancelled_on_a_stop()
 
 
 class SweepCallback(Callback):
