@@ -103,8 +103,8 @@ def stopped() -> NoReturn:
     """After Ctrl-C or SIGTERM outside a job, in Hydra's own work around the jobs (a
     launcher composing or starting them): end the sweep under way as :func:`interrupted`
     does, once its parent run exists; otherwise no run of this process is open."""
-    stop.end_workers()
     if sweeps.started is not None:
         interrupted(sweeps.started, sweeps.sweep_of(sweeps.started.hydra))
+    stop.end_workers()
     log.error("interrupted: no run of this process is left RUNNING")
     sys.exit(130)
