@@ -24,7 +24,7 @@ from omegaconf import DictConfig, open_dict
 from runner.app import interrupted, job_result, plan_job, stopped
 from runner.checks import check_group_overrides
 from runner.config import CONF, UserError, register
-from runner.sweep import Sweep, sweep_of
+from runner.sweep import Sweep, in_worker, sweep_of
 
 if TYPE_CHECKING:
     from runner.job import Plan
@@ -62,19 +62,21 @@ def main(cfg: DictConfig) -> dict[str, float] | float | None:
     recorded and the sweep goes on to the next one. Ctrl-C and SIGTERM stop the job and the
     sweep with true statuses and exit 130."""
     sweep = sweep_of(HydraConfig.get())
-    # A sweep has its parent run to end; a single run has nothing to end until it is planned,
-    # and a signal while it imports Keras or loads the data simply exits.
-    if sweep is not None:
-        stop.install()
     if cfg.train.threads is None:
         with open_dict(cfg):
             cfg.train.threads = share_of_cores(HydraConfig.get())
     try:
+        # A sweep has its parent run to end; a single run has nothing to end until it is
+        # planned, and a signal while it imports Keras or loads the data simply exits.
+        if sweep is not None:
+            stop.install()
         plan = plan_job(cfg, sweep)
         stop.install()
         metrics = run(plan, sweep)
     except KeyboardInterrupt:
         interrupted(cfg, sweep)
+    if in_worker(sweep):
+        stop.install_between_jobs()
     return job_result(cfg, metrics)
 
 

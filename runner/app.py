@@ -74,9 +74,17 @@ def objective_value(name: str, metrics: dict[str, float] | None) -> float:
 
 def interrupted(cfg: DictConfig, sweep: Sweep | None) -> NoReturn:
     """After Ctrl-C or SIGTERM (the job's own run is ended KILLED already): end the sweep's
-    parent runs KILLED too, say in one line what was kept, and exit 130."""
+    parent runs KILLED too, say in one line what was kept, and exit 130. A worker of a sweep
+    leaves that to the sweep's process, which stops every worker."""
     from runner.tracking import INTERRUPTED, Tracker, tracking_uri
 
+    if sweeps.in_worker(sweep):
+        if sweeps.in_ray_task():
+            # Ray cancelled the job (runner.patches), gives this worker no further job of the
+            # sweep, and reports a worker that exits as a crash: the task ends by this.
+            raise KeyboardInterrupt(stop.requested)
+        stop.leave()
+    stop.end_workers()
     if not cfg.tracking.enabled:
         log.error("interrupted (tracking.enabled=false: nothing was recorded)")
     elif sweep is None:
@@ -98,5 +106,6 @@ def stopped() -> NoReturn:
     does, once its parent run exists; otherwise no run of this process is open."""
     if sweeps.started is not None:
         interrupted(sweeps.started, sweeps.sweep_of(sweeps.started.hydra))
+    stop.end_workers()
     log.error("interrupted: no run of this process is left RUNNING")
     sys.exit(130)

@@ -103,10 +103,15 @@ def swept_values(config: DictConfig, key: str) -> list[str]:
     return [str(OmegaConf.select(config, key, default=""))]
 
 
+def launcher_name(config: DictConfig) -> str:
+    """The class name of the sweep's launcher: ``JoblibLauncher``, ``FusedLauncher``..."""
+    return str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
+
+
 def check_launch(config: DictConfig) -> None:
     """Refuse, before any job runs, what the sweep's launcher cannot do: switch the backend
     between jobs of one process, or fuse jobs on TensorFlow."""
-    launcher = str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
+    launcher = launcher_name(config)
     backends = sorted(set(swept_values(config, "backend")))
     if launcher in IN_PROCESS and len(backends) > 1:
         raise UserError(
@@ -122,17 +127,51 @@ def check_launch(config: DictConfig) -> None:
         )
 
 
+# The id of the process that runs the sweep (its callback, its launcher): jobs that the
+# launcher runs in this process see it, those in workers of their own (joblib, submitit,
+# Ray) do not, and leave the stopping of the sweep to it (runner.app.interrupted).
+owner: int | None = None
+
+
+def in_worker(sweep: Sweep | None) -> bool:
+    """Whether this process runs a job of ``sweep`` for the launcher of another process."""
+    return sweep is not None and owner != os.getpid()
+
+
+def in_ray_task() -> bool:
+    """Whether this process is a Ray worker, which runs jobs as Ray tasks."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
 # The master config of the sweep this process runs, from the moment its parent run exists
 # until the parent has ended: a signal outside a job (while the launcher composes or starts
 # the jobs) ends the sweep from there (runner.app.stopped).
 started: DictConfig | None = None
 
 
+def prepare_workers(launcher: str) -> None:
+    """Let the workers of ``launcher`` end their jobs' runs on a signal before they are
+    gone. Left to themselves, loky kills joblib's workers at once, submitit's local
+    controllers kill their jobs a second after Ctrl-C, and Ray's shutdown kills its jobs:
+    often before the run has ended."""
+    from runner import patches
+
+    if launcher == "JoblibLauncher":
+        patches.loky_workers_end_their_jobs_before_being_killed()
+    elif launcher == "LocalLauncher":
+        patches.submitit_local_jobs_take_ctrl_c_themselves()
+    elif launcher == "RayLauncher":
+        patches.ray_jobs_cancelled_on_a_stop()
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global started
+        global owner, started
         from runner.tracking import Tracker, tracking_uri
 
+        owner = os.getpid()
+        prepare_workers(launcher_name(config))
         try:
             check_launch(config)
         except UserError as error:
@@ -149,6 +188,8 @@ class SweepCallback(Callback):
                 "tracking.enabled=false: nothing is recorded and no table is printed at the "
                 "end; the metrics are in the jobs' logs only"
             )
+            # No run to end, but the jobs' workers to stop on a signal (runner.app.stopped).
+            stop.install()
             return
         try:
             tracker = Tracker(tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db)

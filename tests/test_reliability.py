@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from runner.tracking.store import open_client
 from tests.conftest import backend_args, running, search
 
 # Long enough on either backend (JAX takes a few ms an epoch) to be stopped in the middle.
@@ -40,16 +41,29 @@ def start(tmp_path: Path, store: str, *args: str) -> subprocess.Popen:
 
 def wait_for_epochs(store: str, epochs: int, timeout: float = 120) -> str:
     """The id of the RUNNING job run once it has logged ``epochs`` epochs of loss."""
-    client = MlflowClient(store)
+    return wait_for_jobs(store, epochs, 1, timeout)[0]
+
+
+def wait_for_jobs(store: str, epochs: int, count: int, timeout: float = 120) -> list[str]:
+    """The ids of the RUNNING job runs once ``count`` of them have logged ``epochs`` epochs
+    of loss."""
     deadline = time.monotonic() + timeout
+    client = None
     while time.monotonic() < deadline:
         if Path(store.removeprefix("sqlite:///")).exists():
+            # Opened as the runner opens it, under its lock: MLflow creates the tables of a
+            # store that has none, and two processes at it at once collide.
+            client = client or open_client(store, "")
             runs = search(store, "tags.role = 'job' and attributes.status = 'RUNNING'")
-            for run_id in runs.get("run_id", []):
-                if len(client.get_metric_history(run_id, "loss")) >= epochs:
-                    return run_id
+            ready = [
+                run_id
+                for run_id in runs.get("run_id", [])
+                if len(client.get_metric_history(run_id, "loss")) >= epochs
+            ]
+            if len(ready) >= count:
+                return ready
         time.sleep(0.5)
-    raise AssertionError(f"no run reached {epochs} epochs in {timeout} s")
+    raise AssertionError(f"fewer than {count} run(s) reached {epochs} epochs in {timeout} s")
 
 
 @pytest.mark.backend

@@ -37,6 +37,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
+from runner import stop
 from runner.data import Dataset, encode_targets
 from runner.engine import (
     CHUNK,
@@ -199,6 +200,10 @@ def _train_batch(
         leave=False,
     )
     for epoch in range(settings.epochs):
+        # A signal whose KeyboardInterrupt was lost (raised inside a finalizer, such as
+        # JAX's garbage-collection callback) stops the training here, after the last epoch
+        # it has logged.
+        stop.check()
         order = np.stack([next(o) for o in orders])
         batches, rest = [], []
         for group in found:
