@@ -32,6 +32,11 @@ LOSSES = {
 }
 
 
+def dense_layers(net: keras.Model) -> list[keras.layers.Dense]:
+    """The model's Dense layers, hidden ones then the output: what a family is made of."""
+    return [layer for layer in net.layers if isinstance(layer, keras.layers.Dense)]
+
+
 def _never(out: jax.Array) -> jax.Array:
     return jnp.zeros(out.shape, bool)
 
@@ -74,11 +79,7 @@ class Group:
     def key(self, members: list[Member]) -> tuple:
         """What the group's part of a program is traced for."""
         net = members[self.positions[0]].net
-        shape = tuple(
-            (layer.units, layer.dtype_policy.name)
-            for layer in net.layers
-            if isinstance(layer, keras.layers.Dense)
-        )
+        shape = tuple((layer.units, layer.dtype_policy.name) for layer in dense_layers(net))
         head = net.layers[-1].activation.__name__
         return (shape, head, self.layers, self.losses, self.encoding.value, len(self.positions))
 
@@ -102,8 +103,7 @@ def groups(members: list[Member], switching: bool) -> list[Group]:
             # The activation's function name: get_config() would import TensorFlow to ask
             # whether it is there.
             (layer.units, layer.activation.__name__, layer.dtype_policy.name)
-            for layer in member.net.layers
-            if isinstance(layer, keras.layers.Dense)
+            for layer in dense_layers(member.net)
         )
         by_function.setdefault((layers, member.encoding), []).append(position)
     found = []
@@ -139,9 +139,7 @@ class Family:
     def of(cls, group: Group, members: list[Member], settings: Settings) -> Family:
         first = members[group.positions[0]]
         choices = [Choice(names) for names in group.layers]
-        *hidden, output = (
-            layer for layer in first.net.layers if isinstance(layer, keras.layers.Dense)
-        )
+        *hidden, output = dense_layers(first.net)
         x = features = keras.Input(shape=first.net.input_shape[1:], name="features")
         outputs = []
         for layer, activation in [*zip(hidden, choices, strict=True), (output, output.activation)]:

@@ -33,7 +33,6 @@ import math
 import time
 
 import jax
-import keras
 import numpy as np
 from tqdm import tqdm
 
@@ -48,7 +47,7 @@ from runner.engine import (
     batch_orders,
     epoch_line,
 )
-from runner.engine.families import Family, Group, groups
+from runner.engine.families import Family, Group, dense_layers, groups
 from runner.engine.program import Program
 from runner.metrics import diagnostic_names
 
@@ -92,9 +91,7 @@ def bytes_per_model(member: Member, settings: Settings, samples: int) -> int:
     gradients and two optimizer slots) twice (before and after a step), and its layers'
     outputs for a training batch, an evaluation chunk and the probe."""
     weights = sum(int(np.prod(v.shape)) for v in member.net.trainable_variables)
-    widths = sum(
-        layer.units for layer in member.net.layers if isinstance(layer, keras.layers.Dense)
-    )
+    widths = sum(layer.units for layer in dense_layers(member.net))
     rows = min(settings.batch_size, samples) * 3 + CHUNK + (settings.probe_size or 0) * 2
     return 4 * (8 * weights + rows * widths)
 
@@ -203,7 +200,7 @@ def _train_batch(
         # A signal whose KeyboardInterrupt was lost (raised inside a finalizer, such as
         # JAX's garbage-collection callback) stops the training here, after the last epoch
         # it has logged.
-        stop.check()
+        stop.raise_if_signalled()
         order = np.stack([next(o) for o in orders])
         batches, rest = [], []
         for group in found:

@@ -145,10 +145,10 @@ class _EpochEnd(keras.callbacks.Callback):
         self.on_epoch = on_epoch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        stop.check()
+        stop.raise_if_signalled()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        stop.check()
+        stop.raise_if_signalled()
         logs = logs if logs is not None else {}
         logs.update({f"val_{name}": value for name, value in self.validation().items()})
         values = {name: float(value) for name, value in logs.items()}
