@@ -15,6 +15,21 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 
+# The runs one search call returns: MLflow's largest page for a DataFrame.
+PAGE = 10_000
+# A run's attributes, the first columns of :meth:`Reader.runs`.
+INFO = ("run_id", "experiment_id", "status", "artifact_uri", "start_time", "end_time")
+# Then what the run logged, a column for each key: ``metrics.loss``, ``params.seed``...
+KINDS = ("metrics", "params", "tags")
+
+
+def _missing(column: str) -> object:
+    """What a run without ``column`` holds there, as in ``mlflow.search_runs``."""
+    import numpy as np
+
+    return np.nan if column.startswith("metrics.") else None
+
+
 class Reader:
     """The store ``uri``, read by explicit run and experiment ids."""
 
@@ -43,25 +58,50 @@ class Reader:
         order_by: list[str] | None = None,
     ) -> pd.DataFrame:
         """The runs that ``filter_string`` matches in ``experiment_ids`` (None: every
-        experiment), as ``mlflow.search_runs`` returns them: ``params.*``, ``metrics.*``
-        and ``tags.*`` columns. :class:`UserError` when the store refuses the search."""
-        import mlflow
+        experiment), with the columns of ``mlflow.search_runs``: ``run_id``, ``status`` and
+        the run's other attributes, then ``metrics.*``, ``params.*`` and ``tags.*``.
+        :class:`UserError` when the store refuses the search.
+
+        Built here from the client's pages because ``mlflow.search_runs`` reads the store
+        set for the whole process, and runs are addressed by store and id."""
+        import pandas as pd
         from mlflow.exceptions import MlflowException
 
-        # MLflow's search into a DataFrame takes no store of its own: it reads the one set
-        # for the process.
-        mlflow.set_tracking_uri(self.uri)
         try:
-            return mlflow.search_runs(
-                experiment_ids=experiment_ids,
-                filter_string=filter_string,
-                search_all_experiments=True,
-                order_by=order_by,
-            )
+            if experiment_ids is None:
+                experiment_ids = [e.experiment_id for e in self._client.search_experiments()]
+            found, token = [], None
+            while experiment_ids:
+                page = self._client.search_runs(
+                    experiment_ids,
+                    filter_string,
+                    order_by=order_by,
+                    max_results=PAGE,
+                    page_token=token,
+                )
+                found.extend(page)
+                token = page.token
+                if not token:
+                    break
         except MlflowException as error:
             raise UserError(
                 f"cannot search {self.uri} for {filter_string}: {error.message}"
             ) from None
+        columns: dict[str, list] = {name: [] for name in INFO}
+        for row, run in enumerate(found):
+            values = {name: getattr(run.info, name) for name in INFO}
+            for name in ("start_time", "end_time"):
+                values[name] = pd.to_datetime(values[name], unit="ms", utc=True)
+            for kind in KINDS:
+                items = getattr(run.data, kind)
+                values.update((f"{kind}.{key}", value) for key, value in items.items())
+            for name in values:
+                if name not in columns:
+                    columns[name] = [_missing(name)] * row
+            for name, column in columns.items():
+                column.append(values.get(name, _missing(name)))
+        order = [*INFO, *(n for kind in KINDS for n in columns if n.startswith(f"{kind}."))]
+        return pd.DataFrame({name: columns[name] for name in order})
 
     def experiment_id(self, name: str) -> str | None:
         """The id of the experiment ``name``; None when there is none."""
