@@ -7,6 +7,9 @@ in :data:`PER_JOB` (learning rate included) and what does not change training
 (:data:`runner.config.NOT_TRAINING`). A job that fuses with no other, or that asks for
 ``train.mixed_precision``, runs as the basic launcher would run it. Each job keeps its own
 output directory, saved config and MLflow run.
+
+This module groups the jobs and plans each in its own Hydra context; a group trains, and
+ends on every path, as any job does (:func:`runner.lifecycle.train`).
 """
 
 from __future__ import annotations
@@ -14,19 +17,19 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from runner import stop
-from runner.app import interrupted, job_result, plan_job
+from runner import lifecycle, stop
 from runner.config import training_key
-from runner.sweep import Sweep, sweep_of
+from runner.sweep import sweep_of
+
+if TYPE_CHECKING:
+    from runner.job import Plan
 
 log = logging.getLogger("runner")
 
@@ -62,33 +65,16 @@ def fusable_groups(cfgs: Sequence[DictConfig], max_group: int) -> list[list[int]
     ]
 
 
-@dataclass
-class Planned:
-    """A job of a fused group, checked and ready to train."""
-
-    plan: Any
-    overrides: list[str]
-    sweep: Sweep
-
-
-def _plan_task(cfg: DictConfig) -> Planned | dict[str, float] | None:
+def _plan_task(cfg: DictConfig) -> Plan | None:
     """The task function of a fused job's first phase, run in the job's own Hydra context
-    (output directory, saved config, log file): check it as a single job is checked. A
-    refused job is recorded FAILED and gives None; one that finished before (``resume``)
-    gives its metrics."""
+    (output directory, saved config, log file): check it as a single job is checked
+    (:func:`runner.lifecycle.plan`). A refused job is recorded FAILED and gives None."""
     stop.install()
     sweep = sweep_of(HydraConfig.get())
     try:
-        plan = plan_job(cfg, sweep)
+        return lifecycle.plan(cfg, sweep)
     except KeyboardInterrupt:
-        interrupted(cfg, sweep)
-    if plan is None:
-        return None
-    if plan.finished is not None:
-        from runner import job
-
-        return job.skip(plan, sweep)
-    return Planned(plan, list(HydraConfig.get().overrides.task), sweep)
+        lifecycle.interrupted(cfg, sweep)
 
 
 def launch(
@@ -178,69 +164,13 @@ def _plan_in_job_dir(launcher: Any, config: DictConfig) -> JobReturn:
 
 
 def _train(phase: list[JobReturn], group: str) -> None:
-    """Train the planned jobs of one group, then set each job's return value as ``main``
-    sets it."""
-    from runner import job
-    from runner.tracking import Unrecorded
-
-    rets = [
-        ret
-        for ret in phase
-        if ret.status is JobStatus.COMPLETED and isinstance(ret.return_value, Planned)
-    ]
-    planned = [ret.return_value for ret in rets]
+    """Train the planned jobs of one group (:func:`runner.lifecycle.train`), then set each
+    job's return value as the basic launcher's task function sets it."""
+    rets = [ret for ret in phase if ret.status is JobStatus.COMPLETED]
+    planned = [ret for ret in rets if ret.return_value is not None]
     if planned:
-        try:
-            if len(planned) == 1:
-                metrics = [job.execute(planned[0].plan, planned[0].overrides, planned[0].sweep)]
-            else:
-                metrics = train_group(planned, group)
-        except KeyboardInterrupt:
-            interrupted(planned[0].plan.cfg, planned[0].sweep)
-        except Unrecorded:
-            # The group trained; a run that could not be recorded in full has said what is
-            # missing and where it is kept. As in a basic sweep, its job gives no metrics.
-            metrics = [None] * len(planned)
-        except Exception:
-            log.exception("fused group %s failed; its runs are FAILED and the sweep goes on", group)
-            metrics = [None] * len(planned)
-        for ret, value in zip(rets, metrics, strict=True):
+        metrics = lifecycle.train([ret.return_value for ret in planned], group)
+        for ret, value in zip(planned, metrics, strict=True):
             ret.return_value = value
-    # What each job hands back, as ``main`` would: its metrics, or its objective's value
-    # (the worst there is for a refused or failed job).
-    for ret in phase:
-        if ret.status is JobStatus.COMPLETED:
-            ret.return_value = job_result(ret.cfg, ret.return_value)
-
-
-def train_group(planned: list[Planned], group: str) -> list[dict[str, float]]:
-    """Train the jobs as one batch of Keras models, each recorded in its own run as a
-    single job records it, plus the tags ``fused_group`` and ``fused_group_size``; return
-    each job's metrics. An exception ends every run of the group FAILED and propagates."""
-    from runner import engine, job
-
-    first = planned[0].plan
-    tags = {"fused_group": group, "fused_group_size": str(len(planned))}
-    job.fresh_keras()
-    with ExitStack() as runs:
-        mlruns, members = [], []
-        for item in planned:
-            mlrun = runs.enter_context(job.open_run(item.plan, item.sweep, tags))
-            job.start(mlrun, item.plan, item.overrides)
-            net = job.build(item.plan.cfg, item.plan.dataset, item.plan.head)
-            job.log_files(mlrun, item.plan, item.overrides, net)
-            mlruns.append(mlrun)
-            members.append(job.member(item.plan.cfg, net, item.plan.head))
-        log.info("fused group %s: training %d models as one", group, len(members))
-        results = engine.train(
-            members,
-            first.dataset,
-            job.settings(first.cfg),
-            lambda m, epoch, logs: mlruns[m].log_metrics(logs, step=epoch),
-        )
-        for mlrun, item, member, result in zip(mlruns, planned, members, results, strict=True):
-            job.finish(mlrun, item.plan, result, member.net)
-    return [
-        job.report(mlrun, item.plan, result)
-        for mlrun, item, result in zip(mlruns, planned, results, strict=True)
-    ]
+    for ret in rets:
+        ret.return_value = lifecycle.result(ret.cfg, ret.return_value)

@@ -1,9 +1,11 @@
-"""One job: check the config, load data, build, train and record one MLflow run.
+"""The steps of a job, which :mod:`runner.lifecycle` puts in order: check the config, load
+data, build, train and record one MLflow run.
 
 :func:`prepare` checks everything a user can get wrong before a run is created, so a bad
 value never leaves a run behind; in a sweep, :func:`record_failure` files the refused job as
 a FAILED run so that the sweep's record shows it, and the sweep goes on. :func:`execute`
-trains inside one MLflow run that ends with a true status on every path.
+trains one job, or a fused group of them, each inside its own MLflow run that ends with a
+true status on every path.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import gc
 import hashlib
 import json
 import logging
-from collections.abc import Callable, MutableMapping
-from contextlib import suppress
+from collections.abc import MutableMapping, Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +89,9 @@ class Plan:
     ``finished`` is the earlier run that makes it unnecessary, when ``resume=true``."""
 
     cfg: DictConfig
+    sweep: Sweep | None
+    # The job's overrides, as Hydra gives them: saved with its run.
+    overrides: list[str]
     dataset: data.Dataset
     head: model.OutputHead
     device: str
@@ -108,7 +113,7 @@ _reaped: set[str] = set()
 _frozen = False
 
 
-def reap_orphans(tracker: AnyTracker) -> None:
+def end_orphans_once(tracker: AnyTracker) -> None:
     """Once per store and process: end the runs a killed process left RUNNING, in one line."""
     if tracker.uri in _reaped:
         return
@@ -137,7 +142,7 @@ def load_data(cfg: DictConfig) -> data.Dataset:
     return _loaded[key]
 
 
-def prepare(cfg: DictConfig, sweep: Sweep | None) -> Plan:
+def prepare(cfg: DictConfig, sweep: Sweep | None, overrides: Sequence[str] = ()) -> Plan:
     """Check everything else a user can get wrong once :func:`validate_values` has passed,
     raising :class:`UserError` before any run exists: Keras names, the dataset, the loss
     against the task, the device and the tracking store."""
@@ -155,12 +160,14 @@ def prepare(cfg: DictConfig, sweep: Sweep | None) -> Plan:
     if not cfg.tracking.enabled and sweep is None:
         log.warning("tracking.enabled=false: nothing is recorded; the metrics are in this log only")
     experiment_id = tracker.experiment(experiment_name(cfg))
-    reap_orphans(tracker)
+    end_orphans_once(tracker)
     parent_id = tracker.sweep_parent(experiment_id, sweep.id, sweep.name) if sweep else None
     digest = fingerprint(cfg)
     finished = tracker.finished_run(experiment_id, digest) if cfg.resume else None
     return Plan(
         cfg,
+        sweep,
+        list(overrides),
         dataset,
         head,
         device,
@@ -186,12 +193,12 @@ def check_objective(objective: Objective | None, task: str) -> None:
         )
 
 
-def skip(plan: Plan, sweep: Sweep | None) -> dict[str, float]:
+def skip(plan: Plan) -> dict[str, float]:
     """Stand in for a job that finished before: move its run into this sweep and return
     its validation and test metrics."""
     run = plan.finished
-    if sweep is not None:
-        plan.tracker.adopt(run.run_id, sweep.id, plan.parent_id)
+    if plan.sweep is not None:
+        plan.tracker.adopt(run.run_id, plan.sweep.id, plan.parent_id)
     log.info(
         "skipped %s: run %s finished with the same config (resume=true)",
         plan.label,
@@ -200,26 +207,40 @@ def skip(plan: Plan, sweep: Sweep | None) -> dict[str, float]:
     return {k: v for k, v in run.metrics.items() if k.startswith(("val_", "test_"))}
 
 
-def execute(plan: Plan, overrides: list[str], sweep: Sweep | None) -> dict[str, float]:
-    """Train and record the job in one MLflow run; return its last epoch's validation
-    metrics and its test metrics (empty when it diverged). An exception ends the run FAILED
-    and propagates."""
-    log.info("%s: training on %s (%s)", plan.label, plan.device, plan.cfg.backend.value)
+def execute(plans: Sequence[Plan], group: str | None = None) -> list[dict[str, float]]:
+    """Train the jobs, one alone or a fused ``group`` of them as one batch of Keras models
+    (their configs differ only in :data:`runner.fused.PER_JOB`), each recorded in its own
+    run; a group's runs are tagged ``fused_group`` and ``fused_group_size``. Return each
+    job's last-epoch validation metrics and its test metrics (empty when it diverged). An
+    exception ends every run FAILED (:meth:`runner.tracking.Run.recording`) and propagates."""
+    first = plans[0]
+    if group is None:
+        log.info("%s: training on %s (%s)", first.label, first.device, first.cfg.backend.value)
+        tags = {}
+    else:
+        tags = {"fused_group": group, "fused_group_size": str(len(plans))}
     fresh_keras()
-    with open_run(plan, sweep) as mlrun:
-        start(mlrun, plan, overrides)
-        net = build(plan.cfg, plan.dataset, plan.head)
-        log_files(mlrun, plan, overrides, net)
-        result = train(
-            plan.cfg,
-            net,
-            plan.dataset,
-            plan.head,
-            lambda epoch, logs: mlrun.log_metrics(logs, step=epoch),
-            switching=sweep is not None,
+    with ExitStack() as runs:
+        mlruns, members = [], []
+        for plan in plans:
+            mlrun = runs.enter_context(job_run(plan, tags))
+            start(mlrun, plan)
+            net = build(plan.cfg, plan.dataset, plan.head)
+            log_files(mlrun, plan, net)
+            mlruns.append(mlrun)
+            members.append(member(plan.cfg, net, plan.head))
+        if group is not None:
+            log.info("fused group %s: training %d models as one", group, len(members))
+        results = engine.train(
+            members,
+            first.dataset,
+            # A sweep's job trains alone in a program its later jobs reuse.
+            settings(first.cfg, switching=group is None and first.sweep is not None),
+            lambda m, epoch, logs: mlruns[m].log_metrics(logs, step=epoch),
         )
-        finish(mlrun, plan, result, net)
-    return report(mlrun, plan, result)
+        for mlrun, plan, each, result in zip(mlruns, plans, members, results, strict=True):
+            finish(mlrun, plan, result, each.net)
+    return [report(*each) for each in zip(mlruns, plans, results, strict=True)]
 
 
 def fresh_keras() -> None:
@@ -233,13 +254,11 @@ def fresh_keras() -> None:
     keras.backend.clear_session()
 
 
-def open_run(plan: Plan, sweep: Sweep | None, tags: dict[str, str] | None = None):
+def job_run(plan: Plan, tags: dict[str, str]):
     """The job's MLflow run (see :meth:`AnyTracker.open_run`), nested in the sweep's parent."""
-    tags = dict(
-        tags or {}, fingerprint=plan.fingerprint, device=plan.device, task=plan.dataset.task
-    )
-    if sweep:
-        tags["sweep_id"] = sweep.id
+    tags = dict(tags, fingerprint=plan.fingerprint, device=plan.device, task=plan.dataset.task)
+    if plan.sweep:
+        tags["sweep_id"] = plan.sweep.id
     return plan.tracker.open_run(
         plan.experiment_id, run_name(plan.cfg), tags, plan.parent_id, plan.output_dir
     )
@@ -250,7 +269,7 @@ def output_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
 
 
-def start(mlrun: AnyRun, plan: Plan, overrides: list[str]) -> None:
+def start(mlrun: AnyRun, plan: Plan) -> None:
     """Record what the job is before it trains: params, tags and data."""
     cfg, dataset = plan.cfg, plan.dataset
     mlrun.log_params(flat_params(cfg))
@@ -265,14 +284,14 @@ def start(mlrun: AnyRun, plan: Plan, overrides: list[str]) -> None:
     )
 
 
-def log_files(mlrun: AnyRun, plan: Plan, overrides: list[str], net: keras.Model) -> None:
+def log_files(mlrun: AnyRun, plan: Plan, net: keras.Model) -> None:
     """Record the job's config, its overrides and its model's summary, in one store call."""
     summary: list[str] = []
     net.summary(print_fn=lambda text, **_: summary.append(text))
     mlrun.log_texts(
         {
             "config.yaml": OmegaConf.to_yaml(plan.cfg, resolve=True),
-            "overrides.yaml": OmegaConf.to_yaml(overrides),
+            "overrides.yaml": OmegaConf.to_yaml(plan.overrides),
             "model_summary.txt": "\n".join(summary),
         }
     )
@@ -362,17 +381,11 @@ def train(
     net: keras.Model,
     dataset: data.Dataset,
     head: model.OutputHead,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     switching: bool = False,
 ) -> engine.TrainResult:
-    """Train the job's model ``net`` alone: a batch of one; ``switching`` as in
-    :class:`engine.Settings`."""
-    (result,) = engine.train(
-        [member(cfg, net, head)],
-        dataset,
-        settings(cfg, switching),
-        on_epoch and (lambda _, epoch, logs: on_epoch(epoch, logs)),
-    )
+    """Train the job's model ``net`` alone and unrecorded: a batch of one; ``switching`` as
+    in :class:`engine.Settings`."""
+    (result,) = engine.train([member(cfg, net, head)], dataset, settings(cfg, switching))
     return result
 
 

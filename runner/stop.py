@@ -3,7 +3,7 @@
 Python raises a signal handler's exception wherever the main thread happens to be; inside
 a finalizer (TensorFlow frees tensors all the time) it is printed as "Exception ignored"
 and dropped, and training would go on. So the handler also records the signal, and the
-training loop raises it again at the next batch it finishes (:func:`check`).
+training loop raises it again at the next batch it finishes (:func:`raise_if_signalled`).
 
 Before a process has a run to end (while it imports Hydra, MLflow or Keras), a signal
 ends it at once with one line instead (:func:`install_at_start`): a KeyboardInterrupt in
@@ -66,7 +66,7 @@ _unraisable_before = sys.unraisablehook
 
 def _unraisable(unraisable: Any) -> None:
     # A signal's KeyboardInterrupt raised inside a finalizer: not an error to print with its
-    # traceback, as Python does, since :func:`check` raises it again.
+    # traceback, as Python does, since :func:`raise_if_signalled` raises it again.
     if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and requested is not None):
         _unraisable_before(unraisable)
 
@@ -192,7 +192,7 @@ def held() -> Iterator[None]:
             signal.raise_signal(caught[0])
 
 
-def check() -> None:
+def raise_if_signalled() -> None:
     """Raise KeyboardInterrupt when a signal came and its first raise was lost: swallowed
     by a finalizer, or replaced by an error raised while it unwound the stack."""
     if requested is not None:

@@ -103,6 +103,25 @@ def swept_values(config: DictConfig, key: str) -> list[str]:
     return [str(OmegaConf.select(config, key, default=""))]
 
 
+def threads_per_job(hydra_cfg: DictConfig) -> int | None:
+    """CPU threads per job when the launcher runs jobs side by side, so that they do
+    not fight over the cores: the CPUs the launcher gives each job (submitit's
+    ``cpus_per_task``; a Ray task's ``num_cpus``, 1 unless ``hydra.launcher.ray.remote``
+    sets it, which is also how many tasks Ray runs at once), or the cores / ``n_jobs`` of
+    joblib's workers. None (all cores) for one job at a time."""
+    launcher = hydra_cfg.launcher
+    if launcher.get("cpus_per_task"):
+        return launcher.cpus_per_task
+    if "ray" in launcher:
+        return max(1, int(launcher.ray.get("remote", {}).get("num_cpus", 1)))
+    n_jobs = launcher.get("n_jobs")
+    cores = os.cpu_count() or 1
+    workers = cores if n_jobs is not None and n_jobs < 0 else n_jobs
+    if not workers or workers == 1:
+        return None
+    return max(1, cores // workers)
+
+
 def launcher_name(config: DictConfig) -> str:
     """The class name of the sweep's launcher: ``JoblibLauncher``, ``FusedLauncher``..."""
     return str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
@@ -129,7 +148,7 @@ def check_launch(config: DictConfig) -> None:
 
 # The id of the process that runs the sweep (its callback, its launcher): jobs that the
 # launcher runs in this process see it, those in workers of their own (joblib, submitit,
-# Ray) do not, and leave the stopping of the sweep to it (runner.app.interrupted).
+# Ray) do not, and leave the stopping of the sweep to it (runner.lifecycle.interrupted).
 owner: int | None = None
 
 
@@ -146,7 +165,7 @@ def in_ray_task() -> bool:
 
 # The master config of the sweep this process runs, from the moment its parent run exists
 # until the parent has ended: a signal outside a job (while the launcher composes or starts
-# the jobs) ends the sweep from there (runner.app.stopped).
+# the jobs) ends the sweep from there (runner.lifecycle.stopped).
 started: DictConfig | None = None
 
 
@@ -168,7 +187,7 @@ def prepare_workers(launcher: str) -> None:
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global owner, started
-        from runner.tracking import Tracker, tracking_uri
+        from runner.tracking import open_tracker
 
         owner = os.getpid()
         prepare_workers(launcher_name(config))
@@ -188,11 +207,11 @@ class SweepCallback(Callback):
                 "tracking.enabled=false: nothing is recorded and no table is printed at the "
                 "end; the metrics are in the jobs' logs only"
             )
-            # No run to end, but the jobs' workers to stop on a signal (runner.app.stopped).
+            # No run to end, but the jobs' workers to stop on a signal (runner.lifecycle.stopped).
             stop.install()
             return
         try:
-            tracker = Tracker(tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db)
+            tracker = open_tracker(config.tracking)
             experiment_id = tracker.experiment(experiment_name(config))
             # From its parent run on, the sweep has a run to end on a signal; the signal is
             # held back until the parent is known to end it.
@@ -204,7 +223,7 @@ class SweepCallback(Callback):
             log.error("%s", error)
             sys.exit(2)
         except KeyboardInterrupt:
-            from runner.app import stopped
+            from runner.lifecycle import stopped
 
             stopped()
 
@@ -218,17 +237,14 @@ class SweepCallback(Callback):
             except Exception:
                 # Hydra would print an error that a signal's KeyboardInterrupt turned into
                 # as a warning, and go on: it is that signal.
-                stop.check()
+                stop.raise_if_signalled()
                 raise
         except KeyboardInterrupt:
-            from runner.tracking import INTERRUPTED, Tracker, tracking_uri
+            from runner.tracking import INTERRUPTED, open_tracker
 
             # Unless the parent has ended already, with the sweep's own status.
             if started is not None:
-                tracker = Tracker(
-                    tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db
-                )
-                tracker.end_sweep(sweep.id, INTERRUPTED)
+                open_tracker(config.tracking).end_sweep(sweep.id, INTERRUPTED)
                 log.error(
                     "interrupted at the end of sweep %s: every job had ended, and their runs "
                     "are kept; the parent run ended KILLED before it got the sweep's table. "
@@ -244,10 +260,10 @@ def end(config: DictConfig, sweep: Sweep) -> None:
     with the sweep's status, and exit 1 when a job failed."""
     global started
     from runner.compare import format_table, summarize, sweep_runs
-    from runner.tracking import COMPLETED, FAILED, Tracker, tracking_uri, ui_url
+    from runner.tracking import COMPLETED, FAILED, open_tracker, ui_url
 
     try:
-        tracker = Tracker(tracking_uri(config.tracking.uri), config.tracking.adopt_foreign_db)
+        tracker = open_tracker(config.tracking)
     except UserError as error:
         log.error("%s The sweep's table and its parent run's status are not recorded.", error)
         sys.exit(1)

@@ -73,7 +73,7 @@ def test_a_run_records_diagnostics_and_figures_or_not_when_disabled(make_cfg, st
             f"diagnostics.enabled={enabled}",
         )
         validate_values(cfg)
-        job.execute(job.prepare(cfg, None), [], None)
+        job.execute([job.prepare(cfg, None)])
     client = MlflowClient(store)
     runs = search(store).set_index("params.diagnostics.enabled")
     on, off = runs.loc["True", "run_id"], runs.loc["False", "run_id"]

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runner import data, engine, job
-from runner.fused import Planned, fusable_groups, train_group
+from runner.fused import fusable_groups
 from runner.sweep import Sweep
 from tests.conftest import logged_model_scores, search
 from tests.test_reliability import start, wait_for_epochs
@@ -151,7 +151,7 @@ def test_each_job_of_a_fused_group_logs_its_own_trained_model(make_cfg, store, t
         )
         for activation, seed in [("relu", 0), ("tanh", 1), ("relu", 2)]
     ]
-    train_group([Planned(plan, [], sweep) for plan in plans], "g0")
+    job.execute(plans, "g0")
 
     runs = search(store, "tags.role = 'job'")
     assert len(runs) == 3 and set(runs["tags.fused_group_size"]) == {"3"}

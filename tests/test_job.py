@@ -18,7 +18,7 @@ TINY = ["model.units=[16,8]", "train.epochs=2"]
 
 def run(cfg, overrides=(), sweep=None):
     validate_values(cfg)
-    return job.execute(job.prepare(cfg, sweep), list(overrides), sweep)
+    return job.execute([job.prepare(cfg, sweep, overrides)])[0]
 
 
 def test_a_run_records_params_epoch_metrics_test_metrics_and_artifacts(make_cfg, store):

@@ -19,8 +19,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from runner.__main__ import share_of_cores
-from runner.sweep import sweep_size
+from runner.sweep import sweep_size, threads_per_job
 from tests.conftest import CONF, backend_args, finished_sweep, search
 from tests.test_reliability import wait_for_jobs
 
@@ -34,13 +33,13 @@ def hydra_node(*overrides: str):
 
 def test_each_launcher_gives_a_job_its_share_of_the_cores():
     cores = os.cpu_count() or 1
-    assert share_of_cores(hydra_node()) is None
-    assert share_of_cores(hydra_node("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")) == max(
+    assert threads_per_job(hydra_node()) is None
+    assert threads_per_job(hydra_node("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")) == max(
         1, cores // 2
     )
-    assert share_of_cores(hydra_node("hydra/launcher=submitit_local")) is None
+    assert threads_per_job(hydra_node("hydra/launcher=submitit_local")) is None
     local = hydra_node("hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=3")
-    assert share_of_cores(local) == 3
+    assert threads_per_job(local) == 3
 
 
 def test_the_slurm_preset_is_submitits_slurm_launcher_with_the_keys_a_cluster_sets():
@@ -48,7 +47,7 @@ def test_the_slurm_preset_is_submitits_slurm_launcher_with_the_keys_a_cluster_se
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.partition == "gpu"
     assert (launcher.timeout_min, launcher.cpus_per_task, launcher.mem_gb) == (60, 4, 8)
-    assert share_of_cores(hydra_node("hydra/launcher=slurm")) == 4
+    assert threads_per_job(hydra_node("hydra/launcher=slurm")) == 4
 
 
 @pytest.mark.parametrize(

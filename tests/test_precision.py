@@ -76,7 +76,7 @@ def test_mixed_precision_on_the_cpu_runs_with_a_warning_and_is_recorded(make_cfg
     cfg = make_cfg(*MIXED)
     validate_values(cfg)
     with caplog.at_level(logging.WARNING, logger="runner.job"):
-        test = job.execute(job.prepare(cfg, None), [], None)
+        test = job.execute([job.prepare(cfg, None)])[0]
     assert "train.mixed_precision=true on the CPU: it runs, but float16 speeds up GPUs" in (
         caplog.text
     )

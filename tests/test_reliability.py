@@ -437,7 +437,7 @@ def test_a_hundred_jobs_in_one_process_release_their_memory(make_cfg, store):
     for i in range(1, 101):
         cfg = make_cfg(f"seed={i}", "model.units=[8]", "train.epochs=1")
         validate_values(cfg)
-        job.execute(job.prepare(cfg, None), [], None)
+        job.execute([job.prepare(cfg, None)])
         rss[i] = rss_mb()
     # On TensorFlow, each trained model's traced step stayed in the gradient registry until
     # custom_gradients_released: about 4 MB a job, 380 MB from job 10 to job 100.

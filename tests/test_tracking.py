@@ -138,7 +138,7 @@ def test_a_logged_model_scores_the_test_split_as_its_run_recorded(make_cfg, stor
     cfg = make_cfg("dataset=iris", "model.units=[8]", "train.epochs=3", "tracking.log_model=true")
     validate_values(cfg)
     plan = job.prepare(cfg, None)
-    job.execute(plan, [], None)
+    job.execute([plan])
     row = search(store).iloc[0]
     scores = logged_model_scores(store, row["run_id"], plan.dataset)
     # The loss, unlike the accuracy, tells the trained weights from any others.

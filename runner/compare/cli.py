@@ -29,7 +29,7 @@ from runner.stats import pick_tuned
 from runner.tracking import COMPLETED, Reader, tracking_uri
 
 
-def check(runs: pd.DataFrame, label: str, metric: str, by: list[str] | None) -> None:
+def check_columns(runs: pd.DataFrame, label: str, metric: str, by: list[str] | None) -> None:
     """Raise :class:`UserError` naming what is there when ``metric`` or a param of ``by`` is
     not among the runs'."""
 
@@ -56,7 +56,7 @@ def tune(
     Test metrics play no part. Returns those runs, ``by`` with ``key`` last, and a sentence
     naming each group's choice. Raises :class:`UserError` when ``key`` is no param or is in
     ``by``, or ``metric`` has no validation twin."""
-    check(runs, label, metric, [key])
+    check_columns(runs, label, metric, [key])
     logged = [c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.")]
     score = curve_metric(metric, logged)
     if not score.startswith("val_"):
@@ -97,7 +97,7 @@ def parse_speed(text: str, runs: pd.DataFrame, label: str) -> tuple[str, float]:
         raise UserError(
             f"--speed {text!r}: give METRIC=THRESHOLD, such as val_accuracy=0.95"
         ) from None
-    check(runs, label, name, None)
+    check_columns(runs, label, name, None)
     return name, level
 
 
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         check_out(Path(args.out))
         selection = select(uri, args.sweep, args.experiment, args.filter)
         metric = args.metric or default_metric(selection.runs)
-        check(selection.runs, selection.label, metric, by)
+        check_columns(selection.runs, selection.label, metric, by)
         if args.tune:
             selection.runs, by, chosen = tune(
                 selection.runs, selection.label, by, args.tune, metric, args.lower_is_better
