@@ -163,7 +163,7 @@ def prepare(cfg: DictConfig, sweep: Sweep | None, overrides: Sequence[str] = ())
     end_orphans_once(tracker)
     parent_id = tracker.sweep_parent(experiment_id, sweep.id, sweep.name) if sweep else None
     digest = fingerprint(cfg)
-    finished = tracker.finished_run(experiment_id, digest) if cfg.resume else None
+    finished = tracker.finished_run(experiment_id, digest, logs_model(cfg)) if cfg.resume else None
     return Plan(
         cfg,
         sweep,

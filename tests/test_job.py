@@ -7,7 +7,7 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runner import job
+from runner import job, lifecycle
 from runner.checks import validate_values
 from tests.conftest import search
 
@@ -107,6 +107,24 @@ def test_an_error_inside_a_run_ends_it_failed_with_the_error(make_cfg, store, mo
     assert (row["status"], row["tags.outcome"]) == ("FAILED", "failed")
     assert row["tags.error"] == "RuntimeError: out of memory"
     assert not MlflowClient(store).search_logged_models([row["experiment_id"]])
+
+
+def test_resume_skips_a_finished_job_unless_it_lacks_the_model_now_asked_for(make_cfg, store):
+    def resumed(*overrides):
+        cfg = make_cfg("resume=true", *overrides, *TINY)
+        validate_values(cfg)
+        return lifecycle.train([job.prepare(cfg, None)])[0]
+
+    first = run(make_cfg(*TINY))
+    assert resumed() == first
+    assert len(search(store)) == 1
+    # The fingerprint leaves tracking.* out: the finished run matches, but has no model.
+    resumed("tracking.log_model=true")
+    runs = search(store)
+    assert len(runs) == 2
+    (model,) = MlflowClient(store).search_logged_models([runs.iloc[0]["experiment_id"]])
+    assert resumed("tracking.log_model=true") == first
+    assert len(search(store)) == 2
 
 
 def test_jobs_of_a_sweep_share_one_parent_run(make_cfg, store):

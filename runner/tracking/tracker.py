@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 SWEEP_ID = "sweep_id"
 ROLE = "role"
 FINGERPRINT = "fingerprint"
+# The finished runs of one config that resume looks through for one with a logged model.
+FINISHED_RUNS = 100
 
 
 def open_tracker(tracking: DictConfig) -> AnyTracker:
@@ -84,14 +86,21 @@ class Tracker:
                 reaped.append(run.info.run_name)
         return reaped
 
-    def finished_run(self, experiment_id: str, fingerprint: str) -> FinishedRun | None:
-        """A FINISHED run of the experiment with this config fingerprint, if there is one."""
+    def finished_run(
+        self, experiment_id: str, fingerprint: str, with_model: bool = False
+    ) -> FinishedRun | None:
+        """A FINISHED run of the experiment with this config fingerprint, if there is one;
+        ``with_model``: one that logged its trained model too (the fingerprint leaves
+        ``tracking.*`` out, so a run with the same fingerprint may have none)."""
         found = self.client.search_runs(
             [experiment_id],
             filter_string=f"status = 'FINISHED' and tags.{FINGERPRINT} = {quoted(fingerprint)}",
-            max_results=1,
+            max_results=FINISHED_RUNS,
         )
-        return FinishedRun(found[0].info.run_id, dict(found[0].data.metrics)) if found else None
+        for run in found:
+            if not with_model or (run.outputs and run.outputs.model_outputs):
+                return FinishedRun(run.info.run_id, dict(run.data.metrics))
+        return None
 
     def adopt(self, run_id: str, sweep_id: str, parent_id: str) -> None:
         """Move a finished run into a sweep, so that a resumed sweep's table is complete."""

@@ -25,7 +25,7 @@ class Untracked:
     ) -> None:
         return None
 
-    def finished_run(self, experiment_id: str, fingerprint: str) -> None:
+    def finished_run(self, experiment_id: str, fingerprint: str, with_model: bool = False) -> None:
         return None
 
     def adopt(self, run_id: str, sweep_id: str, parent_id: str) -> None:
