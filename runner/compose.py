@@ -1,10 +1,10 @@
 """Composing a large sweep's job configs quickly, with Hydra's and OmegaConf's public API.
 
 Hydra composes each job of a sweep from scratch: it reads every YAML file of the defaults
-tree and merges them, about 0.1 s a job, which is 24 s before a 240-job sweep trains. Most
-jobs differ from each other only in plain values (``seed=3``, ``activation=tanh``,
-``optimizer.learning_rate=0.01``), and a sweep rarely has more than a few distinct choices of
-config groups (``loss=mse``). :class:`Composer` has Hydra compose each distinct choice of
+tree and merges them, which for a fused sweep of hundreds of jobs takes about as long as
+their training (bench/compose_speed.py). Most jobs differ from each other only in plain
+values (``seed=3``, ``activation=tanh``, ``optimizer.learning_rate=0.01``), and a sweep
+rarely has more than a few distinct choices of config groups (``loss=mse``). :class:`Composer` has Hydra compose each distinct choice of
 groups once, then makes each job's config from a copy of it by setting the job's values
 with OmegaConf and its ``hydra.overrides`` as Hydra would. Anything but plain ``key=value``
 overrides of existing keys (``+key``, ``~key``, ``hydra.*``) goes through Hydra's own
