@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runner import data, engine, job
+from runner import data, engine, job, lifecycle
 from runner.fused import fusable_groups
 from runner.sweep import Sweep
 from tests.conftest import logged_model_scores, search
@@ -162,6 +162,29 @@ def test_each_job_of_a_fused_group_logs_its_own_trained_model(make_cfg, store, t
         assert scores["test_accuracy"] == pytest.approx(row["metrics.test_accuracy"], abs=1e-5)
         losses.add(scores["test_loss"])
     assert len(losses) == 3
+
+
+def test_an_error_in_a_fused_group_fails_its_runs_and_leaves_a_finished_job_be(
+    make_cfg, store, tmp_path, monkeypatch
+):
+    sweep = Sweep(str(tmp_path / "sweep"), "sweep")
+    base = ("dataset=iris", "model.units=[8]", f"train.epochs={EPOCHS}")
+
+    def plans(*extra):
+        return [job.prepare(make_cfg(*base, f"seed={s}", *extra), sweep) for s in (0, 1, 2)]
+
+    (done,) = lifecycle.train(plans()[:1])
+    monkeypatch.setattr(job.engine, "train", lambda *_, **__: 1 / 0)
+    # The first job finished before and is skipped; the other two fail as one group, and
+    # the sweep goes on with the error logged: no exception reaches the launcher.
+    assert lifecycle.train(plans("resume=true"), "g0") == [done, None, None]
+
+    runs = search(store, "tags.role = 'job'").set_index("params.seed")
+    assert runs.loc["0", ["status", "tags.outcome"]].tolist() == ["FINISHED", "completed"]
+    for seed in ("1", "2"):
+        failed = runs.loc[seed, ["status", "tags.outcome", "tags.error"]].tolist()
+        assert failed == ["FAILED", "failed", "ZeroDivisionError: division by zero"]
+        assert runs.loc[seed, "tags.fused_group_size"] == "2"
 
 
 def test_a_fused_sweep_records_every_job_as_its_own_run(cli, store, tmp_path):
