@@ -4,12 +4,12 @@ Hydra composes each job of a sweep from scratch: it reads every YAML file of the
 tree and merges them, which for a fused sweep of hundreds of jobs takes about as long as
 their training (bench/compose_speed.py). Most jobs differ from each other only in plain
 values (``seed=3``, ``activation=tanh``, ``optimizer.learning_rate=0.01``), and a sweep
-rarely has more than a few distinct choices of config groups (``loss=mse``). :class:`Composer` has Hydra compose each distinct choice of
-groups once, then makes each job's config from a copy of it by setting the job's values
-with OmegaConf and its ``hydra.overrides`` as Hydra would. Anything but plain ``key=value``
-overrides of existing keys (``+key``, ``~key``, ``hydra.*``) goes through Hydra's own
-composition, and so does a job whose values OmegaConf refuses, so that the user sees
-Hydra's own message.
+rarely has more than a few distinct choices of config groups (``loss=mse``).
+:class:`Composer` has Hydra compose each distinct choice of groups once, then makes each
+job's config from a copy of it by setting the job's values with OmegaConf and its
+``hydra.overrides`` as Hydra would. Anything but plain ``key=value`` overrides of existing
+keys (``+key``, ``~key``, ``hydra.*``) goes through Hydra's own composition, and so does a
+job whose values OmegaConf refuses, so that the user sees Hydra's own message.
 """
 
 from __future__ import annotations
