@@ -105,6 +105,8 @@ class Plan:
     output_dir: Path | None = None
     # The job in its console lines (see label()).
     label: str = ""
+    # Whether :func:`execute` has created its run: a signal before that has none to end.
+    opened: bool = False
 
 
 # Stores whose orphaned runs this process has looked for already.
@@ -224,6 +226,7 @@ def execute(plans: Sequence[Plan], group: str | None = None) -> list[dict[str, f
         mlruns, members = [], []
         for plan in plans:
             mlrun = runs.enter_context(job_run(plan, tags))
+            plan.opened = True
             start(mlrun, plan)
             net = build(plan.cfg, plan.dataset, plan.head)
             log_files(mlrun, plan, net)

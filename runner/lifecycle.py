@@ -62,6 +62,7 @@ def run(cfg: DictConfig) -> Metrics | float | None:
     if cfg.train.threads is None:
         with open_dict(cfg):
             cfg.train.threads = sweeps.threads_per_job(hydra_cfg)
+    planned = None
     try:
         # A sweep has its parent run to end; a single run has nothing to end until it is
         # planned, and a signal while it imports Keras or loads the data simply exits.
@@ -71,7 +72,7 @@ def run(cfg: DictConfig) -> Metrics | float | None:
         stop.install()
         metrics = None if planned is None else train([planned])[0]
     except KeyboardInterrupt:
-        interrupted(cfg, sweep)
+        interrupted(cfg, sweep, opened=planned is not None and planned.opened)
     if sweeps.in_worker(sweep):
         stop.install_between_jobs()
     return result(cfg, metrics)
@@ -123,7 +124,7 @@ def train(plans: Sequence[Plan], group: str | None = None) -> list[Metrics | Non
     try:
         trained = job.execute([plans[index] for index in todo], None if alone else group)
     except KeyboardInterrupt:
-        interrupted(first.cfg, first.sweep)
+        interrupted(first.cfg, first.sweep, opened=any(each.opened for each in plans))
     except Unrecorded:
         # The runs have said what they could not record and where it is kept.
         if first.sweep is None:
@@ -162,10 +163,10 @@ def objective_value(name: str, metrics: Metrics | None) -> float:
     return metrics[name]
 
 
-def interrupted(cfg: DictConfig, sweep: Sweep | None) -> NoReturn:
-    """After Ctrl-C or SIGTERM (the job's own run is ended KILLED already): end the sweep's
-    parent runs KILLED too, say in one line what was kept, and exit 130. A worker of a sweep
-    leaves that to the sweep's process, which stops every worker."""
+def interrupted(cfg: DictConfig, sweep: Sweep | None, opened: bool = True) -> NoReturn:
+    """After Ctrl-C or SIGTERM (the job's own run is ended KILLED already, when ``opened``):
+    end the sweep's parent runs KILLED too, say in one line what was kept, and exit 130. A
+    worker of a sweep leaves that to the sweep's process, which stops every worker."""
     from runner.tracking import INTERRUPTED, open_tracker
 
     if sweeps.in_worker(sweep):
@@ -177,6 +178,8 @@ def interrupted(cfg: DictConfig, sweep: Sweep | None) -> NoReturn:
     stop.end_workers()
     if not cfg.tracking.enabled:
         log.error("interrupted (tracking.enabled=false: nothing was recorded)")
+    elif sweep is None and not opened:
+        log.error("interrupted before the run was created: nothing was recorded")
     elif sweep is None:
         log.error("interrupted: the run ended KILLED with the metrics logged so far")
     else:

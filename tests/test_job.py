@@ -127,6 +127,30 @@ def test_resume_skips_a_finished_job_unless_it_lacks_the_model_now_asked_for(mak
     assert len(search(store)) == 2
 
 
+@pytest.mark.parametrize("at", ["fresh_keras", "start"])
+def test_a_signal_in_a_single_run_says_whether_its_run_was_created(
+    make_cfg, store, monkeypatch, caplog, at
+):
+    def signal(*args):
+        raise KeyboardInterrupt
+
+    cfg = make_cfg(*TINY)
+    validate_values(cfg)
+    planned = job.prepare(cfg, None)
+    # Before the run exists (dropping the last job's Keras state), or just after.
+    monkeypatch.setattr(job, at, signal)
+    with pytest.raises(SystemExit) as exited:
+        lifecycle.train([planned])
+    assert exited.value.code == 130
+    runs = search(store)
+    if at == "fresh_keras":
+        assert runs.empty
+        assert "interrupted before the run was created: nothing was recorded" in caplog.text
+    else:
+        assert runs.iloc[0][["status", "tags.outcome"]].tolist() == ["KILLED", "interrupted"]
+        assert "interrupted: the run ended KILLED" in caplog.text
+
+
 def test_jobs_of_a_sweep_share_one_parent_run(make_cfg, store):
     sweep = job.Sweep(id="/tmp/sweeps/a", name="sweeps/a")
     run(make_cfg("activation=relu", *TINY), sweep=sweep)
