@@ -212,23 +212,26 @@ def _train_batch(
         states, logs = program.epoch(states, batches, rest, living, choices, activations, data)
         logs = jax.device_get(logs)
         ends.append(time.perf_counter())
-        for group, family_names, family_logs in zip(found, names, logs, strict=True):
-            columns = _columns(family_names, family_logs)
-            for i, m in enumerate(group.positions):
-                if not alive[m]:
-                    continue
-                values = {
-                    name: column[i]
-                    for name, column in columns.items()
-                    if "/" not in name or name in diagnostics[m]
-                }
-                for name, value in values.items():
-                    results[m].history.setdefault(name, []).append(value)
-                if not math.isfinite(values["loss"]):
-                    results[m].diverged_epoch = epoch
-                    alive[m] = False
-                if on_epoch is not None:
-                    on_epoch(m, epoch, values)
+        # Every model hands over the same epochs: a signal waits until this epoch's logs
+        # are all handed over, so that a stopped group's runs keep as many epochs each.
+        with stop.held():
+            for group, family_names, family_logs in zip(found, names, logs, strict=True):
+                columns = _columns(family_names, family_logs)
+                for i, m in enumerate(group.positions):
+                    if not alive[m]:
+                        continue
+                    values = {
+                        name: column[i]
+                        for name, column in columns.items()
+                        if "/" not in name or name in diagnostics[m]
+                    }
+                    for name, value in values.items():
+                        results[m].history.setdefault(name, []).append(value)
+                    if not math.isfinite(values["loss"]):
+                        results[m].diverged_epoch = epoch
+                        alive[m] = False
+                    if on_epoch is not None:
+                        on_epoch(m, epoch, values)
         if progress.disable:
             _log_epoch(epoch, settings.epochs, results, alive)
         progress.set_postfix_str(f"{alive.sum()} training", refresh=False)
