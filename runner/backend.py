@@ -19,9 +19,6 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("jax", "tensorflow")
 
-# The (backend, device, threads) this process was set up with, and the device it got.
-_chosen: dict[tuple[str, str, int | None], str] = {}
-
 
 def quiet() -> None:
     """Keep the frameworks' start-up banners (TensorFlow's oneDNN and CPU-feature notes,
@@ -35,22 +32,23 @@ def quiet() -> None:
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
-def use(backend: str, device: str, threads: int | None) -> str:
+def use(backend: str, device: str, threads: int | None, chosen: dict) -> str:
     """Set up ``backend`` on ``device`` (auto, cpu or gpu) with ``threads`` CPU threads (None:
-    all cores) and return the device jobs will train on, ``gpu`` or ``cpu``. Asking again
-    for the same is free; asking for anything else in the same process is a
+    all cores) and return the device jobs will train on, ``gpu`` or ``cpu``. ``chosen``: the
+    (backend, device, threads) this process was set up with, and the device it got. Asking
+    again for the same is free; asking for anything else in the same process is a
     :class:`UserError`."""
     request = (backend, device, threads)
-    if _chosen:
-        first = next(iter(_chosen))
-        if request not in _chosen:
+    if chosen:
+        first = next(iter(chosen))
+        if request not in chosen:
             raise UserError(
                 f"backend={backend} device={device} train.threads={threads} cannot follow "
                 f"backend={first[0]} device={first[1]} train.threads={first[2]} in the same "
                 "process: Keras, JAX and TensorFlow fix their backend, devices and threads "
                 "once. Sweep them in separate runs, or with hydra/launcher=joblib."
             )
-        return _chosen[request]
+        return chosen[request]
     loaded = sys.modules.get("keras")
     if loaded is not None and loaded.backend.backend() != backend:
         raise UserError(
@@ -60,7 +58,7 @@ def use(backend: str, device: str, threads: int | None) -> str:
     quiet()
     os.environ["KERAS_BACKEND"] = backend
     used = _jax(device, threads) if backend == "jax" else _tensorflow(device, threads)
-    _chosen[request] = used
+    chosen[request] = used
     return used
 
 
@@ -80,7 +78,7 @@ def _jax(device: str, threads: int | None) -> str:
 
     if device == "cpu":
         jax.config.update("jax_platforms", "cpu")
-    gpus = _jax_gpus(jax) if device != "cpu" else []
+    gpus = jax_gpus(jax) if device != "cpu" else []
     if device == "gpu" and not gpus:
         raise UserError(
             "device=gpu, but JAX sees no GPU on this machine (no CUDA build of jaxlib, or no "
@@ -90,7 +88,8 @@ def _jax(device: str, threads: int | None) -> str:
     return "gpu" if gpus else "cpu"
 
 
-def _jax_gpus(jax) -> list:
+def jax_gpus(jax) -> list:
+    """The GPUs that JAX sees; none without a GPU platform or device."""
     try:
         return jax.devices("gpu")
     except RuntimeError:  # no GPU platform in this jaxlib, or no device for it

@@ -73,7 +73,7 @@ def test_a_job_starts_with_its_own_line_and_no_framework_banner(tmp_path, name):
     )
     assert done.returncode == 0, done.stdout
     first = done.stdout.splitlines()[0]
-    assert "[runner.job][INFO] - relu-categorical_crossentropy-iris-s0: training on" in first, (
+    assert "[runner][INFO] - relu-categorical_crossentropy-iris-s0: training on" in first, (
         done.stdout
     )
     assert first.endswith(f"({name})")

@@ -13,9 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
-from runner import data, job, model
+from runner import data, model
 from runner.checks import check_group_overrides, validate_names, validate_values
 from runner.config import UserError
+from runner.jobs.plan import check_objective
+from runner.jobs.spec import data_of, resolved_loss
 from tests.conftest import CONF, running, search
 
 CLEAN = (UserError, HydraException, OmegaConfBaseException)
@@ -27,9 +29,10 @@ def check(*overrides: str) -> None:
         cfg = compose("config", overrides=list(overrides))
     validate_values(cfg)
     validate_names(cfg)
-    dataset = data.load(cfg.dataset)
-    model.output_head(cfg.loss, cfg.model.output_activation, dataset.task, dataset.classes)
-    job.check_objective(cfg.objective, dataset.task)
+    dataset = data.load(data_of(cfg))
+    loss = resolved_loss(cfg.loss, dataset.task)
+    model.output_head(loss, cfg.model.output_activation, dataset.task, dataset.classes)
+    check_objective(None if cfg.objective is None else cfg.objective.value, dataset.task)
 
 
 CASES = [

@@ -6,49 +6,48 @@ from __future__ import annotations
 
 import pytest
 
-from runner import job
-from runner.engine import jax as jax_engine
+from tests.conftest import train_alone
 from tests.test_fused import GROUPS, _assert_same, _jobs
 
 
-def _train(cfgs, loaded, heads, **kwargs):
-    return [
-        job.train(c, job.build(c, loaded, head), loaded, head, **kwargs)
-        for c, head in zip(cfgs, heads, strict=True)
-    ]
+def _train(plans, **kwargs):
+    return [train_alone(p, **kwargs) for p in plans]
 
 
 @pytest.fixture
-def programs_dir(tmp_path, monkeypatch):
+def programs_dir(tmp_path, monkeypatch, process_state):
     """A cache of traced programs of the test's own; no program of this process reused."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    jax_engine._programs.clear()
     return tmp_path / "cache" / "actlab" / "programs"
 
 
-def test_a_sweeps_jobs_share_one_program_and_train_as_single_runs_do(make_cfg, programs_dir):
+def test_a_sweeps_jobs_share_one_program_and_train_as_single_runs_do(
+    make_cfg, programs_dir, process_state
+):
     # Jobs that differ in activation and loss (one target encoding) run one program that
     # takes both at run time, and each trains as a single run with them compiled in.
     combos = [c for c in GROUPS["digits"] if c[1] != "sparse_categorical_crossentropy"]
-    cfgs, loaded, heads = _jobs(make_cfg, "digits", combos)
-    single = _train(cfgs, loaded, heads)
-    jax_engine._programs.clear()
-    swept = _train(cfgs, loaded, heads, switching=True)
+    plans = _jobs(make_cfg, "digits", combos)
+    single = _train(plans)
+    process_state.programs.clear()
+    swept = _train(plans, switching=True)
 
-    assert len(jax_engine._programs) == 1
+    assert len(process_state.programs) == 1
     for s, a in zip(swept, single, strict=True):
         _assert_same(s, a)
 
 
-def test_a_later_process_reuses_the_traced_program_with_the_same_results(make_cfg, programs_dir):
-    cfgs, loaded, heads = _jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1])
-    (first,) = _train(cfgs, loaded, heads)
+def test_a_later_process_reuses_the_traced_program_with_the_same_results(
+    make_cfg, programs_dir, process_state
+):
+    plans = _jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1])
+    (first,) = _train(plans)
     kept = sorted(p.name.rsplit(".", 1)[1] for p in programs_dir.iterdir())
     assert kept == ["epoch", "test"]
 
     written = {p: p.stat().st_mtime_ns for p in programs_dir.iterdir()}
-    jax_engine._programs.clear()  # as in a new process: only the files remain
-    (again,) = _train(cfgs, loaded, heads)
+    process_state.programs.clear()  # as in a new process: only the files remain
+    (again,) = _train(plans)
 
     assert again.history == first.history
     assert again.test == first.test
@@ -56,33 +55,32 @@ def test_a_later_process_reuses_the_traced_program_with_the_same_results(make_cf
     assert {p: p.stat().st_mtime_ns for p in programs_dir.iterdir()} == written
 
 
-def test_a_damaged_kept_program_is_traced_again(make_cfg, programs_dir):
-    cfgs, loaded, heads = _jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1])
-    (first,) = _train(cfgs, loaded, heads)
+def test_a_damaged_kept_program_is_traced_again(make_cfg, programs_dir, process_state):
+    plans = _jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1])
+    (first,) = _train(plans)
     for kept in programs_dir.iterdir():
         kept.write_bytes(b"not a program")
 
-    jax_engine._programs.clear()
-    (again,) = _train(cfgs, loaded, heads)
+    process_state.programs.clear()
+    (again,) = _train(plans)
 
     assert again.history == first.history
     assert all(kept.stat().st_size > 100 for kept in programs_dir.iterdir())
 
 
-def test_a_kept_program_of_other_shapes_is_traced_again(make_cfg, programs_dir):
+def test_a_kept_program_of_other_shapes_is_traced_again(make_cfg, programs_dir, process_state):
     # A digits job's kept programs replaced by a diabetes job's: found unfit for its
     # arguments, they are traced again.
-    diabetes = _jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1])
-    _train(*diabetes)
+    _train(_jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1]))
     kept = {p.suffix: p.read_bytes() for p in programs_dir.iterdir()}
     digits = _jobs(make_cfg, "digits", GROUPS["digits"][:1])
-    (first,) = _train(*digits)
+    (first,) = _train(digits)
     for path in programs_dir.iterdir():
         if path.read_bytes() != kept[path.suffix]:
             path.write_bytes(kept[path.suffix])
 
-    jax_engine._programs.clear()
-    (again,) = _train(*digits)
+    process_state.programs.clear()
+    (again,) = _train(digits)
 
     assert again.history == first.history
     assert again.test == first.test

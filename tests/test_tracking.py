@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runner import job
-from runner.checks import validate_values
 from runner.config import UserError
+from runner.jobs.execute import execute
 from runner.tracking import (
     COMPLETED,
     DIVERGED,
@@ -32,7 +31,7 @@ from runner.tracking import (
     Unrecorded,
     quoted,
 )
-from tests.conftest import backend_args, finished_sweep, logged_model_scores, search
+from tests.conftest import backend_args, finished_sweep, logged_model_scores, plan_job, search
 
 # Logged in a tight loop, far faster than the store writes them: most are still queued
 # when the run ends.
@@ -136,9 +135,8 @@ def test_a_run_that_cannot_be_recorded_leaves_the_runs_around_it_their_outcome(s
 @pytest.mark.backend
 def test_a_logged_model_scores_the_test_split_as_its_run_recorded(make_cfg, store):
     cfg = make_cfg("dataset=iris", "model.units=[8]", "train.epochs=3", "tracking.log_model=true")
-    validate_values(cfg)
-    plan = job.prepare(cfg, None)
-    job.execute([plan])
+    plan = plan_job(cfg)
+    execute([plan])
     row = search(store).iloc[0]
     scores = logged_model_scores(store, row["run_id"], plan.dataset)
     # The loss, unlike the accuracy, tells the trained weights from any others.
@@ -217,9 +215,9 @@ def test_parents_two_parallel_jobs_create_at_once_become_one(store):
         return create(*args, **kwargs)
 
     tracker.client.create_run = other_job_first
-    parent = tracker.sweep_parent(experiment, "/sweeps/s", "s")
+    parent = tracker.sweep_parent("parallel", "/sweeps/s", "s")
     assert parent == others[0]
-    assert tracker.sweep_parent(experiment, "/sweeps/s", "s") == parent
+    assert tracker.sweep_parent("parallel", "/sweeps/s", "s") == parent
     client = MlflowClient(store)
     active = client.search_runs([experiment], filter_string="tags.role = 'sweep'")
     assert [run.info.run_id for run in active] == [parent]

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from runner.config import UserError
 from runner.tracking.store import open_client, reason, store_errors
 
@@ -25,7 +27,6 @@ KINDS = ("metrics", "params", "tags")
 
 def _missing(column: str) -> object:
     """What a run without ``column`` holds there, as in ``mlflow.search_runs``."""
-    import numpy as np
 
     return np.nan if column.startswith("metrics.") else None
 
