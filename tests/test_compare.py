@@ -693,3 +693,23 @@ def test_what_cannot_be_tuned_or_timed_is_one_line_and_exit_2(
     assert err.startswith("compare: ") and err.count("\n") == 1
     assert message in err
     assert out == ""
+
+
+def test_a_resumed_sweep_is_not_split_by_what_does_not_change_training():
+    # A sweep resumed into its directory: its redone runs differ from the first attempt's
+    # in resume, and runs may differ in threads, objective or store, none of which changes
+    # what was trained.
+    from runner.compare.table import varying_params
+
+    runs = pd.DataFrame(
+        {
+            "params.activation": ["relu", "relu", "tanh", "tanh"],
+            "params.seed": ["0", "1", "0", "1"],
+            "params.resume": ["False", "True", "False", "True"],
+            "params.train.threads": ["None", "1", "None", "1"],
+            "params.objective": ["None", "val_loss", "None", "val_loss"],
+            "params.tracking.uri": ["a", "b", "a", "b"],
+            "params.tracking.log_model": ["False", "True", "False", "True"],
+        }
+    )
+    assert varying_params(runs) == ["activation"]

@@ -10,12 +10,15 @@ import numpy as np
 import pandas as pd
 
 from runner.compare.runs import histories, outcomes
+from runner.config import not_training
 from runner.metrics import lower_is_better
 from runner.stats import against_best, mean_interval, shared_ranks, speed
 from runner.tracking import COMPLETED, DIVERGED, FAILED, INTERRUPTED
 
-# Params that identify a run or repeat it, never what a comparison is about.
-NOT_COMPARED = {"seed", "tracking.uri", "tracking.experiment", "tracking.adopt_foreign_db"}
+# Params that repeat a run (its seed) or do not change what it trains (the schema says
+# which: where it is recorded, whether it was resumed, the threads it had...): never what
+# a comparison is about.
+NOT_COMPARED = ("seed", *not_training())
 CHOICES = ("activation", "loss", "dataset", "optimizer")
 COUNTS = (DIVERGED, FAILED, INTERRUPTED)
 STATS = ("mean", "std", "min", "max")
@@ -41,7 +44,7 @@ def varying_params(runs: pd.DataFrame) -> list[str]:
     kept: list[str] = []
     groups = 1
     for name in names:
-        if name in NOT_COMPARED:
+        if any(name == key or name.startswith(f"{key}.") for key in NOT_COMPARED):
             continue
         split = runs.groupby([f"params.{p}" for p in [*kept, name]], dropna=False).ngroups
         if split > groups:
