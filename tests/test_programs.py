@@ -4,6 +4,8 @@ trains exactly as with a program of its own."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tests.conftest import train_alone
@@ -84,3 +86,21 @@ def test_a_kept_program_of_other_shapes_is_traced_again(make_cfg, programs_dir, 
 
     assert again.history == first.history
     assert again.test == first.test
+
+
+def test_a_job_compiles_its_epoch_program_once(make_cfg, programs_dir, caplog):
+    # The states an epoch gives back are committed to the device; the first epoch's
+    # arguments must be too, or the second epoch compiles the program again and counts
+    # that as training.
+    import jax
+
+    plans = _jobs(make_cfg, "iris", [("relu", "categorical_crossentropy", 0.001, 0)])
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="jax._src.interpreters.pxla"):
+            train_alone(plans[0])
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    compiled = [r.getMessage() for r in caplog.records if "Compiling jit(call)" in r.getMessage()]
+    # The epoch's program and the test split's, each once.
+    assert len(compiled) == 2, compiled

@@ -204,11 +204,18 @@ def _upload(
     }
     states = [_state(f, c, members) for f, c in zip(program.families, found, strict=True)]
     return _Inputs(
-        data=jax.device_put(data),
+        data=_on_device(data),
         states=states,
-        losses=jax.device_put([cohort.loss_indices(members) for cohort in found]),
-        activations=jax.device_put([cohort.activation_indices(members) for cohort in found]),
+        losses=_on_device([cohort.loss_indices(members) for cohort in found]),
+        activations=_on_device([cohort.activation_indices(members) for cohort in found]),
     )
+
+
+def _on_device(tree):
+    """``tree`` on the device, committed to it: as the states an epoch gives back are, so
+    that the second epoch's arguments are placed as the first's were and its program is
+    not compiled a second time."""
+    return jax.device_put(tree, jax.devices()[0])
 
 
 def _state(family: Family, cohort: Cohort, members: list[Member]) -> tuple:
@@ -230,7 +237,7 @@ def _state(family: Family, cohort: Cohort, members: list[Member]) -> tuple:
             opt_vars.append(np.asarray([m.learning_rate for m in own], v.dtype))
         else:
             opt_vars.append(np.repeat(np.asarray(v.value)[None], len(own), axis=0))
-    return jax.device_put((trainable, non_trainable, opt_vars))
+    return _on_device((trainable, non_trainable, opt_vars))
 
 
 def _epoch_rows(order: np.ndarray, found: list[Cohort], size: int) -> tuple[list, list]:
