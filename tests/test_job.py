@@ -88,7 +88,7 @@ def test_the_same_seed_gives_identical_test_metrics(make_cfg):
     assert first != other
 
 
-def test_a_nan_loss_ends_the_run_failed_and_diverged_without_a_model(make_cfg, store):
+def test_a_nan_loss_ends_the_run_failed_and_diverged_without_a_model(make_cfg, store, caplog):
     # Regression: a classifier's clipped cross-entropy stays finite on JAX (test_cli.py).
     overrides = ("dataset=diabetes", "loss=mse", "optimizer=sgd", "optimizer.learning_rate=1e6")
     test = run(make_cfg(*overrides, "tracking.log_model=true", *TINY))
@@ -96,7 +96,9 @@ def test_a_nan_loss_ends_the_run_failed_and_diverged_without_a_model(make_cfg, s
     row = search(store).iloc[0]
     assert row["status"] == "FAILED"
     assert row["tags.outcome"] == "diverged"
-    assert row["tags.diverged_at_epoch"] == "0"
+    # The epoch as the message counts it, from 1: its loss is the NaN at step 0.
+    assert row["tags.diverged_at_epoch"] == "1"
+    assert "stopped being finite at epoch 1;" in caplog.text
     assert math.isnan(row["metrics.loss"])
     assert "metrics.test_rmse" not in row or math.isnan(row["metrics.test_rmse"])
     assert not MlflowClient(store).search_logged_models([row["experiment_id"]])

@@ -88,7 +88,8 @@ class JobRecord:
             run.log_figure(curves, "training_curves.png")
         if result.diverged_epoch is not None:
             run.outcome = DIVERGED
-            run.set_tags({"diverged_at_epoch": result.diverged_epoch})
+            # Counted from 1, as the console's lines and the report count epochs.
+            run.set_tags({"diverged_at_epoch": result.diverged_epoch + 1})
         elif spec.tracking.logs_model:
             run.log_model(net, step=spec.training.epochs - 1)
 
