@@ -117,17 +117,27 @@ def launcher_name(config: DictConfig) -> str:
     return str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
 
 
+# What a process fixes once, when its first job sets up its backend (runner/backend.py).
+PER_PROCESS = {
+    "backend": "the Keras backend it started with",
+    "device": "the devices its backend set up first",
+    "train.threads": "the thread pools its backend started",
+}
+
+
 def check_launch(config: DictConfig) -> None:
-    """Refuse, before any job runs, what the sweep's launcher cannot do: switch the backend
-    between jobs of one process, or fuse jobs on TensorFlow."""
+    """Refuse, before any job runs, what the sweep's launcher cannot do: switch the backend,
+    the device or the threads between jobs of one process, or fuse jobs on TensorFlow."""
     launcher = launcher_name(config)
-    backends = sorted(set(swept_values(config, "backend")))
-    if launcher in IN_PROCESS and len(backends) > 1:
-        raise UserError(
-            f"backend={','.join(backends)} cannot be swept by {launcher}: it runs every job in "
-            "this one process, and a process keeps the Keras backend it started with. Use "
-            "hydra/launcher=joblib (a process per job), or run one sweep per backend."
-        )
+    for key, what in PER_PROCESS.items():
+        values = sorted(set(swept_values(config, key)))
+        if launcher in IN_PROCESS and len(values) > 1:
+            raise UserError(
+                f"{key}={','.join(values)} cannot be swept by {launcher}: it runs every job "
+                f"in this one process, and a process keeps {what}. Use "
+                f"hydra/launcher=joblib (a process per job), or run one sweep per {key}."
+            )
+    backends = set(swept_values(config, "backend"))
     if launcher == "FusedLauncher" and "tensorflow" in backends:
         raise UserError(
             "hydra/launcher=fused trains on backend=jax only (each job's Keras model vmapped "
