@@ -207,7 +207,8 @@ class Tracker:
         """End the sweep's parent runs, in every experiment, with the sweep's outcome. A
         parent no run went under, in an experiment where none of the sweep's jobs ran (the
         master config's, when the jobs picked other datasets), is deleted instead, so that
-        the UI shows no empty sweep; unless no parent has a run at all."""
+        the UI shows no empty sweep, once it has ended (a deleted run keeps its status);
+        unless no parent has a run at all."""
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         experiments = self._all_experiments()
@@ -222,10 +223,9 @@ class Tracker:
             )
         }
         for parent in parents:
+            self._end(parent, outcome)
             if used and parent not in used:
                 self.client.delete_run(parent)
-            else:
-                self._end(parent, outcome)
 
     def start_run(
         self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None
