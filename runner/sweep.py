@@ -127,7 +127,8 @@ PER_PROCESS = {
 
 def check_launch(config: DictConfig) -> None:
     """Refuse, before any job runs, what the sweep's launcher cannot do: switch the backend,
-    the device or the threads between jobs of one process, or fuse jobs on TensorFlow."""
+    the device or the threads between jobs of one process, fuse no job at all, or fuse jobs
+    on TensorFlow."""
     launcher = launcher_name(config)
     for key, what in PER_PROCESS.items():
         values = sorted(set(swept_values(config, key)))
@@ -137,6 +138,11 @@ def check_launch(config: DictConfig) -> None:
                 f"in this one process, and a process keeps {what}. Use "
                 f"hydra/launcher=joblib (a process per job), or run one sweep per {key}."
             )
+    if launcher == "FusedLauncher" and config.hydra.launcher.max_group < 1:
+        raise UserError(
+            f"hydra.launcher.max_group={config.hydra.launcher.max_group} is not allowed: it "
+            "is the most jobs one fused group trains at once, 1 or more."
+        )
     backends = set(swept_values(config, "backend"))
     if launcher == "FusedLauncher" and "tensorflow" in backends:
         raise UserError(

@@ -90,8 +90,12 @@ def test_a_job_starts_with_its_own_line_and_no_framework_banner(tmp_path, name):
             "train.threads=1,2 cannot be swept by FusedLauncher: it runs every job in this one "
             "process, and a process keeps the thread pools its backend started",
         ),
+        (
+            ["hydra/launcher=fused", "hydra.launcher.max_group=0", "seed=0,1"],
+            "hydra.launcher.max_group=0 is not allowed",
+        ),
     ],
-    ids=["backend", "fused-tensorflow", "device", "threads"],
+    ids=["backend", "fused-tensorflow", "device", "threads", "max_group"],
 )
 def test_a_sweep_one_process_cannot_run_is_refused_before_any_job(cli, store, args, message):
     result = cli("-m", *args, *TINY)
