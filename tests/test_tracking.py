@@ -1,7 +1,8 @@
 """Tracking against real SQLite stores: metrics written by the run's writer thread are all
 in the store before its status; an artifact the store cannot write ends the run FAILED
 with its metrics kept; a dataset two parallel jobs insert at once is recorded for both;
-``tracking.enabled=false`` trains without creating a store."""
+``tracking.enabled=false`` trains without creating a store; a store the runner or
+``runner.compare`` cannot use (a directory) is one message, exit 2."""
 
 from __future__ import annotations
 
@@ -302,3 +303,30 @@ def test_a_new_store_in_a_read_only_directory_is_refused_before_mlflow_retries(t
     ) in output
     assert "Traceback" not in output and "epoch 1/1" not in output
     assert list(directory.iterdir()) == []
+
+
+def compare(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -m runner.compare ARGS`` as a user runs it, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner.compare", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_a_store_path_that_is_a_directory_is_called_one_by_the_runner_and_compare(tmp_path, cli):
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    uri = f"sqlite:///{folder}"
+    message = (
+        f"tracking store {uri} is a directory ({folder}), not a file: a SQLite store is one "
+        f"file. Name a file in it, such as sqlite:///{folder / 'mlflow.db'}, an MLflow store "
+        "or a new one."
+    )
+    run = cli(f"tracking.uri={uri}", "dataset=iris", "model.units=[4]", "train.epochs=1")
+    output = run.stdout + run.stderr
+    assert run.returncode == 2, output
+    assert message in output and "disk I/O error" not in output and "epoch 1/1" not in output
+    read = compare("--uri", uri, "--out", str(tmp_path / "out"))
+    assert (read.returncode, read.stderr) == (2, f"compare: {message}\n")
+    # Nothing was made in the directory, nor a lock file beside it.
+    assert list(folder.iterdir()) == [] and not (tmp_path / "stores.lock").exists()

@@ -1,7 +1,7 @@
 """The tracking store: where it is, opening it, and refusing one that cannot be used.
 
 A store is opened once per process and URI (:func:`connect`): a tracking server must
-answer its health check, a SQLite file must be writable and must not be another
+answer its health check, a SQLite file must be a file, writable and not another
 application's database, and MLflow creates or migrates a SQLite store's tables under a
 file lock, so that two sweeps started at once do not both create them.
 """
@@ -203,12 +203,20 @@ def open_client(uri: str, way_out: str, adopt_foreign_db: bool = False) -> Mlflo
     """MLflow's client of the store ``uri``. Making it opens the store: MLflow creates a
     new SQLite store's tables then, or brings an older store's up to date, and does so
     under :func:`store_lock` and with Ctrl-C held back, as a store left half made cannot be
-    opened again. Another application's SQLite database is refused first, with
-    ``way_out`` as the way out, unless ``adopt_foreign_db``: MLflow would add its tables to
-    it without a word. A store that cannot be used raises one of :func:`store_errors`."""
+    opened again. A SQLite path that is a directory is refused first, then another
+    application's SQLite database, with ``way_out`` as the way out, unless
+    ``adopt_foreign_db``: MLflow would add its tables to it without a word. A store that
+    cannot be used raises one of :func:`store_errors`."""
     from mlflow.tracking import MlflowClient
 
     db = sqlite_path(uri)
+    # SQLite reports a directory as a "disk I/O error", and the lock would go beside it.
+    if db is not None and db.is_dir():
+        raise UserError(
+            f"tracking store {uri} is a directory ({db.absolute()}), not a file: a SQLite "
+            "store is one file. Name a file in it, such as "
+            f"sqlite:///{db.absolute() / 'mlflow.db'}, an MLflow store or a new one."
+        )
     with store_lock(db), stop.held():
         if db is not None and not adopt_foreign_db:
             tables = foreign_tables(db)
