@@ -59,12 +59,7 @@ def connect(uri: str, adopt_foreign_db: bool = False) -> MlflowClient:
     """MLflow's client of the store a job records in, once the store is known to be usable:
     a server that answers, a SQLite file that is MLflow's (or ``adopt_foreign_db``) and can
     be written. Raises :class:`UserError` saying what is wrong and what to do."""
-    if uri.startswith(("http://", "https://")):
-        for name, value in HTTP_LIMITS.items():
-            os.environ.setdefault(name, value)
-        # urllib3 announces each retry of each call; the run says once what failed.
-        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-        check_server(uri)
+    reach_server(uri, "drop tracking.uri (and MLFLOW_TRACKING_URI) for the local SQLite store.")
     # MLflow announces each table it creates in a new store, before the job's first line.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     probe = uri.startswith("sqlite:") and uri not in _writable
@@ -92,9 +87,23 @@ def connect(uri: str, adopt_foreign_db: bool = False) -> MlflowClient:
     return client
 
 
-def check_server(uri: str) -> None:
-    """Fail at once, before any training, when a tracking server does not answer: MLflow's
-    own client would retry each call with backoff first."""
+def reach_server(uri: str, way_out: str) -> None:
+    """For a tracking server's ``uri``: put MLflow's HTTP calls under :data:`HTTP_LIMITS`
+    for the rest of the process, and fail at once when the server does not answer its
+    health check, with a :class:`UserError` ending in ``way_out``. Nothing for another
+    store. The runner and ``runner.compare`` both come here, so neither waits minutes."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
+    # urllib3 announces each retry of each call; the caller says once what failed.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    check_server(uri, way_out)
+
+
+def check_server(uri: str, way_out: str) -> None:
+    """Fail at once, before any training or reading, when a tracking server does not
+    answer: MLflow's own client would retry each call with backoff first."""
     import requests
 
     try:
@@ -103,8 +112,7 @@ def check_server(uri: str) -> None:
     except requests.RequestException as error:
         raise UserError(
             f"tracking server {uri} is not reachable ({type(error).__name__}). Start it "
-            "(make server runs one on 127.0.0.1:5000), or drop tracking.uri to use the "
-            "local SQLite store."
+            f"(make server runs one on 127.0.0.1:5000), or use another store: {way_out}"
         ) from None
 
 
