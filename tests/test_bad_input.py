@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -132,6 +133,16 @@ def test_an_absurd_value_exits_2_before_any_run_exists(cli, store, override, mes
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert message in output and "Traceback" not in output
+    assert not Path(store.removeprefix("sqlite:///")).exists()
+
+
+def test_an_empty_npz_exits_2_with_a_message_before_any_run_exists(cli, store, tmp_path):
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 3)), y=np.zeros(0))
+    result = cli("dataset=npz", f"dataset.path={tmp_path / 'empty.npz'}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "empty.npz has nothing to train on: x has shape (0, 3), no rows (samples)." in output
+    assert "Traceback" not in output and "cannot reshape" not in output
     assert not Path(store.removeprefix("sqlite:///")).exists()
 
 

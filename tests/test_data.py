@@ -315,6 +315,35 @@ def test_infinite_npz_values_are_reported_with_where(dataset_cfg, tmp_path):
     assert "in 2 rows (first at row 7)" in message
 
 
+@pytest.mark.parametrize("shape,empty", [((0, 3), "no rows (samples)"), ((50, 0), "no features")])
+def test_an_npz_with_no_rows_or_no_features_says_there_is_nothing_to_train_on(
+    dataset_cfg, tmp_path, shape, empty
+):
+    path = tmp_path / "empty.npz"
+    np.savez(path, x=np.zeros(shape), y=np.arange(shape[0]) % 2)
+    with pytest.raises(UserError) as error:
+        data.load(dataset_cfg("npz", f"path={path}"))
+    assert str(error.value) == (
+        f"empty.npz has nothing to train on: x has shape {shape}, {empty}. Save x with one "
+        "row per sample and at least one feature in each."
+    )
+
+
+def test_dropna_that_would_drop_every_npz_row_says_so(dataset_cfg, tmp_path):
+    path = tmp_path / "gaps.npz"
+    x = np.ones((40, 2))
+    x[::2, 0] = np.nan
+    y = np.arange(40.0)
+    y[1::2] = np.nan
+    np.savez(path, x=x, y=y)
+    with pytest.raises(UserError) as error:
+        data.load(dataset_cfg("npz", f"path={path}", "dropna=true"))
+    assert str(error.value) == (
+        "gaps.npz has NaN values in every one of its 40 rows: dataset.dropna=true leaves no "
+        "row to train on. Fix the file's NaN values."
+    )
+
+
 @pytest.mark.parametrize("name", ["csv", "npz"])
 def test_a_path_that_is_a_directory_is_called_one(dataset_cfg, tmp_path, name):
     with pytest.raises(UserError) as error:

@@ -322,6 +322,12 @@ def npz(cfg: DatasetConfig) -> Raw:
             f"{path.name}: x has shape {x.shape} and y {y.shape}; x needs one row per sample "
             "and y one value per row."
         )
+    if x.size == 0:
+        empty = "no rows (samples)" if len(x) == 0 else "no features"
+        raise UserError(
+            f"{path.name} has nothing to train on: x has shape {x.shape}, {empty}. Save x "
+            "with one row per sample and at least one feature in each."
+        )
     if x.dtype.kind not in "biuf":
         example = f", for example {x.flat[0].item()!r}" if x.size else ""
         raise UserError(
@@ -349,6 +355,11 @@ def npz(cfg: DatasetConfig) -> Raw:
             f"{path.name} has NaN values in {int(bad.sum())} rows (first at row "
             f"{int(np.flatnonzero(bad)[0])}): fix them, or set dataset.dropna=true to drop "
             "those rows."
+        )
+    if bad.all():
+        raise UserError(
+            f"{path.name} has NaN values in every one of its {len(bad)} rows: "
+            "dataset.dropna=true leaves no row to train on. Fix the file's NaN values."
         )
     x, y = x[~bad], y[~bad]
     task = _infer_task(pd.Series(y), cfg.task)

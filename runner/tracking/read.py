@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from runner.config import UserError
-from runner.tracking.store import open_client, reason, store_errors
+from runner.tracking.store import open_client, reach_server, reason, store_errors
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,9 +42,11 @@ class Reader:
 
     @classmethod
     def open(cls, uri: str, way_out: str) -> Reader:
-        """The store opened as the runner opens it (:func:`open_client`), so that a file
-        that is no MLflow store fails at once; :class:`UserError` ending in ``way_out``
-        when it cannot be used."""
+        """The store opened as the runner opens it (:func:`reach_server`,
+        :func:`open_client`), so that a tracking server that does not answer, or a file
+        that is no MLflow store, fails at once, and a server's calls give up after seconds;
+        :class:`UserError` ending in ``way_out`` when it cannot be used."""
+        reach_server(uri, way_out)
         try:
             return cls(uri, open_client(uri, way_out))
         except store_errors() as error:

@@ -1,7 +1,7 @@
 """The tracking store: where it is, opening it, and refusing one that cannot be used.
 
 A store is opened once per process and URI (:func:`connect`): a tracking server must
-answer its health check, a SQLite file must be writable and must not be another
+answer its health check, a SQLite file must be a file, writable and not another
 application's database, and MLflow creates or migrates a SQLite store's tables under a
 file lock, so that two sweeps started at once do not both create them.
 """
@@ -59,12 +59,7 @@ def connect(uri: str, adopt_foreign_db: bool = False) -> MlflowClient:
     """MLflow's client of the store a job records in, once the store is known to be usable:
     a server that answers, a SQLite file that is MLflow's (or ``adopt_foreign_db``) and can
     be written. Raises :class:`UserError` saying what is wrong and what to do."""
-    if uri.startswith(("http://", "https://")):
-        for name, value in HTTP_LIMITS.items():
-            os.environ.setdefault(name, value)
-        # urllib3 announces each retry of each call; the run says once what failed.
-        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-        check_server(uri)
+    reach_server(uri, "drop tracking.uri (and MLFLOW_TRACKING_URI) for the local SQLite store.")
     # MLflow announces each table it creates in a new store, before the job's first line.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     probe = uri.startswith("sqlite:") and uri not in _writable
@@ -92,9 +87,23 @@ def connect(uri: str, adopt_foreign_db: bool = False) -> MlflowClient:
     return client
 
 
-def check_server(uri: str) -> None:
-    """Fail at once, before any training, when a tracking server does not answer: MLflow's
-    own client would retry each call with backoff first."""
+def reach_server(uri: str, way_out: str) -> None:
+    """For a tracking server's ``uri``: put MLflow's HTTP calls under :data:`HTTP_LIMITS`
+    for the rest of the process, and fail at once when the server does not answer its
+    health check, with a :class:`UserError` ending in ``way_out``. Nothing for another
+    store. The runner and ``runner.compare`` both come here, so neither waits minutes."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
+    # urllib3 announces each retry of each call; the caller says once what failed.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    check_server(uri, way_out)
+
+
+def check_server(uri: str, way_out: str) -> None:
+    """Fail at once, before any training or reading, when a tracking server does not
+    answer: MLflow's own client would retry each call with backoff first."""
     import requests
 
     try:
@@ -103,8 +112,7 @@ def check_server(uri: str) -> None:
     except requests.RequestException as error:
         raise UserError(
             f"tracking server {uri} is not reachable ({type(error).__name__}). Start it "
-            "(make server runs one on 127.0.0.1:5000), or drop tracking.uri to use the "
-            "local SQLite store."
+            f"(make server runs one on 127.0.0.1:5000), or use another store: {way_out}"
         ) from None
 
 
@@ -203,12 +211,20 @@ def open_client(uri: str, way_out: str, adopt_foreign_db: bool = False) -> Mlflo
     """MLflow's client of the store ``uri``. Making it opens the store: MLflow creates a
     new SQLite store's tables then, or brings an older store's up to date, and does so
     under :func:`store_lock` and with Ctrl-C held back, as a store left half made cannot be
-    opened again. Another application's SQLite database is refused first, with
-    ``way_out`` as the way out, unless ``adopt_foreign_db``: MLflow would add its tables to
-    it without a word. A store that cannot be used raises one of :func:`store_errors`."""
+    opened again. A SQLite path that is a directory is refused first, then another
+    application's SQLite database, with ``way_out`` as the way out, unless
+    ``adopt_foreign_db``: MLflow would add its tables to it without a word. A store that
+    cannot be used raises one of :func:`store_errors`."""
     from mlflow.tracking import MlflowClient
 
     db = sqlite_path(uri)
+    # SQLite reports a directory as a "disk I/O error", and the lock would go beside it.
+    if db is not None and db.is_dir():
+        raise UserError(
+            f"tracking store {uri} is a directory ({db.absolute()}), not a file: a SQLite "
+            "store is one file. Name a file in it, such as "
+            f"sqlite:///{db.absolute() / 'mlflow.db'}, an MLflow store or a new one."
+        )
     with store_lock(db), stop.held():
         if db is not None and not adopt_foreign_db:
             tables = foreign_tables(db)
