@@ -31,7 +31,8 @@ from runner.sweep import (
     sweep_of,
     sweep_size,
 )
-from runner.tracking import COMPLETED, FAILED, INTERRUPTED, open_tracker, ui_url
+from runner.tracking import COMPLETED, FAILED, INTERRUPTED, open_tracker
+from runner.tracking.ui import ui_line
 
 log = logging.getLogger("runner")
 
@@ -139,14 +140,14 @@ def end(tracking: TrackingSpec, sweep: Sweep) -> None:
         first = runs.iloc[0]
         parent_id = first["tags.mlflow.parentRunId"]
         tracker.describe(parent_id, f"Sweep {sweep.name}: {len(runs)} runs\n\n```\n{table}\n```")
-        link = ui_url(tracker.uri, first["experiment_id"], parent_id)
+        link = ui_line(tracker.uri, first["experiment_id"], parent_id)
     # A search (hparams_search=optuna) writes its best params here: the parent keeps them.
     best = Path(sweep.id) / "optimization_results.yaml"
     if best.exists():
         parent_id = tracker.sweep_parent(tracking.experiment, sweep.id, sweep.name)
         tracker.log_file(parent_id, best)
     if link:
-        log.info("the sweep in the MLflow UI (`make ui` serves it): %s", link)
+        log.info("the sweep %s", link)
     tracker.end_sweep(sweep.id, FAILED if failed else COMPLETED)
     STATE.started = None
     if failed:

@@ -248,3 +248,37 @@ def test_a_sweeps_link_opens_its_parent_run_in_model_training(
     texts = {node.strip() for node in nodes}
     assert not GENAI_ONLY & texts, f"the GenAI view: {sorted(GENAI_ONLY & texts)} on the page"
     assert MODEL_TRAINING_ONLY <= texts, f"not the Model training view:\n{page}"
+
+
+def test_the_console_says_what_serves_a_stores_ui_and_never_its_password(monkeypatch):
+    from runner.tracking.store import DEFAULT_STORE
+    from runner.tracking.ui import ui_line
+
+    for name in ("MLFLOW_HOST", "MLFLOW_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    page = "http://127.0.0.1:5000" + RUN_PAGE
+    assert ui_line(f"sqlite:///{DEFAULT_STORE}", "1", "abc") == (
+        f"in the MLflow UI (`make ui` serves it): {page}"
+    )
+    assert ui_line("sqlite:////data/study.db", "1", "abc") == (
+        "in the MLflow UI (`mlflow ui --backend-store-uri sqlite:////data/study.db` serves "
+        f"it): {page}"
+    )
+    assert ui_line("http://ada:secret@tracker:5005", "1", "abc") == (
+        "in the MLflow UI: http://tracker:5005" + RUN_PAGE
+    )
+    line = ui_line("postgresql://ada:secret@db:5432/mlflow", "1", "abc")
+    assert "secret" not in line and "postgresql://ada:***@db:5432/mlflow" in line
+
+
+def test_an_unreachable_database_store_fails_at_once_named_without_its_password():
+    from runner.config import UserError
+    from runner.tracking.store import connect
+
+    with pytest.raises(UserError) as error:
+        connect("postgresql+psycopg://ada:secret@127.0.0.1:1/mlflow")
+    message = str(error.value)
+    assert "secret" not in message
+    assert "tracking store postgresql+psycopg://ada:***@127.0.0.1:1/mlflow cannot be reached" in (
+        message
+    )

@@ -20,8 +20,9 @@ from runner.engine import TrainResult
 from runner.jobs.plan import Plan
 from runner.jobs.spec import JobRef
 from runner.jobs.state import STATE
-from runner.tracking import DIVERGED, AnyRun, open_tracker, ui_url
-from runner.tracking.store import reason
+from runner.tracking import DIVERGED, AnyRun, open_tracker
+from runner.tracking.store import masked, reason
+from runner.tracking.ui import ui_line
 
 if TYPE_CHECKING:
     import keras
@@ -128,11 +129,11 @@ class JobRecord:
         # A sweep prints its parent's address at its end instead of one for each job.
         if spec.tracking.enabled and plan.parent_id is None:
             log.info(
-                "run %s in experiment '%s' of %s; in the MLflow UI (`make ui` serves it): %s",
+                "run %s in experiment '%s' of %s; %s",
                 run.run_id,
                 spec.tracking.experiment,
-                plan.tracker.uri,
-                ui_url(plan.tracker.uri, plan.experiment_id, run.run_id),
+                masked(plan.tracker.uri),
+                ui_line(plan.tracker.uri, plan.experiment_id, run.run_id),
             )
         # The last epoch's validation metrics too: what a search (``objective``) optimises.
         last = {k: values[-1] for k, values in result.history.items() if k.startswith("val_")}

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from runner.config import UserError
-from runner.tracking.store import open_client, reach_server, reason, store_errors
+from runner.tracking.store import masked, open_client, reach_server, reason, store_errors
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,7 +51,7 @@ class Reader:
             return cls(uri, open_client(uri, way_out))
         except store_errors() as error:
             raise UserError(
-                f"tracking store {uri} cannot be used: {reason(error)}. {way_out}"
+                f"tracking store {masked(uri)} cannot be used: {reason(error)}. {way_out}"
             ) from None
 
     def runs(
@@ -88,7 +88,7 @@ class Reader:
                     break
         except MlflowException as error:
             raise UserError(
-                f"cannot search {self.uri} for {filter_string}: {error.message}"
+                f"cannot search {masked(self.uri)} for {filter_string}: {error.message}"
             ) from None
         columns: dict[str, list] = {name: [] for name in INFO}
         for row, run in enumerate(found):

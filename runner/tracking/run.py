@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.tracking import model
 from runner.tracking.lost import UNRECORDED_FILE, Lost, Unrecorded
-from runner.tracking.store import reason
+from runner.tracking.store import masked, reason
 from runner.tracking.writer import Writer, log_batch
 
 if TYPE_CHECKING:
@@ -245,7 +245,7 @@ class Run:
             return None
         why = "; ".join(e for e in (self.fault, self.artifact_error) if e)
         record = {
-            "store": uri,
+            "store": masked(uri),
             "run_id": self.run_id,
             "run_name": self.name,
             "error": why,
@@ -259,7 +259,8 @@ class Run:
         except OSError as error:
             kept = f"and could not be kept in {path} either ({reason(error)})"
         line = (
-            f"run {self.name} ({self.run_id}) is incomplete in {uri}: {self.lost.summary()} "
+            f"run {self.name} ({self.run_id}) is incomplete in {masked(uri)}: "
+            f"{self.lost.summary()} "
             f"could not be recorded ({why}); {kept}"
         )
         log.error("%s", line)

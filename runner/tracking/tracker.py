@@ -20,6 +20,7 @@ from runner.tracking.protocol import AnyTracker, FinishedRun
 from runner.tracking.run import INTERRUPTED, STATUS, Run
 from runner.tracking.store import (
     connect,
+    masked,
     quoted,
     sqlite_path,
     store_errors,
@@ -133,7 +134,9 @@ class Tracker:
             found = self.client.get_experiment_by_name(name)
             if found is not None:
                 return found.experiment_id
-            raise UserError(f"tracking store {self.uri} cannot be used: {error.message}") from None
+            raise UserError(
+                f"tracking store {masked(self.uri)} cannot be used: {error.message}"
+            ) from None
 
     def sweep_parent(self, experiment: str, sweep_id: str, name: str, claim: bool = False) -> str:
         """The run id of the sweep's parent run in the experiment named ``experiment``

@@ -8,9 +8,9 @@ import logging
 import os
 import re
 import shlex
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from runner.tracking.store import sqlite_path
+from runner.tracking.store import DEFAULT_STORE, MASK, masked, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,6 @@ LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 # A DNS label; underscores too, as in the service names of Docker Compose, which browsers
 # accept.
 LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?", re.IGNORECASE)
-# What stands for a password in a store's URI that the runner prints.
-MASK = "***"
-
 # The bad values of MLFLOW_HOST and MLFLOW_PORT already warned about: a process that prints
 # several links says it once.
 _warned: set[str] = set()
@@ -94,20 +91,6 @@ def without_credentials(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-def masked(uri: str) -> str:
-    """A store's ``uri`` with its password, before the host or in the query, as
-    :data:`MASK`."""
-    parts = urlsplit(uri)
-    user, at, host = parts.netloc.rpartition("@")
-    if ":" in user:
-        user = f"{user.partition(':')[0]}:{MASK}"
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(key == "password" for key, _ in query):
-        masked_query = [(key, MASK if key == "password" else value) for key, value in query]
-        parts = parts._replace(query=urlencode(masked_query, safe="*"))
-    return urlunsplit(parts._replace(netloc=f"{user}{at}{host}"))
-
-
 def page(experiment_id: str, run_id: str | None = None) -> str:
     """The path of a run's page (or of an experiment's runs) in the UI's "Model training"
     view."""
@@ -137,7 +120,7 @@ def latest_page(uri: str) -> str:
     `make ui` to print before it serves; a line saying there is none yet otherwise."""
     db = sqlite_path(uri)
     if db is not None and not db.exists():
-        return f"no runs yet in {uri}: `make run` records one"
+        return f"no runs yet in {masked(uri)}: `make run` records one"
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -146,4 +129,16 @@ def latest_page(uri: str) -> str:
         if client.search_runs([experiment.experiment_id], max_results=1):
             # `make ui` serves this store itself, whichever it is.
             return f"the latest experiment's runs: {ui_address()}{page(experiment.experiment_id)}"
-    return f"no runs yet in {uri}: `make run` records one"
+    return f"no runs yet in {masked(uri)}: `make run` records one"
+
+
+def ui_line(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """Where the console says a run (or an experiment's runs) is seen in the MLflow UI: the
+    page, and what serves it. `make ui` serves the project's SQLite store; another SQLite
+    file is served by `mlflow ui` pointed at it, a tracking server by itself."""
+    url = ui_url(uri, experiment_id, run_id)
+    if not uri.startswith("sqlite:"):
+        return f"in the MLflow UI: {url}"
+    if sqlite_path(uri) == DEFAULT_STORE:
+        return f"in the MLflow UI (`make ui` serves it): {url}"
+    return f"in the MLflow UI (`mlflow ui --backend-store-uri {shlex.quote(uri)}` serves it): {url}"
