@@ -344,6 +344,17 @@ def test_dropna_that_would_drop_every_npz_row_says_so(dataset_cfg, tmp_path):
     )
 
 
+def test_dropna_that_would_drop_every_csv_row_says_so(dataset_cfg, tmp_path):
+    path = tmp_path / "gaps.csv"
+    path.write_text("a,b,y\n" + "".join(f"{i},,{i % 2}\n" for i in range(20)))
+    with pytest.raises(UserError) as error:
+        data.load(dataset_cfg("csv", f"path={path}", "target=y", "dropna=true"))
+    assert str(error.value) == (
+        "gaps.csv has missing values in every one of its 20 rows: dataset.dropna=true leaves "
+        "no row to train on. Fill them in, or drop the columns that are mostly empty."
+    )
+
+
 @pytest.mark.parametrize("name", ["csv", "npz"])
 def test_a_path_that_is_a_directory_is_called_one(dataset_cfg, tmp_path, name):
     with pytest.raises(UserError) as error:

@@ -213,7 +213,14 @@ def _check_missing(frame: pd.DataFrame, path: Path, dropna: bool) -> pd.DataFram
     if not missing.any().any():
         return frame
     if dropna:
-        return frame.dropna()
+        kept = frame.dropna()
+        if kept.empty:
+            raise UserError(
+                f"{path.name} has missing values in every one of its {len(frame)} rows: "
+                "dataset.dropna=true leaves no row to train on. Fill them in, or drop the "
+                "columns that are mostly empty."
+            )
+        return kept
     where = [
         f"{column!r} ({count}, first at row {int(missing.index[missing[column]][0])})"
         for column, count in missing.sum().items()
