@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from jax import export
 
-from runner import backend, metrics
+from runner import backend, metrics, stop
 from runner.config import Encoding, Task
 from runner.engine import CHUNK, Settings
 from runner.engine.families import Family
@@ -62,9 +62,14 @@ class Traced:
         self.compiled = None
 
     def __call__(self, *args):
-        if self.compiled is None:
+        if self.compiled is not None:
+            return self.compiled(*args)
+        # Tracing, exporting and compiling interleave Python and C++ (MLIR, XLA): a
+        # KeyboardInterrupt raised in the middle corrupted the process's heap, which
+        # crashed it at exit. A signal waits until the program is compiled and has run once.
+        with stop.held():
             self.compiled = self._load(args)
-        return self.compiled(*args)
+            return self.compiled(*args)
 
     def _load(self, args):
         jitted = jax.jit(self.function, donate_argnums=self.donate)
