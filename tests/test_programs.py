@@ -104,3 +104,22 @@ def test_a_job_compiles_its_epoch_program_once(make_cfg, programs_dir, caplog):
     compiled = [r.getMessage() for r in caplog.records if "Compiling jit(call)" in r.getMessage()]
     # The epoch's program and the test split's, each once.
     assert len(compiled) == 2, compiled
+
+
+def test_a_program_that_cannot_be_kept_leaves_no_partial_file(
+    make_cfg, programs_dir, process_state, caplog
+):
+    plans = _jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1])
+    (first,) = _train(plans)
+    # The kept programs' places are taken by directories: their renames fail.
+    for kept in list(programs_dir.iterdir()):
+        kept.unlink()
+        kept.mkdir()
+    process_state.programs.clear()  # as in a new process: only the files remain
+    with caplog.at_level(logging.INFO, logger="runner.engine"):
+        (again,) = _train(plans)
+
+    assert again.history == first.history
+    assert "program not kept for later processes" in caplog.text
+    assert sorted(p.name.rsplit(".", 1)[1] for p in programs_dir.iterdir()) == ["epoch", "test"]
+    assert all(p.is_dir() for p in programs_dir.iterdir())

@@ -90,13 +90,14 @@ class Traced:
 
     def _keep(self, blob: bytearray) -> None:
         """Write the traced program beside the others, whole or not at all (another process
-        may be writing the same one)."""
+        may be writing the same one); a part written is removed when the rest fails."""
+        partial_file = self.path.with_suffix(f".{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial_file = self.path.with_suffix(f".{os.getpid()}.tmp")
             partial_file.write_bytes(blob)
             partial_file.replace(self.path)
         except OSError as error:
+            partial_file.unlink(missing_ok=True)
             log.info("program not kept for later processes: %s", error)
 
 
