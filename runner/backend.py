@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from runner.config import UserError
@@ -122,3 +126,44 @@ def cache_dir() -> Path:
     ``programs/``."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "actlab"
+
+
+# How JAX says that an entry of its persistent compilation cache cannot be read. It then
+# compiles again, but never rewrites the entry (it keeps an entry once written): every
+# later process would compile it again, with one warning each.
+DAMAGED_ENTRY = "Error reading persistent compilation cache entry for '(.*?)'"
+
+
+@contextmanager
+def cache_damage_said(said: set[str]) -> Iterator[None]:
+    """Within the block, JAX's warnings about damaged cache entries become one line for the
+    process (``said`` keeps the damaged programs it named) that says which folder to
+    delete; every other warning is shown as it would be."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            yield
+    finally:
+        _say_damage(caught, said)
+
+
+def _say_damage(caught: list[warnings.WarningMessage], said: set[str]) -> None:
+    damaged = []
+    for warning in caught:
+        found = re.match(DAMAGED_ENTRY, str(warning.message))
+        if found is None:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+        elif found.group(1) not in said:
+            damaged.append(found.group(1))
+    if damaged:
+        said.update(damaged)
+        folder = os.environ.get("JAX_COMPILATION_CACHE_DIR") or cache_dir() / "jax"
+        log.warning(
+            "JAX's compilation cache %s has damaged entries (%s): they are compiled again "
+            "in every process until the folder is deleted (rm -r %s)",
+            folder,
+            ", ".join(damaged),
+            folder,
+        )

@@ -5,6 +5,9 @@ trains exactly as with a program of its own."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -123,3 +126,27 @@ def test_a_program_that_cannot_be_kept_leaves_no_partial_file(
     assert "program not kept for later processes" in caplog.text
     assert sorted(p.name.rsplit(".", 1)[1] for p in programs_dir.iterdir()) == ["epoch", "test"]
     assert all(p.is_dir() for p in programs_dir.iterdir())
+
+
+def test_damaged_entries_of_jaxs_cache_are_named_once_with_the_folder_to_delete(tmp_path, store):
+    # JAX keeps an entry once written: a damaged one is compiled again in every process,
+    # which JAX says with a warning for each.
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), MLFLOW_TRACKING_URI=store)
+    job = [sys.executable, "-m", "runner", "dataset=iris", "model.units=[8]", "train.epochs=2"]
+
+    def run() -> str:
+        done = subprocess.run(job, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    run()
+    folder = tmp_path / "cache" / "actlab" / "jax"
+    entries = list(folder.glob("*-cache"))
+    assert entries
+    for entry in entries:
+        entry.write_bytes(b"damaged")
+    output = run()
+    assert "Error reading persistent compilation cache entry" not in output
+    (line,) = [line for line in output.splitlines() if "damaged entries" in line]
+    assert f"JAX's compilation cache {folder} has damaged entries (" in line
+    assert "jit_call" in line and line.endswith(f"until the folder is deleted (rm -r {folder})")

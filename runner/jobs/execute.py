@@ -10,6 +10,7 @@ from contextlib import ExitStack
 import keras
 
 from runner import engine
+from runner.backend import cache_damage_said
 from runner.jobs.plan import Plan
 from runner.jobs.record import JobRecord, job_run
 from runner.jobs.spec import JobSpec
@@ -35,6 +36,7 @@ def execute(plans: Sequence[Plan], group: str | None = None) -> list[Metrics]:
         tags = {"fused_group": group, "fused_group_size": str(len(plans))}
     fresh_keras()
     with ExitStack() as runs:
+        runs.enter_context(cache_damage_said(STATE.damaged_cache))
         records, members = [], []
         for plan in plans:
             record = JobRecord(plan, runs.enter_context(job_run(plan, tags)))

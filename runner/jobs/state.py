@@ -4,9 +4,9 @@ A sweep's jobs run one after another in one process (the basic and fused launche
 few in each worker process (joblib, submitit, Ray). What one job leaves for the next is
 here, and nowhere else: the backend it was set up with, the last dataset loaded, the
 stores opened and those whose orphans were ended, whether the objects of the frameworks
-are frozen out of garbage collection, the compiled programs and the figures kept, and, in
-the process that runs a sweep, that it does and which. Tests start from a fresh one where
-they need to (tests/conftest.py).
+are frozen out of garbage collection, the compiled programs and the figures kept, the
+damaged entries of JAX's cache it has named, and, in the process that runs a sweep, that
+it does and which. Tests start from a fresh one where they need to (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class ProcessState:
     reaped: set[str] = field(default_factory=set)
     programs: dict = field(default_factory=dict)
     figures: dict = field(default_factory=dict)
+    damaged_cache: set[str] = field(default_factory=set)
     gc_frozen: bool = False
     sweep_owner: int | None = None
     started: StartedSweep | None = None
