@@ -92,6 +92,21 @@ def _jax(device: str, threads: int | None) -> str:
     return "gpu" if gpus else "cpu"
 
 
+def memory_bytes(backend: str, device: str) -> int | None:
+    """The memory a model trains in: a JAX GPU's, or the machine's; None where it cannot
+    be told (a TensorFlow GPU)."""
+    if device == "gpu":
+        if backend != "jax":
+            return None
+        import jax
+
+        return (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
 def jax_gpus(jax) -> list:
     """The GPUs that JAX sees; none without a GPU platform or device."""
     try:

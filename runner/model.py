@@ -66,6 +66,12 @@ class ModelSpec:
     mixed_precision: bool = False
 
 
+def weight_count(spec: ModelSpec, inputs: int) -> int:
+    """The weights (kernels and biases) of the model ``spec`` on ``inputs`` features."""
+    widths = [inputs, *spec.units, spec.head.units]
+    return sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+
+
 def build_model(spec: ModelSpec, inputs: int, seed: int) -> keras.Model:
     """Input -> Dense(units[i], activations[i]) for each hidden layer -> Dense(head), its
     initial weights drawn from ``seed``.

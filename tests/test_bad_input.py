@@ -146,6 +146,19 @@ def test_an_empty_npz_exits_2_with_a_message_before_any_run_exists(cli, store, t
     assert not Path(store.removeprefix("sqlite:///")).exists()
 
 
+def test_a_model_too_large_for_the_memory_exits_2_with_its_size_before_it_trains(cli, store):
+    result = cli("model.units=[1000000000]", "dataset.subsample=300", "train.epochs=1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert (
+        "model.units=[1000000000] on 64 features makes a model of 75,000,000,010 weights: "
+        "training it takes at least 1,117.6 GiB"
+    ) in output
+    assert "Use fewer or narrower hidden layers." in output
+    assert "Traceback" not in output and "RESOURCE_EXHAUSTED" not in output
+    assert not Path(store.removeprefix("sqlite:///")).exists() or search(store).empty
+
+
 def test_a_negative_seed_in_a_sweep_fails_that_job_alone_without_a_traceback(cli, store):
     result = cli("-m", "dataset=iris", "model.units=[8]", "train.epochs=1", "seed=0,-1")
     output = result.stdout + result.stderr

@@ -19,6 +19,7 @@ from runner.data import Dataset
 from runner.jobs.spec import Compute, JobContext, JobSpec, data_of
 from runner.jobs.state import STATE
 from runner.metrics import validation_metrics
+from runner.model import weight_count
 from runner.tracking import AnyTracker, FinishedRun, open_tracker
 
 log = logging.getLogger("runner")
@@ -57,6 +58,7 @@ def plan(cfg: DictConfig, context: JobContext) -> Plan:
             "train.mixed_precision=true on the CPU: it runs, but float16 speeds up GPUs, not CPUs"
         )
     check_objective(spec.objective, dataset.task)
+    check_size(spec, dataset.features, backend.memory_bytes(spec.compute.backend, device))
     tracker = open_tracker(spec.tracking, STATE.trackers)
     if not spec.tracking.enabled and spec.sweep is None:
         log.warning("tracking.enabled=false: nothing is recorded; the metrics are in this log only")
@@ -80,6 +82,27 @@ def plan(cfg: DictConfig, context: JobContext) -> Plan:
         parent_id=parent_id,
         finished=finished,
     )
+
+
+# What training holds per weight, at least: the weight, its gradient and an optimizer's two
+# slots (Adam's), in float32.
+BYTES_PER_WEIGHT = 4 * 4
+
+
+def check_size(spec: JobSpec, inputs: int, memory: int | None) -> None:
+    """Refuse a model whose weights alone, with their gradients and optimizer state, take
+    more than the ``memory`` it would train in: it would fail in the middle of its run, or
+    meet the operating system's out-of-memory killer."""
+    weights = weight_count(spec.model, inputs)
+    needed = weights * BYTES_PER_WEIGHT
+    if memory is not None and needed > memory:
+        units = list(spec.model.units)
+        raise UserError(
+            f"model.units={units} on {inputs} features makes a model of {weights:,} weights: "
+            f"training it takes at least {needed / 2**30:,.1f} GiB (each weight, its gradient "
+            f"and its optimizer state), more than the {memory / 2**30:,.1f} GiB of memory it "
+            "would train in. Use fewer or narrower hidden layers."
+        )
 
 
 def check_objective(objective: str | None, task: Task) -> None:
