@@ -7,9 +7,10 @@ validation) and the test metrics of a fused sweep's job, into a fresh SQLite sto
 - floor: ``MlflowClient.create_run`` with the run's tags, one ``log_batch`` with its params,
   metrics and its outcome tag, ``set_terminated``: what any recording of the same values
   must do, in three store calls;
-- runner: the tracking package as a fused group records its runs
-  (``Tracker.open_run``, then what ``runner.jobs.record.JobRecord`` logs, then the run's
-  end), the runs of the group side by side as the engine hands each epoch over.
+- runner: the tracking package as a fused group records its sweep's jobs
+  (``Tracker.open_run`` deferred, then what ``runner.jobs.record.JobRecord`` logs, then the
+  run's end), the runs of the group side by side as the engine hands each epoch over,
+  until the writer has recorded them all (``Tracker.wait``, as the sweep's end does).
 
 Printed: seconds a run for each, median over ``--repeats`` rounds in turn, and the ratio.
 
@@ -87,19 +88,21 @@ def runner(uri: str, runs: int, epochs: int, folder: Path) -> float:
     with contextlib.ExitStack() as stack:
         opened = [
             stack.enter_context(
-                tracker.open_run(experiment, f"job-{i}", {"fingerprint": str(i)}, None, folder)
+                tracker.open_run(
+                    experiment, f"job-{i}", {"fingerprint": str(i)}, None, folder, deferred=True
+                )
             )
             for i in range(runs)
         ]
         for i, run in enumerate(opened):
             run.log_params(params(i))
             run.log_inputs("digits", {"loader": "sklearn.datasets.load_digits"}, splits)
-            run.log_texts({"config.yaml": "seed: 0\n", "overrides.yaml": "[]\n"})
         for epoch in range(epochs):
             for run in opened:
                 run.log_metrics({n: float(np.random.rand()) for n in EPOCH_METRICS}, step=epoch)
         for run in opened:
             run.log_metrics({"test_accuracy": 0.9, "train_seconds": 0.1})
+    tracker.wait()
     return (time.perf_counter() - start) / runs
 
 

@@ -105,7 +105,9 @@ class SweepCallback(Callback):
         except KeyboardInterrupt:
             # Unless the parent has ended already, with the sweep's own status.
             if STATE.started is not None:
-                open_tracker(tracking, STATE.trackers).end_sweep(sweep.id, INTERRUPTED)
+                tracker = open_tracker(tracking, STATE.trackers)
+                tracker.wait()
+                tracker.end_sweep(sweep.id, INTERRUPTED)
                 log.error(
                     "interrupted at the end of sweep %s: every job had ended, and their runs "
                     "are kept; the parent run ended KILLED before it got the sweep's table. "
@@ -127,6 +129,8 @@ def end(tracking: TrackingSpec, sweep: Sweep) -> None:
     except UserError as error:
         log.error("%s The sweep's table and its parent run's status are not recorded.", error)
         sys.exit(1)
+    # The runs its jobs ended, recorded beside the training that followed them.
+    tracker.wait()
     runs = sweep_runs(tracker.uri, sweep.id)
     failed = 0
     link = None

@@ -165,7 +165,8 @@ def test_tracking_disabled_trains_and_records_nothing(cli, store, tmp_path):
 
     sweep = cli("-m", "tracking.enabled=false", "seed=0,1", "model.units=[4]", "train.epochs=2")
     assert sweep.returncode == 0, sweep.stderr
-    assert sweep.stdout.count("epoch 2/2") == 2
+    assert "epoch 2/2  2 of 2 models training" in sweep.stdout  # fused, as one group
+    assert sweep.stdout.count("test_accuracy=") == 2
     assert sweep.stdout.count("tracking.enabled=false: nothing is recorded") == 1
     assert "the sweep in the MLflow UI" not in sweep.stdout + sweep.stderr
 

@@ -204,8 +204,11 @@ def stopped() -> NoReturn:
 
 
 def _end_sweep(tracking: TrackingSpec, sweep: Sweep) -> None:
-    """End the sweep's parent runs KILLED, and say what is kept and how to go on."""
-    open_tracker(tracking, STATE.trackers).end_sweep(sweep.id, INTERRUPTED)
+    """End the sweep's parent runs KILLED, once the runs of the jobs that ended are
+    recorded, and say what is kept and how to go on."""
+    tracker = open_tracker(tracking, STATE.trackers)
+    tracker.wait()
+    tracker.end_sweep(sweep.id, INTERRUPTED)
     log.error(
         "interrupted: sweep %s stopped; its finished jobs are kept. Re-run the same "
         "command with resume=true to run only the missing ones.",

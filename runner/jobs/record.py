@@ -32,13 +32,17 @@ log = logging.getLogger("runner")
 
 def job_run(plan: Plan, tags: dict[str, str]) -> AbstractContextManager[AnyRun]:
     """The job's MLflow run, nested in its sweep's parent, ended on every path
-    (:meth:`AnyTracker.open_run`)."""
+    (:meth:`AnyTracker.open_run`). A sweep's job in the sweep's own process does not wait
+    for its record: the next job trains while the writer writes it, and the sweep waits
+    at its end; a job in a worker of its own waits, as a single run does."""
     spec = plan.spec
     tags = dict(tags, fingerprint=spec.fingerprint, device=plan.device, task=str(spec.task))
     if spec.sweep:
         tags["sweep_id"] = spec.sweep.id
+        tags["overrides"] = " ".join(spec.overrides)
+    deferred = spec.sweep is not None and not STATE.in_worker(spec.sweep)
     return plan.tracker.open_run(
-        plan.experiment_id, spec.name, tags, plan.parent_id, spec.output_dir
+        plan.experiment_id, spec.name, tags, plan.parent_id, spec.output_dir, deferred
     )
 
 
@@ -51,8 +55,10 @@ class JobRecord:
         self.run = run
 
     def start(self, net: keras.Model) -> None:
-        """Record what the job is: its params and data, then its config, its overrides and
-        its model's summary in one store call."""
+        """Record what the job is: its params and data; for a single run, its config, its
+        overrides and its model's summary too, in one store call (a sweep's job has its
+        config in its params and its Hydra directory, its overrides as a tag: one artifact
+        call a job less)."""
         spec, dataset, run = self.plan.spec, self.plan.dataset, self.run
         run.log_params(spec.params)
         run.log_inputs(
@@ -64,6 +70,8 @@ class JobRecord:
                 "test": (dataset.x_test, dataset.y_test),
             },
         )
+        if spec.sweep is not None:
+            return
         summary: list[str] = []
         net.summary(print_fn=lambda text, **_: summary.append(text))
         run.log_texts(

@@ -66,6 +66,8 @@ class AnyTracker(Protocol):
 
     def end_sweep(self, sweep_id: str, outcome: str) -> None: ...
 
+    def wait(self) -> None: ...
+
     # ``= ...``: the argument may be left out, with the default each implementation gives it.
     def open_run(
         self,
@@ -74,4 +76,5 @@ class AnyTracker(Protocol):
         tags: dict[str, str],
         parent_id: str | None = ...,
         output_dir: Path | None = ...,
+        deferred: bool = ...,
     ) -> AbstractContextManager[AnyRun]: ...

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from runner.config import UserError
 from runner.tracking.lost import UNRECORDED_FILE
 from runner.tracking.protocol import AnyTracker, FinishedRun
-from runner.tracking.run import INTERRUPTED, STATUS, Run
+from runner.tracking.run import FLUSH_SINGLE, FLUSH_SWEEP, INTERRUPTED, STATUS, Run
 from runner.tracking.store import (
     connect,
     masked,
@@ -29,7 +29,7 @@ from runner.tracking.store import (
     unusable,
 )
 from runner.tracking.untracked import Untracked
-from runner.tracking.writer import log_batch
+from runner.tracking.writer import Writer, log_batch
 
 SWEEP_ID = "sweep_id"
 ROLE = "role"
@@ -231,16 +231,23 @@ class Tracker:
                 self.client.delete_run(parent)
 
     def start_run(
-        self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None
+        self,
+        experiment_id: str,
+        name: str,
+        tags: dict[str, str],
+        parent_id: str | None = None,
+        deferred: bool = False,
     ) -> Run:
-        """Create a job's run, nested in ``parent_id`` (a sweep's parent run) when given."""
+        """A job's run, nested in ``parent_id`` (a sweep's parent run) when given, created
+        by the writer thread. ``deferred``: a sweep's job, whose values may wait longer to
+        be written (:data:`runner.tracking.run.FLUSH_SWEEP`)."""
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         tags = dict(tags, **{ROLE: "job"}, **_process_tags())
         if parent_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent_id
-        created = self.client.create_run(experiment_id, run_name=name, tags=tags)
-        return Run(self.client, created.info.run_id, name, experiment_id)
+        flush_every = FLUSH_SWEEP if deferred else FLUSH_SINGLE
+        return Run(self.client, experiment_id, name, tags, flush_every)
 
     @contextmanager
     def open_run(
@@ -250,13 +257,19 @@ class Tracker:
         tags: dict[str, str],
         parent_id: str | None = None,
         output_dir: Path | None = None,
+        deferred: bool = False,
     ) -> Iterator[Run]:
         """Start a run (:meth:`start_run`), and end it on every path
         (:meth:`Run.recording`). What the store did not take is kept in
-        ``unrecorded.json`` in ``output_dir`` (the current directory when None)."""
-        run = self.start_run(experiment_id, name, tags, parent_id)
-        with run.recording(self.uri, (output_dir or Path.cwd()) / UNRECORDED_FILE):
+        ``unrecorded.json`` in ``output_dir`` (the current directory when None).
+        ``deferred``: a sweep's job, whose record the sweep goes on without waiting for."""
+        run = self.start_run(experiment_id, name, tags, parent_id, deferred)
+        with run.recording(self.uri, (output_dir or Path.cwd()) / UNRECORDED_FILE, deferred):
             yield run
+
+    def wait(self) -> None:
+        """Return once every run this process has ended is recorded (a sweep's end)."""
+        Writer.get().wait()
 
 
 def _process_tags() -> dict[str, str]:

@@ -32,6 +32,9 @@ class Untracked:
     def end_sweep(self, sweep_id: str, outcome: str) -> None:
         pass
 
+    def wait(self) -> None:
+        pass
+
     @contextmanager
     def open_run(
         self, experiment_id: str, name: str, *args: object, **kwargs: object
