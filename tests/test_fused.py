@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from runner import engine
 from runner.fused import fusable_groups
 from runner.jobs import execute, outcome
+from runner.jobs.state import STATE
 from runner.sweep import Sweep
 from tests.conftest import finished_sweep, logged_model_scores, plan_job, search, train_alone
 from tests.test_reliability import start, wait_for_epochs
@@ -65,7 +66,8 @@ def _jobs(make_cfg, dataset: str, combos) -> list:
 
 def _fused(plans, nets) -> list[engine.TrainResult]:
     members = [execute.member(p.spec, net) for p, net in zip(plans, nets, strict=True)]
-    return engine.train(members, plans[0].dataset, execute.settings(plans[0].spec))
+    settings = execute.settings(plans[0].spec)
+    return engine.train(members, plans[0].dataset, settings, programs=STATE.programs)
 
 
 def _assert_same(fused, alone) -> None:

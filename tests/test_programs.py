@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
+from runner.jobs import execute
 from tests.conftest import train_alone
-from tests.test_fused import GROUPS, _assert_same, _jobs
+from tests.test_fused import GROUPS, _assert_same, _fused, _jobs
 
 
 def _train(plans, **kwargs):
@@ -150,3 +151,25 @@ def test_damaged_entries_of_jaxs_cache_are_named_once_with_the_folder_to_delete(
     (line,) = [line for line in output.splitlines() if "damaged entries" in line]
     assert f"JAX's compilation cache {folder} has damaged entries (" in line
     assert "jit_call" in line and line.endswith(f"until the folder is deleted (rm -r {folder})")
+
+
+def test_a_cohort_padded_to_its_programs_size_trains_each_member_as_alone(
+    make_cfg, programs_dir, process_state
+):
+    # Five members of one family run in a program traced for six, the sixth padding; nine
+    # and then twelve members share one program, kept between them.
+    from runner.engine.families import bucket
+
+    sizes = [bucket(n) for n in (1, 4, 5, 7, 9, 12, 13, 17, 240)]
+    assert sizes == [1, 4, 6, 8, 12, 12, 16, 24, 256]
+    combos = [("relu", "mse", rate, seed) for rate in (0.001, 0.01) for seed in range(6)]
+    plans = _jobs(make_cfg, "digits", combos)
+    alone = _train(plans[:5])
+    fused = _fused(plans[:5], [execute.build(p) for p in plans[:5]])
+    for f, a in zip(fused, alone, strict=True):
+        _assert_same(f, a)
+
+    process_state.programs.clear()
+    _fused(plans[:9], [execute.build(p) for p in plans[:9]])
+    _fused(plans, [execute.build(p) for p in plans])
+    assert len(process_state.programs) == 1

@@ -62,23 +62,49 @@ class Choice:
         return jax.lax.switch(self.index, masks, out)
 
 
+def bucket(count: int) -> int:
+    """The number of members a program is traced for, for ``count`` members: 1 to 4 as
+    they are, then the next of 6, 8, 12, 16, 24, 32...; so that sweeps of nearby sizes (9
+    jobs, then 12) share one kept program, at the cost of at most a third of its members
+    being padding."""
+    size = 4
+    while size < count:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return count if count <= 4 else size
+
+
+def fitting(limit: int) -> int:
+    """The most members whose padded program (:func:`bucket`) has at most ``limit``; 1
+    at least."""
+    count = max(1, limit)
+    while count > 1 and bucket(count) > limit:
+        count -= 1
+    return count
+
+
 @dataclass(frozen=True)
 class Cohort:
     """The members of a batch that one family's function serves: their places in the batch,
     the activations each hidden layer may take, the losses they may score with, and the
-    target encoding they share."""
+    target encoding they share. ``slots``: the places the program computes, the members'
+    then the first member's again as padding (:func:`bucket`), whose results are dropped."""
 
     positions: tuple[int, ...]
     layers: tuple[tuple[str, ...], ...]
     losses: tuple[str, ...]
     encoding: Encoding
 
+    @property
+    def slots(self) -> tuple[int, ...]:
+        padding = bucket(len(self.positions)) - len(self.positions)
+        return self.positions + (self.positions[0],) * padding
+
     def key(self, members: list[Member]) -> tuple:
         """What the cohort's part of a program is traced for."""
         net = members[self.positions[0]].net
         shape = tuple((layer.units, layer.dtype_policy.name) for layer in dense_layers(net))
         head = net.layers[-1].activation.__name__
-        return (shape, head, self.layers, self.losses, self.encoding.value, len(self.positions))
+        return (shape, head, self.layers, self.losses, self.encoding.value, len(self.slots))
 
     def activation_indices(self, members: list[Member]) -> np.ndarray:
         """The members' hidden activations (the same for all), as indices into ``layers``."""
@@ -87,7 +113,7 @@ class Cohort:
 
     def loss_indices(self, members: list[Member]) -> np.ndarray:
         """Each member's loss, as an index into ``losses``."""
-        return np.array([self.losses.index(members[p].loss) for p in self.positions], np.int32)
+        return np.array([self.losses.index(members[p].loss) for p in self.slots], np.int32)
 
 
 def cohorts(members: list[Member], switching: bool) -> list[Cohort]:

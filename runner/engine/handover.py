@@ -40,8 +40,8 @@ class Handover:
         self.diagnostics = [own_diagnostics(m) for m in self.members]
 
     def living(self) -> list[np.ndarray]:
-        """Each cohort's members still training, in its order."""
-        return [self.alive[list(cohort.positions)] for cohort in self.found]
+        """Each cohort's slots still training, in its order (padding as its first member)."""
+        return [self.alive[list(cohort.slots)] for cohort in self.found]
 
     def hand_over(self, epoch: int, logs: list, on_epoch: OnEpoch | None) -> None:
         """Keep each living member's logs of ``epoch`` and hand them to ``on_epoch``; a

@@ -49,7 +49,7 @@ from runner.engine import (
     TrainResult,
     batch_orders,
 )
-from runner.engine.families import Cohort, Family, cohorts, dense_layers
+from runner.engine.families import Cohort, Family, cohorts, dense_layers, fitting
 from runner.engine.handover import Handover, log_epoch, progress
 from runner.engine.program import Program
 
@@ -93,7 +93,8 @@ def train_batches(
     ``programs``: the compiled programs kept between trainings, by what they were traced
     for (a batch reuses one, or adds its own)."""
     samples = len(dataset.x_train)
-    per_batch = max(1, budget() // bytes_per_model(members[0], settings, samples))
+    # Members padded to their program's size fit too.
+    per_batch = fitting(budget() // bytes_per_model(members[0], settings, samples))
     if per_batch < len(members):
         log.info(
             "%d models exceed the memory budget of one program: training them in %d batches",
@@ -230,7 +231,7 @@ def _state(family: Family, cohort: Cohort, members: list[Member]) -> tuple:
     """The cohort's weights and optimizer state, stacked member by member in numpy (one
     transfer to the device, no small programs to compile); the optimizer's learning rate
     (a variable like any other) holds each member's own."""
-    own = [members[p] for p in cohort.positions]
+    own = [members[p] for p in cohort.slots]
 
     def stacked(pick) -> list[np.ndarray]:
         count = len(pick(own[0].net))
@@ -254,8 +255,8 @@ def _epoch_rows(order: np.ndarray, found: list[Cohort], size: int) -> tuple[list
     full = order.shape[1] // size * size
     batches, rest = [], []
     for cohort in found:
-        rows = order[list(cohort.positions)]
-        count = len(cohort.positions)
+        rows = order[list(cohort.slots)]
+        count = len(cohort.slots)
         batches.append(rows[:, :full].reshape(count, -1, size).transpose(1, 0, 2))
         rest.append(rows[:, full:])
     return batches, rest
