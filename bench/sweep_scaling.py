@@ -1,0 +1,139 @@
+"""Fused sweeps of growing size, each a whole ``python -m runner -m ...`` process: wall time,
+peak memory, and where the time goes.
+
+The sweep: 4 activations x 2 losses x 5 learning rates x ``seeds`` on digits, hidden [128,
+64], 20 epochs, the default launcher (fused) into a fresh SQLite store; ``--seeds 3,6,60``
+gives 120, 240 and 2,400 jobs. Peak memory is the largest resident memory of the sweep's
+process tree, sampled every 0.2 s from /proc (Linux). The parts come from the log's
+timestamps: start and compose (to Hydra's "Launching"), plan and open (to each group's
+"training N models as one"), compile and train (the engine's own line per group), then
+the writer's record and the sweep's table (to the end). Each run must end FINISHED.
+
+    python bench/sweep_scaling.py [--seeds 3,30,300] [--epochs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+COMPILED = re.compile(r"trained (\d+) model\(s\) on \w+: ([\d.]+) s compiling, then ([\d.]+) ms")
+
+
+def tree_rss(root: int) -> int:
+    """The resident bytes of ``root`` and every process below it."""
+    parents, rss = {}, {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)] = int(stat[1])
+            rss[int(entry.name)] = int(stat[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    total, below = 0, [root]
+    while below:
+        pid = below.pop()
+        total += rss.get(pid, 0)
+        below += [child for child, parent in parents.items() if parent == pid]
+    return total
+
+
+def when(line: str) -> float | None:
+    found = STAMP.match(line)
+    if found is None:
+        return None
+    return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def parts(lines: list[str], start: float, end: float) -> dict[str, float]:
+    """The sweep's wall time by part, from its log's timestamps."""
+    launched = next(when(line) for line in lines if "Launching" in line)
+    groups = [when(line) for line in lines if "models as one" in line]
+    trained = [(when(line), COMPILED.search(line)) for line in lines if COMPILED.search(line)]
+    compiling = sum(float(found.group(2)) for _, found in trained)
+    ends = [t for t, _ in trained]
+    training = sum(t - g for g, t in zip(groups, ends, strict=True)) - compiling
+    planning = sum(g - p for g, p in zip(groups, [launched, *ends[:-1]], strict=True))
+    return {
+        "start + compose": launched - start,
+        "plan + open": planning,
+        "compile": compiling,
+        "train": training,
+        "record + table": end - trained[-1][0],
+    }
+
+
+def sweep(seeds: int, epochs: int, folder: Path) -> dict[str, float]:
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(store).search_experiments()
+    command = [
+        sys.executable, "-m", "runner", "-m", f"hydra.sweep.dir={folder / 'sweep'}",
+        "activation=sigmoid,tanh,relu,elu", "loss=mse,categorical_crossentropy",
+        "optimizer.learning_rate=0.0003,0.001,0.003,0.01,0.03",
+        f"seed={','.join(map(str, range(seeds)))}", "model.units=[128,64]",
+        f"train.epochs={epochs}",
+    ]  # fmt: skip
+    log = folder / "log.txt"
+    start = time.time()
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=dict(os.environ, MLFLOW_TRACKING_URI=store), stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, tree_rss(process.pid))
+            time.sleep(0.2)
+    end = time.time()
+    lines = log.read_text().splitlines()
+    if process.returncode != 0:
+        raise SystemExit("\n".join(lines[-40:]))
+    runs = MlflowClient(store).search_runs(
+        [e.experiment_id for e in MlflowClient(store).search_experiments()],
+        "tags.role = 'job'",
+        max_results=50000,
+    )
+    finished = sum(run.info.status == "FINISHED" for run in runs)
+    return {"jobs": 40 * seeds, "finished": finished, "wall": end - start, "peak": peak,
+            **parts(lines, start, end)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="3,6,60")
+    parser.add_argument("--epochs", type=int, default=20)
+    args = parser.parse_args()
+    rows = []
+    for seeds in map(int, args.seeds.split(",")):
+        with tempfile.TemporaryDirectory() as folder:
+            row = sweep(seeds, args.epochs, Path(folder))
+        rows.append(row)
+        print(row, flush=True)
+    names = ["start + compose", "plan + open", "compile", "train", "record + table"]
+    print("\n| jobs | finished | wall | per job | peak memory | " + " | ".join(names) + " |")
+    print("| ---: " * (5 + len(names)) + "|")
+    for row in rows:
+        cells = [f"{row['jobs']}", f"{row['finished']}", f"{row['wall']:.1f} s",
+                 f"{row['wall'] / row['jobs'] * 1000:.0f} ms", f"{row['peak'] / 2**30:.2f} GiB",
+                 *(f"{row[n]:.1f} s" for n in names)]  # fmt: skip
+        print("| " + " | ".join(cells) + " |")
+    for small, large in zip(rows, rows[1:], strict=False):
+        marginal = (large["wall"] - small["wall"]) / (large["jobs"] - small["jobs"])
+        print(
+            f"marginal cost of a job, {small['jobs']} to {large['jobs']}: {marginal * 1000:.0f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
