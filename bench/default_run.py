@@ -14,7 +14,11 @@ cache, JAX's compilation cache and the kept programs filled, as a user's earlier
 would have). Printed: the median CPU seconds (user + system, the process and its
 children) and wall seconds of each, and the ratios.
 
-    python bench/default_run.py [--pairs 5]
+With ``--parts``, the runner's gap over the floor part by part, as more of what it does
+is added to the floor's process: Hydra and the runner's own modules, scikit-learn's
+data, MLflow's import, then the whole job untracked (``tracking.enabled=false``).
+
+    python bench/default_run.py [--pairs 5] [--parts]
 """
 
 from __future__ import annotations
@@ -65,6 +69,15 @@ with mlflow.start_run():
 """  # fmt: skip
 
 
+# Each part: what the floor's process does more, cumulatively.
+PARTS = {
+    "+ hydra, runner": "; import runner.jobs.outcome",
+    "+ data": "; from runner.data.loaders import LOADERS; from sklearn.model_selection import "
+    "train_test_split; from sklearn.preprocessing import StandardScaler",
+    "+ mlflow": "; import mlflow.tracking, mlflow.store.tracking.sqlalchemy_store",
+}
+
+
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     """CPU seconds (user + system, the command's process tree) and wall seconds."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -76,9 +89,16 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return cpu, wall
 
 
+def _cumulative(part: str) -> str:
+    """The code each part up to ``part`` adds to the floor's."""
+    names = list(PARTS)
+    return "".join(PARTS[name] for name in names[: names.index(part) + 1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--parts", action="store_true")
     args = parser.parse_args()
     from mlflow.tracking import MlflowClient
 
@@ -94,11 +114,19 @@ def main() -> None:
                 return [sys.executable, "-m", "runner", run_dir], dict(
                     env, MLFLOW_TRACKING_URI=store
                 )
+            if name == "untracked":
+                run_dir = f"hydra.run.dir={folder / f'{name}-{round_}'}"
+                untracked = [run_dir, "tracking.enabled=false"]
+                return [sys.executable, "-m", "runner", *untracked], env
             if name == "floor":
                 return [sys.executable, "-c", FLOOR], env
+            if name in PARTS:
+                return [sys.executable, "-c", FLOOR + _cumulative(name)], env
             return [sys.executable, "-c", KERAS_FIT, store], env
 
         names = ("runner", "floor", "keras fit")
+        if args.parts:
+            names = ("runner", "floor", *PARTS, "untracked")
         for name in names:
             timed(*command(name, "warm"))
         cpu: dict[str, list[float]] = {name: [] for name in names}
@@ -114,6 +142,21 @@ def main() -> None:
     for name, (c, w) in median.items():
         print(f"{name:10} median {c:6.2f} s cpu, {w:6.2f} s wall")
     print(f"runner / floor, cpu: {median['runner'][0] / median['floor'][0]:.2f}x (target <= 1.25)")
+    if args.parts:
+        cpu_of = {name: median[name][0] for name in median}
+        hydra, data, mlflow = (cpu_of[part] for part in PARTS)
+        gap = {
+            "Hydra and the runner's modules": hydra - cpu_of["floor"],
+            "scikit-learn's data and splits": data - hydra,
+            "the job, untracked (compose, plan, compile, train)": cpu_of["untracked"] - data,
+            "MLflow's import": mlflow - data,
+            "the store, its records and the figure": cpu_of["runner"]
+            - cpu_of["untracked"]
+            - (mlflow - data),
+        }
+        for part, seconds in gap.items():
+            print(f"{seconds:+6.2f} s cpu  {part}")
+        return
     print(f"keras fit / runner, wall: {median['keras fit'][1] / median['runner'][1]:.2f}x")
 
 
