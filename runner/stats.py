@@ -128,16 +128,41 @@ def rounded(values: Sequence[float] | np.ndarray, digits: int = DIGITS) -> np.nd
     return np.where(finite, np.round(x * scale) / scale, x)
 
 
+def resolution(scale: float) -> float:
+    """How far apart two values near ``scale`` may be and still be equal as compared: one
+    and a half steps of the :data:`DIGITS`-digit grid there, since each value is rounded
+    to it (half a step) and a difference of two carries two such errors."""
+    if not scale or not np.isfinite(scale):
+        return 0.0
+    return 1.5 * 10.0 ** (np.floor(np.log10(abs(scale))) + 1 - DIGITS)
+
+
 def n_distinct(values: np.ndarray, scale: float = 0.0) -> int:
-    """How many different values ``values`` holds, counting two as one when they differ by
-    float rounding only: by less than a billionth of ``scale`` (the size of what they were
-    worked out from: a difference of two accuracies near 0.9 is noise below 1e-9) or of
-    their own largest."""
+    """How many different values ``values`` holds, as compared: two within the
+    :func:`resolution` of ``scale`` (the size of what they were worked out from: a
+    difference of two accuracies near 0.96 is rounding below 1.5e-6) or of their own
+    largest count as one."""
     values = np.sort(np.asarray(values, dtype=float))
     if len(values) == 0:
         return 0
-    tolerance = 1e-9 * max(float(np.abs(values).max()), scale, np.finfo(float).tiny)
+    tolerance = resolution(max(float(np.abs(values).max()), scale))
     return 1 + int(np.sum(np.diff(values) > tolerance))
+
+
+def settled(values: np.ndarray) -> np.ndarray:
+    """``values`` with those within the :func:`resolution` of the next one made equal to
+    the smallest of them: means that only rounding tells apart rank together. NaN stays."""
+    values = np.asarray(values, dtype=float)
+    present = np.flatnonzero(~np.isnan(values))
+    if len(present) == 0:
+        return values.copy()
+    tolerance = resolution(float(np.abs(values[present]).max()))
+    order = present[np.argsort(values[present], kind="stable")]
+    out = values.copy()
+    for before, after in zip(order, order[1:], strict=False):
+        if values[after] - values[before] <= tolerance:
+            out[after] = out[before]
+    return out
 
 
 def method_for(n: int) -> str:
@@ -435,9 +460,9 @@ def difference(
 
 def _strata(groups: list[Group], lower: bool) -> list[list[int]]:
     """The positions of ``groups`` per stratum, each stratum's ordered by mean, the best
-    first; of means equal to 12 digits, the first group comes first."""
+    first; of means only rounding tells apart (:func:`settled`), the first group first."""
     sign = 1 if lower else -1
-    means = sign * rounded(np.array([g.values.mean() for g in groups]), 12)
+    means = sign * settled(np.array([g.values.mean() for g in groups]))
     found: dict[tuple, list[int]] = {}
     for i, g in enumerate(groups):
         found.setdefault(g.stratum, []).append(i)
@@ -530,10 +555,10 @@ def pairwise(
 
 def shared_ranks(means: pd.Series, verdicts: pd.Series, lower: bool) -> pd.Series:
     """Ranks, 1 for the best: the best group, the groups tied with it and any with the very
-    same mean (to 12 digits) share rank 1; the others follow by mean, after all of those
-    (competition ranking: two tied with the best, the next is 3), equal means sharing the
-    better rank. A group without a mean gets none."""
-    means = pd.Series(rounded(means.to_numpy(dtype=float), 12), index=means.index)
+    same mean (but for rounding: :func:`settled`) share rank 1; the others follow by mean,
+    after all of those (competition ranking: two tied with the best, the next is 3), equal
+    means sharing the better rank. A group without a mean gets none."""
+    means = pd.Series(settled(means.to_numpy(dtype=float)), index=means.index)
     best = means.min() if lower else means.max()
     first = verdicts.isin([BEST, TIED]) | (means == best)
     rest = means.where(~first).rank(ascending=lower, method="min") + first.sum()
