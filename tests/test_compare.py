@@ -23,7 +23,7 @@ from scipy import stats as scipy_stats
 
 from runner.compare import distinct, main, record_sweep, summarize, sweep_runs
 from runner.compare.record import summary
-from runner.compare.report import conclusion, methods, power
+from runner.compare.report import conclusion, format_markdown, methods, power
 from runner.compare.runs import Histories
 from runner.compare.table import curves, seed_values
 from runner.metrics import lower_is_better
@@ -1154,3 +1154,36 @@ def test_the_parents_description_stays_within_8000_characters_and_mlflow_warns_o
     assert 7000 < len(note) <= 8000
     assert "truncated" not in caplog.text
     assert "every group is in the artifact `comparison/comparison.md`" in note
+
+
+def test_the_worked_example_of_the_statistics_page_is_what_compare_prints():
+    # Correct samples of 360 per seed, as docs/statistics.md gives them.
+    counts = {
+        "tanh": [348, 346, 350],
+        "relu": [347, 346, 349],
+        "elu": [346, 344, 348],
+        "linear": [333, 340, 345],
+        "sigmoid": [320, 315, 326],
+    }
+    runs = pd.DataFrame(
+        [
+            {
+                "params.activation": activation,
+                "params.seed": str(seed),
+                # As Keras computes it and MLflow keeps it: in float32.
+                "metrics.test_accuracy": float(np.float32(count / 360)),
+                "tags.outcome": "completed",
+            }
+            for activation, samples in counts.items()
+            for seed, count in enumerate(samples)
+        ]
+    )
+    table = summarize(runs)
+    printed = "\n\n".join(
+        [format_markdown(table).rstrip(), conclusion(table), methods(table), power(table)]
+    )
+    page = (Path(__file__).parents[1] / "docs" / "statistics.md").read_text()
+    start, end = "checks that this is what compare prints -->\n\n", "\n\n<!-- end of the worked"
+    example = page.split(start, 1)[1].split(end, 1)[0]
+    assert example == printed, f"docs/statistics.md's example is now:\n\n{printed}"
+    assert "To tell apart 0.0050: 29 seeds per group." in power(table, 0.005)
