@@ -21,6 +21,8 @@ from runner.stats import ALPHA, BEST, FEW, LEVEL, TIED
 STYLES = ("-", "--", ":", "-.")
 # The longest group name a figure shows whole; a longer one keeps its two ends.
 LABEL = 40
+# zlib's fastest level: twice as fast as matplotlib's default, for a file 8% larger.
+FAST_PNG = {"compress_level": 1}
 # Up to this many groups, each cell of the pairs' matrix shows its difference in figures.
 ANNOTATED = 12
 
@@ -138,7 +140,7 @@ def draw(
     lines.grid(True, alpha=0.3)
 
     fig.suptitle(title)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, pil_kwargs=FAST_PNG)
 
 
 def pair_matrix(pairs: pd.DataFrame, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -185,4 +187,4 @@ def draw_pairs(pairs: pd.DataFrame, table: pd.DataFrame, title: str, path: Path)
     bar.set_label(f"B − A in {metric}" + (", sign flipped: lower is better" if sign < 0 else ""))
     axes.set_title(f"{metric}: every pair, B − A; framed: Holm-adjusted p < {ALPHA:g}")
     fig.suptitle(title)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, pil_kwargs=FAST_PNG)
