@@ -233,3 +233,31 @@ def ray_jobs_cancelled_on_a_stop() -> None:
     _core.start_ray = keeping_the_handlers
     _core.launch_job_on_ray = keeping_the_job
     stop.stoppers.append(cancel_jobs)
+
+
+# Run ids per query of MLflow's bulk history: well under SQLite's 32,766 bound parameters.
+HISTORY_CHUNK = 500
+
+
+def mlflow_histories(
+    client: Any, run_ids: list[str], key: str
+) -> dict[str, list[tuple[int, float]]] | None:
+    """Each run's (step, value) of the metric ``key``, for many runs in one query a chunk,
+    from the store behind MLflow's ``client``: its SQL store's ``get_metric_history_bulk``,
+    which its server answers the UI's charts with. Its client has no public bulk read, and
+    one ``get_metric_history`` per run is where a comparison of thousands of runs spends
+    its time: SQLite plans that query over every run's values of ``key`` (2,400 runs: 7 ms
+    each, against 2 s for the lot in bulk). None on another store, or an MLflow this was
+    not written for: the caller reads run by run."""
+    if not _written_for("mlflow", ("3.",), "reading metric histories in bulk"):
+        return None
+    store = client._tracking_client.store
+    if not hasattr(store, "get_metric_history_bulk") or not hasattr(store, "engine"):
+        return None
+    found: dict[str, list[tuple[int, float]]] = {run_id: [] for run_id in run_ids}
+    for start in range(0, len(run_ids), HISTORY_CHUNK):
+        chunk = run_ids[start : start + HISTORY_CHUNK]
+        # No bound: every value of each run is wanted.
+        for point in store.get_metric_history_bulk(chunk, key, max_results=2**62):
+            found[point.run_id].append((point.step, point.value))
+    return found

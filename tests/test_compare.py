@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from scipy import stats as scipy_stats
 
+from runner import patches
 from runner.compare import distinct, main, record_sweep, summarize, sweep_runs
 from runner.compare.record import summary
 from runner.compare.report import conclusion, format_markdown, methods, power
@@ -28,7 +29,7 @@ from runner.compare.runs import Histories
 from runner.compare.table import curves, seed_values
 from runner.metrics import lower_is_better
 from runner.stats import Spread, detectable, seeds_needed
-from runner.tracking import STATUS
+from runner.tracking import STATUS, Reader
 
 LATEST = "multirun/2026-11-27/07-51-12"
 OLDER = "multirun/2026-11-26/18-00-00"
@@ -1187,3 +1188,19 @@ def test_the_worked_example_of_the_statistics_page_is_what_compare_prints():
     example = page.split(start, 1)[1].split(end, 1)[0]
     assert example == printed, f"docs/statistics.md's example is now:\n\n{printed}"
     assert "To tell apart 0.0050: 29 seeds per group." in power(table, 0.005)
+
+
+def test_histories_read_in_bulk_are_those_read_run_by_run_as_on_an_mlflow_not_known(
+    sweeps, monkeypatch
+):
+    reader = Reader(sweeps["uri"])
+    runs = sweep_runs(sweeps["uri"], LATEST_ID)["run_id"].tolist()
+    one_by_one = {run_id: reader.history(run_id, "val_accuracy") for run_id in runs}
+    assert reader.histories(runs, "val_accuracy") == one_by_one
+    # Three epochs of each run that did not fail, one of the interrupted one, none of the
+    # failed one.
+    assert sum(map(len, one_by_one.values())) == 3 * 9 + 1
+    # On an MLflow the bulk read was not written for: a warning, and the same histories.
+    monkeypatch.setattr(patches, "version", lambda package: "9.0.0")
+    with pytest.warns(UserWarning, match="mlflow 9.0.0 is newer than the versions reading"):
+        assert reader.histories(runs, "val_accuracy") == one_by_one

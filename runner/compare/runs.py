@@ -152,14 +152,18 @@ class Histories:
         epoch, with the run's ``by`` params (without ``params.``), ``run`` (its id),
         ``step`` and ``value``."""
         completed = runs[outcomes(runs) == COMPLETED]
-        rows = []
-        for *group, run_id in completed[[f"params.{p}" for p in by] + ["run_id"]].itertuples(
-            index=False
-        ):
-            if (run_id, metric) not in self._read:
-                self._reader = self._reader or Reader(self._uri)
-                self._read[run_id, metric] = self._reader.history(run_id, metric)
-            rows += [(*group, run_id, step, value) for step, value in self._read[run_id, metric]]
+        missing = [r for r in completed["run_id"] if (r, metric) not in self._read]
+        if missing:
+            self._reader = self._reader or Reader(self._uri)
+            for run_id, points in self._reader.histories(missing, metric).items():
+                self._read[run_id, metric] = points
+        rows = [
+            (*group, run_id, step, value)
+            for *group, run_id in completed[[f"params.{p}" for p in by] + ["run_id"]].itertuples(
+                index=False
+            )
+            for step, value in self._read[run_id, metric]
+        ]
         return pd.DataFrame(rows, columns=[*by, "run", "step", "value"])
 
 

@@ -119,6 +119,16 @@ class Reader:
             (point.step, point.value) for point in self._client.get_metric_history(run_id, metric)
         ]
 
+    def histories(self, run_ids: list[str], metric: str) -> dict[str, list[tuple[int, float]]]:
+        """:meth:`history` of each run of ``run_ids``: in bulk from an SQL store
+        (:func:`runner.patches.mlflow_histories`), else run by run."""
+        from runner import patches
+
+        found = patches.mlflow_histories(self._client, run_ids, metric)
+        if found is None:
+            found = {run_id: self.history(run_id, metric) for run_id in run_ids}
+        return found
+
     def free_folder(self, run_id: str, name: str) -> str:
         """``name``, or ``name-2``, ``name-3``...: the first that is no artifact of the run
         yet, so that what goes there never mixes with what an earlier call left."""
