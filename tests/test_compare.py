@@ -23,7 +23,7 @@ from scipy import stats as scipy_stats
 
 from runner import patches
 from runner.compare import distinct, main, record_sweep, summarize, sweep_runs
-from runner.compare.record import summary
+from runner.compare.record import group_metrics, summary
 from runner.compare.report import conclusion, format_markdown, methods, power
 from runner.compare.runs import Histories
 from runner.compare.table import curves, seed_values
@@ -713,6 +713,7 @@ def test_speed_counts_epochs_to_a_level_and_the_area_per_epoch(sweeps, tmp_path,
         ),
         (["--speed", "val_accuracy"], "--speed 'val_accuracy': give METRIC=THRESHOLD"),
         (["--speed", "val_rmse=0.5"], "no metric 'val_rmse' in the runs of sweep "),
+        (["--power", "0"], "--power 0.0: give the difference to tell apart, above 0"),
     ],
 )
 def test_what_cannot_be_tuned_or_timed_is_one_line_and_exit_2(
@@ -1204,3 +1205,37 @@ def test_histories_read_in_bulk_are_those_read_run_by_run_as_on_an_mlflow_not_kn
     monkeypatch.setattr(patches, "version", lambda package: "9.0.0")
     with pytest.warns(UserWarning, match="mlflow 9.0.0 is newer than the versions reading"):
         assert reader.histories(runs, "val_accuracy") == one_by_one
+
+
+def test_each_groups_metric_names_are_ones_mlflow_takes_and_two_groups_never_share_one(tmp_path):
+    runs = pd.DataFrame(
+        [
+            {
+                "params.model.units": units,
+                "params.activation": activation,
+                "params.seed": str(seed),
+                "metrics.test_accuracy": 0.9 + seed / 100,
+                "tags.outcome": "completed",
+            }
+            for units, activation in [
+                ("[64, 64]", "relu,tanh"),
+                ("[64, 64]", "relu;tanh"),
+                ("[128]", "relu"),
+            ]
+            for seed in range(3)
+        ]
+    )
+    table = summarize(runs, ["activation", "model.units"])
+    metrics = group_metrics(table, "test_accuracy")
+    assert len(metrics) == 3 * 4
+    assert metrics["relu-128/test_accuracy_mean"] == pytest.approx(0.91)
+    # "relu,tanh" and "relu;tanh" would both be relu_tanh: the later row gets its number.
+    second = 1 + table.index[table["activation"].isin(["relu,tanh", "relu;tanh"])][1]
+    assert {"relu_tanh-64_64/test_accuracy_n", f"relu_tanh-64_64-{second}/test_accuracy_n"} <= set(
+        metrics
+    )
+    # The store takes every name as it is.
+    uri, client, digits = new_store(tmp_path)
+    run = client.create_run(digits).info.run_id
+    client.log_batch(run, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+    assert client.get_run(run).data.metrics == pytest.approx(metrics)

@@ -205,7 +205,7 @@ def check_out(out: Path) -> None:
 
 
 @dataclass
-class Plan:
+class Request:
     """What the command line asks for, checked against the runs: the runs, the params to
     group by, the metric (``label`` names it in the heading, ``name`` in the parent's
     metrics: ``val_accuracy_epoch1`` with ``--step 0``), the speed's metric and level, and
@@ -220,7 +220,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-def make_plan(args: argparse.Namespace, uri: str, histories: Histories) -> Plan:
+def request(args: argparse.Namespace, uri: str, histories: Histories) -> Request:
     """Pick the runs and check every option against them, before anything is written.
     Raises :class:`UserError` for what cannot be compared."""
     check_out(Path(args.out))
@@ -232,28 +232,28 @@ def make_plan(args: argparse.Namespace, uri: str, histories: Histories) -> Plan:
     # A default metric that no run logged (a sweep whose jobs all failed) still gives the
     # table of what became of the runs.
     check_columns(selection.runs, selection.label, args.metric, by)
-    plan = Plan(selection, by, metric, metric, metric)
+    asked = Request(selection, by, metric, metric, metric)
     if args.tune:
-        selection.runs, plan.by, chosen = tune(
+        selection.runs, asked.by, chosen = tune(
             selection.runs, selection.label, by, args.tune, metric, args.lower_is_better
         )
-        plan.notes.append(chosen)
+        asked.notes.append(chosen)
     if args.speed:
-        plan.speed = parse_speed(args.speed, selection.runs, selection.label)
+        asked.speed = parse_speed(args.speed, selection.runs, selection.label)
     if args.step is not None:
         selection.runs = at_step(histories, selection.runs, metric, args.step)
-        plan.label = f"{metric} at epoch {args.step + 1}"
-        plan.name = f"{metric}_epoch{args.step + 1}"
-    return plan
+        asked.label = f"{metric} at epoch {args.step + 1}"
+        asked.name = f"{metric}_epoch{args.step + 1}"
+    return asked
 
 
-def heading(args: argparse.Namespace, plan: Plan, table: pd.DataFrame) -> str:
+def heading(args: argparse.Namespace, asked: Request, table: pd.DataFrame) -> str:
     """The line above the table: the runs, the metric, its direction, and what narrowed
     the runs or set some aside."""
     direction = "lower" if table.attrs["lower_is_better"] else "higher"
-    aside = plan.selection.set_aside
+    aside = asked.selection.set_aside
     return (
-        f"{plan.selection.label}: {len(plan.selection.runs)} runs, `{plan.label}` "
+        f"{asked.selection.label}: {len(asked.selection.runs)} runs, `{asked.label}` "
         f"({direction} is better)"
         + (f", filter `{args.filter}`" if args.filter else "")
         + (f", `{args.tune}` picked per group on validation" if args.tune else "")
@@ -264,7 +264,7 @@ def heading(args: argparse.Namespace, plan: Plan, table: pd.DataFrame) -> str:
 def record(
     uri: str,
     args: argparse.Namespace,
-    plan: Plan,
+    asked: Request,
     table: pd.DataFrame,
     title: str,
     notes: list[str],
@@ -275,7 +275,7 @@ def record(
     metrics per group, unless ``--filter`` or ``--tune`` narrowed the runs (the parent's
     metrics stand for the whole sweep), and as the description only where the sweep's end
     wrote none. Returns what to say about it."""
-    parents = plan.selection.parents
+    parents = asked.selection.parents
     if not parents:
         return ""
     reader = Reader(uri)
@@ -284,9 +284,9 @@ def record(
     said = []
     for parent in parents:
         folder = reader.free_folder(parent, f"{COMPARE_FOLDER}-{stamp}")
-        shown = summary(table, title, notes, folder)
-        description = shown.note if reader.description(parent) is None else None
-        reader.record(parent, folder, paths, table, {} if narrowed else shown.metrics, description)
+        ui = summary(table, title, notes, folder)
+        description = ui.note if reader.description(parent) is None else None
+        reader.record(parent, folder, paths, table, {} if narrowed else ui.metrics, description)
         described = "" if description is None else ", and as its description"
         said.append(f"{parent}, artifacts {folder}/{described}")
     return f"; logged to parent run {', '.join(said)}" + (
@@ -303,27 +303,27 @@ def main(argv: list[str] | None = None) -> int:
     uri = args.uri or tracking_uri(None)
     histories = Histories(uri)
     try:
-        plan = make_plan(args, uri, histories)
+        asked = request(args, uri, histories)
     except UserError as error:
         print(f"compare: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
-    runs = plan.selection.runs
-    table = summarize(runs, plan.by, plan.metric, args.lower_is_better, args.test)
-    table.attrs["metric_name"] = plan.name
-    title = heading(args, plan, table)
-    notes = [*plan.notes, methods(table), power(table, args.power)]
-    pace = speed_table(histories, runs, table, *plan.speed) if plan.speed else None
+    runs = asked.selection.runs
+    table = summarize(runs, asked.by, asked.metric, args.lower_is_better, args.test)
+    table.attrs["metric_name"] = asked.name
+    title = heading(args, asked, table)
+    notes = [*asked.notes, methods(table), power(table, args.power)]
+    pace = speed_table(histories, runs, table, *asked.speed) if asked.speed else None
     pairs = pairs_table(runs, table) if args.pairs == "all" else None
+    text = [conclusion(table), *notes]
     print(title.replace("`", ""))
     print(format_table(table))
-    for note in filter(None, [conclusion(table), *notes]):
+    for note in filter(None, text):
         print(note.replace("`", ""))
     if pace is not None:
         print(format_speed(pace, markdown=False))
     if pairs is not None:
         print(format_pairs(pairs, markdown=False))
-    text = [conclusion(table), *notes]
     paths = write(Path(args.out), histories, runs, table, title, text, pace, pairs)
-    logged = record(uri, args, plan, table, title, notes, paths)
+    logged = record(uri, args, asked, table, title, notes, paths)
     print(f"wrote {', '.join(map(str, paths))}{logged}", file=sys.stderr)
     return 0

@@ -18,19 +18,17 @@ import pandas as pd
 from runner.compare.figure import draw, draw_pairs
 from runner.compare.report import (
     conclusion,
-    difference,
     format_markdown,
     format_pairs,
     format_speed,
     markdown_table,
     methods,
-    number,
-    p_value,
     power,
+    shown,
 )
 from runner.compare.runs import Histories, distinct
 from runner.compare.table import COUNTS, curve_metric, curves, group_columns, seed_values
-from runner.stats import FEW, LEVEL
+from runner.stats import LEVEL
 from runner.tracking import Reader
 
 # MLflow keeps at most this many characters of a tag, the description included, and cuts
@@ -52,70 +50,58 @@ class Summary(NamedTuple):
     metrics: dict[str, float]
 
 
-def metric_key(values: tuple, name: str, stat: str) -> str:
-    """The name of one group's statistic as an MLflow metric, ``relu-mse/test_accuracy_mean``:
-    the group first, so that the UI lists each group's statistics together; the param
-    values joined by ``-``, with what MLflow refuses in a name (``[64, 64]``) made ``_``."""
-    parts = [re.sub(r"[^\w.\-]+", "_", str(v).strip("[]()'\" ")) for v in values]
-    return f"{'-'.join(parts)}/{name}_{stat}"
+def metric_group(values: tuple) -> str:
+    """A group's name in its MLflow metrics' names: the param values joined by ``-``, with
+    what MLflow refuses in a name (the brackets and commas of ``[64, 64]``) made ``_``."""
+    parts = [re.sub(r"[^\w.\-]+", "_", str(v).strip("[]()'\" ")) or "_" for v in values]
+    return "-".join(parts)
 
 
 def group_metrics(table: pd.DataFrame, name: str) -> dict[str, float]:
-    """Each group's mean, interval and completed runs as metrics named by
-    :func:`metric_key` (``name`` standing for the metric, ``test_accuracy`` or
-    ``val_accuracy_epoch1``); NaN where there is none. Two groups whose names MLflow would
-    read alike get a number each, so that neither overwrites the other."""
+    """Each group's mean, interval and completed runs as metrics, ``GROUP/NAME_mean``,
+    ``_low``, ``_high`` and ``_n`` (``relu-mse/test_accuracy_mean``; ``name`` is the metric,
+    or ``val_accuracy_epoch1`` for one epoch's): the group first, so that the UI lists each
+    group's statistics together. NaN where there is none. Two groups whose names MLflow
+    would read alike get a number each, so that neither overwrites the other."""
     found: dict[str, float] = {}
-    columns = group_columns(table)
+    width = len(group_columns(table))
     for i, row in enumerate(table.itertuples(index=False)):
-        values = tuple(row[: len(columns)])
-        stats = {"mean": row.mean, "low": row.ci_low, "high": row.ci_high, "n": row.n}
-        key = metric_key(values, name, "mean")
-        suffix = f"-{i + 1}" if key in found else ""
-        for stat, value in stats.items():
-            group, metric = metric_key(values, name, stat).split("/", 1)
-            found[f"{group}{suffix}/{metric}"] = float(value)
+        group = metric_group(tuple(row[:width]))
+        if f"{group}/{name}_mean" in found:
+            group += f"-{i + 1}"
+        for stat, value in {"mean": row.mean, "low": row.ci_low, "high": row.ci_high}.items():
+            found[f"{group}/{name}_{stat}"] = float(value)
+        found[f"{group}/{name}_n"] = float(row.n)
     return found
 
 
 def _compact(table: pd.DataFrame) -> pd.DataFrame:
-    """The summary as strings, in fewer columns, for the description: the groups, ``mean ±
-    std``, its CI, ``n``, the lost runs, the difference from the best with its CI, the
-    Holm-adjusted p-value, the verdict and the rank."""
-    metric = table.attrs["metric"]
-    columns = group_columns(table)
-    groups = table[columns]
-    shown = groups.astype(object).where(groups.notna(), "—").astype(str)
-    shown[f"{metric} mean ± std"] = [
-        number(m) if pd.isna(s) else f"{number(m)} ± {number(s)}"
-        for m, s in zip(table["mean"], table["std"], strict=True)
-    ]
-    shown[f"{LEVEL:.0%} CI"] = [
-        "—" if pd.isna(m) else FEW if pd.isna(low) else f"[{number(low)}, {number(high)}]"
-        for m, low, high in zip(table["mean"], table["ci_low"], table["ci_high"], strict=True)
-    ]
-    shown["n"] = table["n"].astype(str)
-    shown["lost"] = table[list(COUNTS)].sum(axis=1).astype(str)
-    shown["vs best"] = [
-        "—" if verdict == "best" else difference(d, low, high, verdict)
-        for d, low, high, verdict in table[["diff", "diff_low", "diff_high", "verdict"]]
-        .astype(object)
-        .to_numpy()
-    ]
-    shown["p (Holm)"] = table["p_holm"].map(p_value)
-    shown["verdict"] = table["verdict"].map(lambda v: "—" if pd.isna(v) else v)
-    shown["rank"] = table["rank"].map(lambda r: "—" if pd.isna(r) else str(r))
-    return shown
+    """The summary as strings (:func:`shown`) in fewer columns, for the description: the
+    groups, ``mean ± std``, its CI, ``n``, the lost runs, the difference from the best with
+    its CI, the Holm-adjusted p-value, the verdict and the rank."""
+    full = shown(table)
+    groups = list(full.columns[: len(group_columns(table))])
+    compact = full[[*groups, *full.columns[len(groups) : len(groups) + 2], "n"]].copy()
+    compact["lost"] = table[list(COUNTS)].sum(axis=1).astype(str)
+    compact["vs best"] = full[f"vs best, {LEVEL:.0%} CI"]
+    return compact.join(full[["p (Holm)", "verdict", "rank"]])
 
 
-def _note(shown: pd.DataFrame, rows: list[int], heading: str, tail: list[str], folder: str) -> str:
-    """The description with the table's ``rows`` (positions, shown in the table's order),
-    and a line that says so when that is not all of them."""
-    table = markdown_table(shown.iloc[sorted(rows)], set(shown.columns[:1])).rstrip()
+def _note(
+    compact: pd.DataFrame,
+    left: set[str],
+    rows: list[int],
+    heading: str,
+    tail: list[str],
+    folder: str,
+) -> str:
+    """The description with the table's ``rows`` (positions, shown in the table's order;
+    the ``left`` columns left-aligned), and a line that says so when that is not all."""
+    table = markdown_table(compact.iloc[sorted(rows)], left).rstrip()
     cut = []
-    if len(rows) < len(shown):
+    if len(rows) < len(compact):
         cut = [
-            f"The best {len(rows)} of {len(shown)} groups, by rank; every group is in the "
+            f"The best {len(rows)} of {len(compact)} groups, by rank; every group is in the "
             f"artifact `{folder}/comparison.md`."
         ]
     return "\n\n".join([heading, table, *cut, *tail])
@@ -129,21 +115,22 @@ def summary(table: pd.DataFrame, heading: str, notes: list[str], folder: str) ->
     best rows, by rank, and says so; should the sentences alone be too long, they are cut
     and say so. The metrics are :func:`group_metrics` of ``table.attrs["metric_name"]``
     (or the metric)."""
-    shown = _compact(table)
+    compact = _compact(table)
+    left = {*group_columns(table), "verdict"}
     tail = [f"The whole comparison, its figure and its table: artifacts `{folder}/`."]
     tail += list(filter(None, [*notes, conclusion(table)]))
     # Best first across datasets: rank 1 of each, then rank 2 of each...
     order = table["rank"].astype(float).fillna(float("inf")).sort_values(kind="stable").index
     rows = [table.index.get_loc(i) for i in order]
-    note = _note(shown, rows, heading, tail, folder)
+    note = _note(compact, left, rows, heading, tail, folder)
     if len(note) > NOTE_LIMIT:
         # With the line about the cut, the longer the table the longer the note.
         low, high = 0, len(rows) - 1
         while low < high:
             middle = (low + high + 1) // 2
-            fits = len(_note(shown, rows[:middle], heading, tail, folder)) <= NOTE_LIMIT
+            fits = len(_note(compact, left, rows[:middle], heading, tail, folder)) <= NOTE_LIMIT
             low, high = (middle, high) if fits else (low, middle - 1)
-        note = _note(shown, rows[:low], heading, tail, folder)
+        note = _note(compact, left, rows[:low], heading, tail, folder)
     if len(note) > NOTE_LIMIT:
         marker = f"\n\n(Cut at MLflow's {NOTE_LIMIT:,} characters: see `{folder}/comparison.md`.)"
         note = note[: NOTE_LIMIT - len(marker)] + marker
@@ -210,6 +197,6 @@ def record_sweep(uri: str, runs: pd.DataFrame, table: pd.DataFrame, name: str) -
         paths = write(Path(tmp), Histories(uri), kept, table, heading, [conclusion(table), *notes])
         for parent in dict.fromkeys(runs[PARENT].dropna()):
             folder = reader.free_folder(parent, SWEEP_FOLDER)
-            shown = summary(table, heading, notes, folder)
-            reader.record(parent, folder, paths, table, shown.metrics, shown.note)
+            ui = summary(table, heading, notes, folder)
+            reader.record(parent, folder, paths, table, ui.metrics, ui.note)
     return runs[PARENT].iloc[0]

@@ -81,7 +81,7 @@ def difference(diff: float, low: float, high: float, verdict: str) -> str:
     return f"{number(diff, True)} {interval(low, high, True)}"
 
 
-def _shown(table: pd.DataFrame) -> pd.DataFrame:
+def shown(table: pd.DataFrame) -> pd.DataFrame:
     """The summary as strings: the groups, ``mean ± std`` of the metric (the mean alone when
     one run completed, ``—`` when none did), its 95% CI (``n < 3`` without one), min, max,
     the counts, the difference from the best with its CI, its test, effect size and
@@ -121,12 +121,12 @@ def _shown(table: pd.DataFrame) -> pd.DataFrame:
 def format_table(table: pd.DataFrame) -> str:
     """The summary as aligned text: ``mean ± std`` of the metric, min, max, the counts, the
     difference from the best with its test, and the rank."""
-    return _shown(table).to_string(index=False)
+    return shown(table).to_string(index=False)
 
 
 def format_markdown(table: pd.DataFrame) -> str:
     """The summary as a Markdown table, numbers right-aligned."""
-    return markdown_table(_shown(table), {*group_columns(table), "test", "verdict"})
+    return markdown_table(shown(table), {*group_columns(table), "test", "verdict"})
 
 
 def markdown_table(shown: pd.DataFrame, groups: set[str]) -> str:
