@@ -114,20 +114,20 @@ def summarize(
     lower = lower_is_better(metric) if lower is None else lower
     limits = bounds(metric)
     keys = [f"params.{p}" for p in by]
-    strata = [f"params.{p}" for p in by if p in STRATA]
+    strata = [p for p in by if p in STRATA]
     runs = runs.assign(**{k: np.nan for k in keys if k not in runs.columns})
     completed = completed_values(runs, keys, metric)
     grouped = completed.groupby(keys, dropna=False)["value"]
     stats = grouped.agg(list(STATS)).join(_intervals(grouped, limits))
     pairs = [f"params.{p}" for p in PAIRS if f"params.{p}" in runs.columns]
-    versus = against_best(completed, keys, pairs, lower, test, strata, limits)
+    strata_keys = [f"params.{p}" for p in strata]
+    versus = against_best(completed, keys, pairs, lower, test, strata_keys, limits)
     counts = outcomes(runs).groupby([runs[k] for k in keys], dropna=False).value_counts()
     counts = counts.unstack(fill_value=0).reindex(columns=[COMPLETED, *COUNTS], fill_value=0)
     table = stats.join(versus).join(counts, how="right").rename(columns={COMPLETED: "n"})
     table = table[[*STATS, *INTERVAL, "n", *COUNTS, *VERSUS]]
     table.index = table.index.set_names(by)
     table = table.reset_index()
-    strata = [p for p in by if p in STRATA]
     within = table.groupby(strata, dropna=False, sort=False) if strata else [((), table)]
     table["rank"] = pd.concat(
         [shared_ranks(part["mean"], part["verdict"], lower) for _, part in within]
