@@ -155,25 +155,64 @@ def test_from_ten_values_the_mean_interval_is_scipys_percentile_bootstrap_with_a
     assert mean_interval(values[:9])[1:] == pytest.approx(t)
 
 
-def test_a_paired_difference_of_ten_seeds_is_bootstrapped_and_its_p_agrees_with_its_interval():
-    rng = np.random.default_rng(3)
-    best = rng.normal(0.95, 0.01, 10)
-    behind = best - rng.normal(0.006, 0.004, 10)
-    found = paired_difference(behind, best)
-    want = scipy_stats.bootstrap(
-        (behind - best,),
+def scipys_bootstrap(differences: np.ndarray):
+    """scipy's percentile bootstrap of the mean, as runner.stats calls it."""
+    return scipy_stats.bootstrap(
+        (differences,),
         np.mean,
         n_resamples=RESAMPLES,
         method="percentile",
         rng=np.random.default_rng(SEED),
     )
+
+
+def test_a_paired_difference_of_ten_seeds_is_bootstrapped_and_its_p_agrees_with_its_interval():
+    rng = np.random.default_rng(3)
+    best = rng.normal(0.95, 0.01, 10)
+    # Near 0: hundreds of the resamples fall past it; the p-value counts them.
+    near = best - rng.normal(0.0015, 0.004, 10)
+    found, want = paired_difference(near, best), scipys_bootstrap(near - best)
     assert found.test == PAIRED_BOOTSTRAP
     assert found[1:3] == pytest.approx(tuple(want.confidence_interval))
+    past = np.sum(want.bootstrap_distribution >= 0)
+    assert past > 100 and found.p == pytest.approx(2 * (past + 1) / 10_000)
+    assert found.low < 0 < found.high and found.p > 0.05
+
+
+def test_a_bootstrap_p_value_far_past_its_resamples_comes_from_their_normal_approximation():
+    rng = np.random.default_rng(3)
+    best = rng.normal(0.95, 0.01, 10)
+    far = best - rng.normal(0.006, 0.004, 10)
+    found, want = paired_difference(far, best), scipys_bootstrap(far - best)
     draws = want.bootstrap_distribution
-    assert found.high < 0 and found.p == pytest.approx(2 * (np.sum(draws >= 0) + 1) / 10_000)
-    # Shifted to straddle 0, the interval holds it and the p-value is large.
-    level = paired_difference(behind + (behind - best).mean() * -1, best)
-    assert level.low < 0 < level.high and level.p > 0.5
+    # No resample reaches 0: counted, p would be 2 / 10,000 at most, and Holm's correction
+    # over more than 250 pairs could never find anything.
+    assert np.sum(draws >= 0) == 0 and found.high < 0
+    z = abs((far - best).mean()) / draws.std(ddof=1)
+    assert found.p == pytest.approx(2 * scipy_stats.norm.sf(z)) and found.p < 1e-10
+
+
+def test_every_pair_of_many_groups_of_ten_seeds_can_still_be_told_apart_after_holm():
+    rng = np.random.default_rng(5)
+    seeds = rng.normal(0, 0.01, 10)
+    # 30 groups 0.01 apart, each seed moving all of them alike, with a little noise: 435
+    # pairs, and a group 0.1 behind another is told apart from it by any measure.
+    frame = runs(
+        [
+            (f"g{g:02d}", s, 0, 0.95 - g / 100 + seeds[s] + rng.normal(0, 0.003))
+            for g in range(30)
+            for s in range(10)
+        ]
+    )
+    pairs = pairwise(frame, ["activation"], ["seed", "data_seed"], lower=False)
+    assert len(pairs) == 435 and set(pairs["test"]) == {PAIRED_BOOTSTRAP}
+    far = pairs[
+        [
+            int(o[0][1:]) - int(g[0][1:]) >= 10
+            for g, o in zip(pairs["group"], pairs["other"], strict=True)
+        ]
+    ]
+    assert (far["verdict"] == "worse").all()
 
 
 def test_two_groups_of_ten_unpaired_runs_take_the_two_sample_bootstrap():
