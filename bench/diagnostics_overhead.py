@@ -20,15 +20,21 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from runner import data, job, model  # noqa: E402
+from runner import engine  # noqa: E402
 from runner.config import register  # noqa: E402
+from runner.jobs.execute import build, member, settings  # noqa: E402
+from runner.jobs.plan import plan  # noqa: E402
+from runner.jobs.spec import JobContext  # noqa: E402
+from runner.jobs.state import STATE  # noqa: E402
 
 CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
 
 
-def fit_seconds(cfg, dataset, head) -> float:
+def fit_seconds(job) -> float:
     keras.backend.clear_session()
-    return job.train(cfg, job.build(cfg, dataset, head), dataset, head).train_seconds
+    trained = member(job.spec, build(job))
+    (result,) = engine.train([trained], job.dataset, settings(job.spec), programs=STATE.programs)
+    return result.train_seconds
 
 
 def main() -> None:
@@ -37,18 +43,19 @@ def main() -> None:
     args = parser.parse_args()
     register()
     with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base="1.3"):
-        cfgs = {
-            on: compose("config", [f"diagnostics.enabled={on}", "loss=categorical_crossentropy"])
+        jobs = {
+            on: plan(
+                compose("config", [f"diagnostics.enabled={on}", "tracking.enabled=false"]),
+                JobContext(),
+            )
             for on in ("true", "false")
         }
-    dataset = data.load(cfgs["true"].dataset)
-    head = model.output_head(cfgs["true"].loss, "auto", dataset.task, dataset.classes)
     times: dict[str, list[float]] = {"true": [], "false": []}
     for on in ("true", "false"):  # warm-up: each one's first compile or trace
-        fit_seconds(cfgs[on], dataset, head)
+        fit_seconds(jobs[on])
     for _ in range(args.repeats):
         for on in ("true", "false"):
-            times[on].append(fit_seconds(cfgs[on], dataset, head))
+            times[on].append(fit_seconds(jobs[on]))
     on, off = statistics.median(times["true"]), statistics.median(times["false"])
     print(f"fit time, median of {args.repeats}: diagnostics on {on:.3f} s, off {off:.3f} s")
     print(f"ratio on/off: {on / off:.3f}  (target <= 1.10)")

@@ -28,7 +28,8 @@ from pathlib import Path
 
 TRAINED = re.compile(r"trained in ([0-9.]+) s")
 MLFLOW = "mlflow.tracking, mlflow.store.tracking.sqlalchemy_store"
-IMPORTS = {"runner.job": "import runner.job", "runner.job + MLflow": f"import runner.job, {MLFLOW}"}
+JOBS = "runner.jobs.execute"
+IMPORTS = {JOBS: f"import {JOBS}", f"{JOBS} + MLflow": f"import {JOBS}, {MLFLOW}"}
 
 
 def timed(command: list[str], folder: Path) -> tuple[float, str]:
@@ -74,7 +75,7 @@ def main() -> None:
         fit = f"{statistics.median(fits[name]):6.2f}" if fits[name] else ""
         print(f"{name:24s} {wall[name]:7.2f} {fit}")
     tracked, untracked = wall["MLflow (SQLite)"], wall["tracking.enabled=false"]
-    imports = wall["runner.job + MLflow"] - wall["runner.job"]
+    imports = wall[f"{JOBS} + MLflow"] - wall[JOBS]
     print(f"with / without tracking: {tracked / untracked:.2f}x  (target <= 1.10)")
     print(
         f"of the {tracked - untracked:.2f} s difference, importing MLflow's client and "

@@ -34,23 +34,29 @@ UNITS = [128, 64]
 BATCH = 32
 
 
+def _spec():
+    """The default model: [64, 64] relu, a softmax head for digits' 10 classes."""
+    from runner import model
+    from runner.config import Encoding
+
+    head = model.OutputHead(10, "softmax", Encoding.onehot)
+    return model.ModelSpec(units=tuple(UNITS), activations=("relu",) * len(UNITS), head=head)
+
+
 def _runner(epochs: int) -> tuple[float, float]:
     import keras
     from omegaconf import OmegaConf
 
     from runner import data, engine, model
-    from runner.config import DatasetConfig, Encoding, OptimizerConfig
+    from runner.config import DatasetConfig, Encoding
 
     ds = data.load(OmegaConf.structured(DatasetConfig(name="digits")))
-    head = model.OutputHead(10, "softmax", Encoding.onehot)
-    net = model.build_model(ds.features, UNITS, ["relu"] * len(UNITS), head)
     keras.backend.clear_session()
+    net = model.build_model(_spec(), ds.features, seed=0)
     member = engine.Member(
         net, ("relu",) * len(UNITS), "categorical_crossentropy", Encoding.onehot, 0.001, 0
     )
-    settings = engine.Settings(
-        OmegaConf.structured(OptimizerConfig(name="adam")), epochs, BATCH, 256, 64
-    )
+    settings = engine.Settings(engine.OptimizerKind("adam"), epochs, BATCH, 256, 64)
     stamps: list[float] = []
     (result,) = engine.train([member], ds, settings, lambda *_: stamps.append(time.perf_counter()))
     epoch = statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False))
@@ -66,8 +72,7 @@ def _tutorial(epochs: int) -> tuple[float, float]:
 
     ds = data.load(OmegaConf.structured(DatasetConfig(name="digits")))
     x, y, xv, yv, xt, yt = data.encoded_splits(ds, Encoding.onehot)
-    head = model.OutputHead(10, "softmax", Encoding.onehot)
-    net = model.build_model(x.shape[1], UNITS, ["relu"] * len(UNITS), head)
+    net = model.build_model(_spec(), x.shape[1], seed=0)
     net.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     stamps: list[float] = []
     timer = keras.callbacks.LambdaCallback(

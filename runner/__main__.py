@@ -1,7 +1,7 @@
-"""``python -m runner``: the Hydra application. Each job's life is :mod:`runner.lifecycle`.
+"""``python -m runner``: the Hydra application. Each job's life is :mod:`runner.jobs.outcome`.
 
-Keras (with JAX or TensorFlow) and MLflow are imported inside the task function, so
-``--help`` and ``--cfg`` answer without paying for them.
+The jobs' code, and with it Keras (on JAX or TensorFlow) and MLflow, is imported inside the
+task function, so that ``--help`` and ``--cfg`` answer without paying for them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from runner import lifecycle
 from runner.checks import check_group_overrides
 from runner.config import CONF, UserError, register
 
@@ -32,7 +31,9 @@ def main(cfg: DictConfig) -> dict[str, float] | float | None:
     a search to optimise. A user error exits 2 with its message; in a sweep, a failed job is
     recorded and the sweep goes on to the next one. Ctrl-C and SIGTERM stop the job and the
     sweep with true statuses and exit 130."""
-    return lifecycle.run(cfg)
+    from runner.jobs import outcome
+
+    return outcome.run(cfg)
 
 
 def cli() -> None:
@@ -47,7 +48,9 @@ def cli() -> None:
         main()
     except KeyboardInterrupt:
         # A signal outside a job: between a sweep's jobs, or around a single run's.
-        lifecycle.stopped()
+        from runner.jobs import outcome
+
+        outcome.stopped()
 
 
 if __name__ == "__main__":

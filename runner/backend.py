@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from runner.config import UserError
@@ -18,9 +22,6 @@ from runner.config import UserError
 log = logging.getLogger(__name__)
 
 BACKENDS = ("jax", "tensorflow")
-
-# The (backend, device, threads) this process was set up with, and the device it got.
-_chosen: dict[tuple[str, str, int | None], str] = {}
 
 
 def quiet() -> None:
@@ -35,22 +36,23 @@ def quiet() -> None:
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
-def use(backend: str, device: str, threads: int | None) -> str:
+def use(backend: str, device: str, threads: int | None, chosen: dict) -> str:
     """Set up ``backend`` on ``device`` (auto, cpu or gpu) with ``threads`` CPU threads (None:
-    all cores) and return the device jobs will train on, ``gpu`` or ``cpu``. Asking again
-    for the same is free; asking for anything else in the same process is a
+    all cores) and return the device jobs will train on, ``gpu`` or ``cpu``. ``chosen``: the
+    (backend, device, threads) this process was set up with, and the device it got. Asking
+    again for the same is free; asking for anything else in the same process is a
     :class:`UserError`."""
     request = (backend, device, threads)
-    if _chosen:
-        first = next(iter(_chosen))
-        if request not in _chosen:
+    if chosen:
+        first = next(iter(chosen))
+        if request not in chosen:
             raise UserError(
                 f"backend={backend} device={device} train.threads={threads} cannot follow "
                 f"backend={first[0]} device={first[1]} train.threads={first[2]} in the same "
                 "process: Keras, JAX and TensorFlow fix their backend, devices and threads "
                 "once. Sweep them in separate runs, or with hydra/launcher=joblib."
             )
-        return _chosen[request]
+        return chosen[request]
     loaded = sys.modules.get("keras")
     if loaded is not None and loaded.backend.backend() != backend:
         raise UserError(
@@ -60,7 +62,7 @@ def use(backend: str, device: str, threads: int | None) -> str:
     quiet()
     os.environ["KERAS_BACKEND"] = backend
     used = _jax(device, threads) if backend == "jax" else _tensorflow(device, threads)
-    _chosen[request] = used
+    chosen[request] = used
     return used
 
 
@@ -80,7 +82,7 @@ def _jax(device: str, threads: int | None) -> str:
 
     if device == "cpu":
         jax.config.update("jax_platforms", "cpu")
-    gpus = _jax_gpus(jax) if device != "cpu" else []
+    gpus = jax_gpus(jax) if device != "cpu" else []
     if device == "gpu" and not gpus:
         raise UserError(
             "device=gpu, but JAX sees no GPU on this machine (no CUDA build of jaxlib, or no "
@@ -90,7 +92,23 @@ def _jax(device: str, threads: int | None) -> str:
     return "gpu" if gpus else "cpu"
 
 
-def _jax_gpus(jax) -> list:
+def memory_bytes(backend: str, device: str) -> int | None:
+    """The memory a model trains in: a JAX GPU's, or the machine's; None where it cannot
+    be told (a TensorFlow GPU)."""
+    if device == "gpu":
+        if backend != "jax":
+            return None
+        import jax
+
+        return (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
+def jax_gpus(jax) -> list:
+    """The GPUs that JAX sees; none without a GPU platform or device."""
     try:
         return jax.devices("gpu")
     except RuntimeError:  # no GPU platform in this jaxlib, or no device for it
@@ -123,3 +141,44 @@ def cache_dir() -> Path:
     ``programs/``."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "actlab"
+
+
+# How JAX says that an entry of its persistent compilation cache cannot be read. It then
+# compiles again, but never rewrites the entry (it keeps an entry once written): every
+# later process would compile it again, with one warning each.
+DAMAGED_ENTRY = "Error reading persistent compilation cache entry for '(.*?)'"
+
+
+@contextmanager
+def cache_damage_said(said: set[str]) -> Iterator[None]:
+    """Within the block, JAX's warnings about damaged cache entries become one line for the
+    process (``said`` keeps the damaged programs it named) that says which folder to
+    delete; every other warning is shown as it would be."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            yield
+    finally:
+        _say_damage(caught, said)
+
+
+def _say_damage(caught: list[warnings.WarningMessage], said: set[str]) -> None:
+    damaged = []
+    for warning in caught:
+        found = re.match(DAMAGED_ENTRY, str(warning.message))
+        if found is None:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+        elif found.group(1) not in said:
+            damaged.append(found.group(1))
+    if damaged:
+        said.update(damaged)
+        folder = os.environ.get("JAX_COMPILATION_CACHE_DIR") or cache_dir() / "jax"
+        log.warning(
+            "JAX's compilation cache %s has damaged entries (%s): they are compiled again "
+            "in every process until the folder is deleted (rm -r %s)",
+            folder,
+            ", ".join(damaged),
+            folder,
+        )

@@ -2,8 +2,10 @@
 
 :func:`check_group_overrides` reads the command line before Hydra composes it;
 :func:`validate_values` (ranges, lengths; no Keras) runs as each job starts, and
-:func:`validate_names` (Keras's identifiers, asked of Keras) as each job is prepared. Each
-refusal is a :class:`~runner.config.UserError` that says what was wrong and what is allowed.
+:func:`validate_names` (Keras's identifiers, asked of Keras) once its backend is set up
+(:func:`runner.jobs.plan.plan`). Each refusal is a :class:`~runner.config.UserError` that
+says what was wrong and what is allowed. Then the config is resolved once, into a job's
+spec (runner/jobs/spec.py).
 """
 
 from __future__ import annotations
@@ -15,14 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from runner.config import (
-    AUTO,
-    CONF,
-    UserError,
-    activation_label,
-    hidden_activations,
-    per_layer_activations,
-)
+from runner.config import AUTO, CONF, UserError, activation_label, layer_activations
 
 
 def check_group_overrides(overrides: list[str]) -> None:
@@ -102,11 +97,35 @@ def validate_values(cfg: DictConfig) -> None:
                 f"{key}={seed} is not allowed: it must be an integer from 0 to {MAX_SEED} "
                 "(2**32 - 1)."
             )
+    _check_model(cfg)
+    _check_training(cfg)
+    _check_dataset(cfg)
+
+
+def _check_model(cfg: DictConfig) -> None:
+    """The hidden layers' widths, and one activation name or one per layer."""
     units = list(cfg.model.units)
     if not units:
         raise UserError("model.units=[] is not allowed: give at least one hidden layer width.")
     for width in units:
         _check_positive("model.units", width)
+    per_layer = isinstance(cfg.activation, ListConfig)
+    if per_layer and len(cfg.activation) != len(units):
+        raise UserError(
+            f"activation={activation_label(cfg)} names {len(cfg.activation)} activations but "
+            f"model.units={units} has {len(units)} hidden layers: give one activation, "
+            "or one per hidden layer."
+        )
+    for item in cfg.activation if per_layer else [cfg.activation]:
+        if not isinstance(item, str):
+            raise UserError(
+                f"activation={cfg.activation!r} is not allowed: give a Keras activation name "
+                "or a list of names, e.g. activation=relu or activation=[relu,tanh]."
+            )
+
+
+def _check_training(cfg: DictConfig) -> None:
+    """Epochs, batches, threads, the probe, and the optimizer's rate and momentum."""
     _check_positive("train.epochs", cfg.train.epochs)
     if cfg.train.epochs > MAX_EPOCHS:
         raise UserError(
@@ -129,6 +148,10 @@ def validate_values(cfg: DictConfig) -> None:
             raise UserError(
                 f"optimizer.momentum={cfg.optimizer.momentum} is not allowed: it must be in [0, 1)."
             )
+
+
+def _check_dataset(cfg: DictConfig) -> None:
+    """The splits' fractions, and enough samples left to train on."""
     for key in ("test_size", "val_size"):
         fraction = cfg.dataset[key]
         if not 0 < fraction < 1:
@@ -145,20 +168,6 @@ def validate_values(cfg: DictConfig) -> None:
             "their sum must be below 1."
         )
 
-    per_layer = per_layer_activations(cfg)
-    if per_layer is not None and len(per_layer) != len(units):
-        raise UserError(
-            f"activation={activation_label(cfg)} names {len(per_layer)} activations but "
-            f"model.units={units} has {len(units)} hidden layers: give one activation, "
-            "or one per hidden layer."
-        )
-    for item in [cfg.activation] if per_layer is None else per_layer:
-        if not isinstance(item, str):
-            raise UserError(
-                f"activation={cfg.activation!r} is not allowed: give a Keras activation name "
-                "or a list of names, e.g. activation=relu or activation=[relu,tanh]."
-            )
-
 
 def validate_names(cfg: DictConfig) -> None:
     """Check the Keras identifiers (activations, initializer) by asking Keras, without
@@ -166,7 +175,7 @@ def validate_names(cfg: DictConfig) -> None:
     import keras
 
     allowed = keras_activations()
-    names = {("activation", a) for a in hidden_activations(cfg)}
+    names = {("activation", a) for a in layer_activations(cfg)}
     if cfg.model.output_activation != "auto":
         names.add(("model.output_activation", cfg.model.output_activation))
     for key, name in sorted(names):

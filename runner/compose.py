@@ -22,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner.patches import hydra_overrides_dirname
+from runner.compat.hydra import overrides_dirname
 
 
 class Composer:
@@ -45,7 +45,14 @@ class Composer:
         choices = tuple(o.input_line for o in parsed if o.key_or_group in self.groups)
         if choices not in self.bases:
             self.bases[choices] = self.loader.load_sweep_config(self.master, list(choices))
-        config = copy.deepcopy(self.bases[choices])
+        base = self.bases[choices]
+        settings = base.hydra.job.config.override_dirname
+        dirname = overrides_dirname(
+            parsed, settings.kv_sep, settings.item_sep, list(settings.exclude_keys)
+        )
+        if dirname is None:
+            return self.loader.load_sweep_config(self.master, overrides)
+        config = copy.deepcopy(base)
         values = [o for o in parsed if o.key_or_group not in self.groups]
         try:
             for override in values:
@@ -54,10 +61,7 @@ class Composer:
             return self.loader.load_sweep_config(self.master, overrides)
         with open_dict(config.hydra):
             config.hydra.overrides.task = [o.input_line for o in parsed]
-            dirname = config.hydra.job.config.override_dirname
-            config.hydra.job.override_dirname = hydra_overrides_dirname(
-                parsed, dirname.kv_sep, dirname.item_sep, list(dirname.exclude_keys)
-            )
+            config.hydra.job.override_dirname = dirname
         OmegaConf.copy_cache(from_config=self.master, to_config=config)
         return config
 

@@ -8,15 +8,16 @@ Hydra's types cannot express (ranges, lengths, Keras's identifiers) are in runne
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from runner.compat.hydra import config_store_copies_as_itself
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -31,6 +32,20 @@ if not OmegaConf.has_resolver("pid"):
 
 class UserError(Exception):
     """A mistake in the user's configuration or data: reported as a message, not a traceback."""
+
+
+# A key marked so does not change what a job trains (see :func:`not_training`).
+TRAINS_NOT = {"trains": False}
+
+
+class Task(str, Enum):
+    """What a dataset's targets are: class labels, or continuous values."""
+
+    classification = "classification"
+    regression = "regression"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class Backend(Enum):
@@ -78,10 +93,11 @@ class LossConfig:
 
 @dataclass
 class OptimizerConfig:
-    """A Keras optimizer by identifier; ``momentum`` applies to sgd and rmsprop only."""
+    """A Keras optimizer by identifier, at the learning rate its YAML in conf/optimizer/
+    sets; ``momentum`` applies to sgd and rmsprop only."""
 
     name: str = MISSING
-    learning_rate: float = 0.001
+    learning_rate: float = MISSING
     momentum: float | None = None
 
 
@@ -102,6 +118,8 @@ class Objective(Enum):
 
 
 class TaskChoice(Enum):
+    """``dataset.task``: inferred from the targets (auto), or one :class:`Task`."""
+
     auto = "auto"
     classification = "classification"
     regression = "regression"
@@ -149,9 +167,9 @@ class TrainConfig:
     batch_size: int = 32
     steps_per_execution: int = 64
     # CPU threads per job; null: all cores, or a share of them per worker when a parallel
-    # launcher runs several jobs at once (see runner/__main__.py). TensorFlow takes any
-    # count; JAX's XLA either one thread (threads=1) or all cores.
-    threads: int | None = None
+    # launcher runs several jobs at once (runner/sweep.py). TensorFlow takes any count;
+    # JAX's XLA either one thread (threads=1) or all cores.
+    threads: int | None = field(default=None, metadata=TRAINS_NOT)
     # Hidden layers compute in float16 (weights stay float32), the output layer and the loss
     # in float32, with loss scaling: Keras's mixed_float16, set per layer (runner/model.py).
     # For GPUs: on a CPU it runs, with a warning, but is no faster.
@@ -214,86 +232,61 @@ class Config:
     device: Device = Device.auto
     # true: skip a job whose config already has a FINISHED run in the experiment (finishes a
     # sweep that was interrupted). Off by default: the config cannot see a change of code.
-    resume: bool = False
+    resume: bool = field(default=False, metadata=TRAINS_NOT)
     # null: a job returns its metrics. A metric: a job returns its last-epoch value, for a
     # search to optimise (the worst value, inf or -inf, when the job diverged or failed).
-    objective: Objective | None = None
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    objective: Objective | None = field(default=None, metadata=TRAINS_NOT)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata=TRAINS_NOT)
 
 
 def register() -> None:
     """Register the schema so that ``conf/config.yaml`` can name it in its defaults, and
-    spare Hydra its copies of the ConfigStore (runner/patches.py)."""
-    from runner.patches import hydra_config_store_copies_as_itself
-
-    hydra_config_store_copies_as_itself()
+    spare Hydra its copies of the ConfigStore (runner/compat/hydra.py)."""
+    config_store_copies_as_itself()
     ConfigStore.instance().store(name="schema", node=Config)
 
 
-def per_layer_activations(cfg: DictConfig) -> list | None:
-    """``activation`` as its items when it is a list, one per hidden layer; None when it is
-    one name for every layer."""
-    activation = cfg.activation
-    return list(activation) if isinstance(activation, ListConfig | list | tuple) else None
+def not_training(schema: type = Config, prefix: str = "") -> tuple[str, ...]:
+    """The dotted keys that the schema marks :data:`TRAINS_NOT`: where a job is recorded,
+    whether it may be skipped, what it returns to a search, and how many threads compute
+    it. A job's fingerprint leaves them out, jobs that differ only in them train as one
+    fused group, and a comparison never groups runs by them."""
+    keys: list[str] = []
+    hints = get_type_hints(schema)
+    for item in fields(schema):
+        if item.metadata.get("trains", True) is False:
+            keys.append(f"{prefix}{item.name}")
+        elif is_dataclass(hints[item.name]):
+            keys += not_training(hints[item.name], f"{prefix}{item.name}.")
+    return tuple(keys)
 
 
-def hidden_activations(cfg: DictConfig) -> list[str]:
-    """``activation`` as one name per hidden layer."""
-    per_layer = per_layer_activations(cfg)
-    if per_layer is None:
-        return [str(cfg.activation)] * len(cfg.model.units)
-    return [str(a) for a in per_layer]
+# ``loss=auto``, ``model.output_activation=auto``: what fits the task.
+AUTO = "auto"
+
+
+def layer_activations(cfg: DictConfig) -> tuple[str, ...]:
+    """``activation`` as one name per hidden layer: the list as it is, or the one name
+    repeated for every layer."""
+    if isinstance(cfg.activation, ListConfig | list | tuple):
+        return tuple(str(a) for a in cfg.activation)
+    return (str(cfg.activation),) * len(cfg.model.units)
 
 
 def activation_label(cfg: DictConfig) -> str:
     """``activation`` as the user gave it: ``relu``, or ``relu,tanh,sigmoid`` for a list."""
-    per_layer = per_layer_activations(cfg)
-    return str(cfg.activation) if per_layer is None else ",".join(str(a) for a in per_layer)
+    if isinstance(cfg.activation, ListConfig | list | tuple):
+        return ",".join(str(a) for a in cfg.activation)
+    return str(cfg.activation)
 
 
-def plain(value: Any) -> Any:
-    """A config value, resolved, as plain data with enums as their names: what is hashed,
-    logged and compared, never OmegaConf's nodes."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
-    return value.name if isinstance(value, Enum) else value
-
-
-# What does not change a job's result: where it is recorded, whether it may be skipped,
-# what it returns to a search, and how many threads compute it.
-NOT_TRAINING = ("tracking", "resume", "objective", "train.threads")
-
-
-def training_key(cfg: DictConfig, drop: tuple[str, ...] = ()) -> str:
-    """The job's resolved config as canonical JSON, without Hydra's node, the keys in
-    :data:`NOT_TRAINING` and the dotted keys in ``drop``: what a job's fingerprint digests
-    and a fused group's jobs share."""
-    # Hydra's node is left out unresolved: it refers to a job directory not made yet.
-    view = {key: plain(value) for key, value in cfg.items() if key != "hydra"}
-    for dotted in (*NOT_TRAINING, *drop):
-        *parents, leaf = dotted.split(".")
-        node = view
-        for parent in parents:
-            node = node.get(parent, {})
-        node.pop(leaf, None)
-    return json.dumps(view, sort_keys=True, default=str)
-
-
-def experiment_name(cfg: DictConfig) -> str:
-    """``tracking.experiment``, or the dataset's name when it is not set."""
-    return cfg.tracking.experiment or cfg.dataset.name
-
-
-# loss=auto: the loss each task gets.
-AUTO = "auto"
-AUTO_LOSS = {"classification": "categorical_crossentropy", "regression": "mse"}
-
-
-def resolve_loss(cfg: DictConfig, task: str) -> None:
-    """Replace ``loss=auto`` in ``cfg`` by the loss config of the one that fits ``task``,
-    as if the user had named it; any other loss stays as it is."""
-    if cfg.loss.name != AUTO:
-        return
-    chosen = OmegaConf.load(CONF / "loss" / f"{AUTO_LOSS[task]}.yaml")
-    with open_dict(cfg):
-        cfg.loss = OmegaConf.merge(OmegaConf.structured(LossConfig), chosen)
+def losses_by_encoding() -> dict[Encoding, tuple[str, ...]]:
+    """The losses of the config group ``loss`` (conf/loss/*.yaml) by the target encoding
+    they take on either task: what a program that switches between losses offers."""
+    found: dict[Encoding, list[str]] = {encoding: [] for encoding in Encoding}
+    for path in sorted((CONF / "loss").glob("*.yaml")):
+        loss = OmegaConf.merge(OmegaConf.structured(LossConfig), OmegaConf.load(path))
+        for head in (loss.classification, loss.regression):
+            if head is not None and loss.name not in found[head.encoding]:
+                found[head.encoding].append(loss.name)
+    return {encoding: tuple(names) for encoding, names in found.items()}

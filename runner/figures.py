@@ -3,8 +3,9 @@
 One figure with a panel each, drawn on matplotlib's Agg canvas through the object API, so
 that it needs no display, leaves pyplot's global state alone in a sweep's long-lived
 process, and is rendered once per run. The figure of a layout (its panels and curves) is
-built once per process and drawn again with each run's values: building its axes, ticks,
-lines and legends took as long as rendering it (bench/README.md, "Tracking overhead").
+built once, kept by the caller, and drawn again with each run's values: building its axes,
+ticks, lines and legends took as long as rendering it (bench/README.md, "Tracking
+overhead").
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullLocator
 # A panel: its y label and its curves, each a history key, its label and its line style.
 Panel = tuple[str, tuple[tuple[str, str, str], ...]]
 
-_built: dict[tuple[Panel, ...], Figure] = {}
 
-
-def training_curves(history: dict[str, list[float]], metric: str, title: str) -> Figure:
+def training_curves(
+    history: dict[str, list[float]], metric: str, title: str, built: dict
+) -> Figure:
     """Loss and ``metric`` (``accuracy`` or ``mae``) per epoch, training and validation,
     and, when the diagnostics ran, each hidden layer's gradient norm on a log scale.
 
-    The figure is this process's one for its layout: the next call with the same keys in
-    ``history`` draws over it, so save it before."""
+    The figure is the one kept in ``built`` for its layout, built there the first time: the
+    next call with the same keys in ``history`` draws over it, so save it before."""
     panels: list[Panel] = [
         (
             name,
@@ -43,9 +44,9 @@ def training_curves(history: dict[str, list[float]], metric: str, title: str) ->
         curves = tuple((key, key.split("/", 1)[1], "-") for key in layers)
         panels.append(("gradient norm on the probe batch", curves))
     layout = tuple(panels)
-    if layout not in _built:
-        _built[layout] = _build(layout)
-    figure = _built[layout]
+    if layout not in built:
+        built[layout] = _build(layout)
+    figure = built[layout]
     for ax, (_, curves) in zip(figure.axes, layout, strict=True):
         for line, (key, _, _) in zip(ax.get_lines(), curves, strict=True):
             line.set_data(range(1, len(history[key]) + 1), history[key])

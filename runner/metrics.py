@@ -1,5 +1,5 @@
-"""The names of what a job logs, and which of them are better lower: shared by both
-training engines, the diagnostics, the objective check and the comparison.
+"""The names of what a job logs, which of them are better lower, and which activations each
+diagnostic watches: shared by both training engines, the objective check and the comparison.
 
 - per epoch: ``loss`` and the task's metrics (``accuracy``; or ``mae`` and ``rmse``), the
   same with ``val_``, and the diagnostics ``grad_norm/hidden_i``, ``dead_fraction/hidden_i``
@@ -9,22 +9,26 @@ training engines, the diagnostics, the objective check and the comparison.
 
 from __future__ import annotations
 
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
+from runner.config import Task
 
-# Activations whose units can die (output <= 0 for every input), and those that saturate.
+# Activations whose units can die (output <= 0 for every input).
 RELU_FAMILY = frozenset({"relu", "relu6", "leaky_relu", "elu", "selu"})
-SATURATING = frozenset({"sigmoid", "tanh"})
+# Activations that saturate, each with where a unit's output sits in one of its flat tails,
+# as a mask. Plain operators, so that each engine applies it to its backend's tensors.
+SATURATED = {
+    "sigmoid": lambda out: (out < 0.01) | (out > 0.99),
+    "tanh": lambda out: abs(out) > 0.99,
+}
 
 LOWER_IS_BETTER = ("loss", "mae", "rmse", "mse")
 
 
-def metric_names(task: str) -> list[str]:
+def metric_names(task: Task) -> list[str]:
     """The metrics a job of ``task`` logs besides its loss."""
-    return ["accuracy"] if task == CLASSIFICATION else ["mae", "rmse"]
+    return ["accuracy"] if task is Task.classification else ["mae", "rmse"]
 
 
-def validation_metrics(task: str) -> list[str]:
+def validation_metrics(task: Task) -> list[str]:
     """The validation metrics a job of ``task`` logs each epoch."""
     return [f"val_{name}" for name in ["loss", *metric_names(task)]]
 
@@ -34,7 +38,7 @@ def diagnostic_names(layer: int, activation: str) -> list[str]:
     names = [f"grad_norm/hidden_{layer}"]
     if activation in RELU_FAMILY:
         names.append(f"dead_fraction/hidden_{layer}")
-    elif activation in SATURATING:
+    elif activation in SATURATED:
         names.append(f"saturated_fraction/hidden_{layer}")
     return names
 

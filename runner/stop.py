@@ -31,6 +31,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from runner.compat.multiprocessing import free_semaphores
+
 if TYPE_CHECKING:
     import subprocess
 
@@ -81,7 +83,7 @@ def install() -> None:
         _unraisable_before = sys.unraisablehook
         sys.unraisablehook = _unraisable
     # A job's process may have been started with them blocked (submitit's local jobs are,
-    # runner.patches): one that came meanwhile is delivered now.
+    # runner.compat.launchers): one that came meanwhile is delivered now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
@@ -101,17 +103,11 @@ def leave() -> NoReturn:
     """Exit a worker at once with code 130, and quietly: its job's run has ended, and the
     sweep's process reports. Not by SystemExit, which a loky worker would hand back to its
     launcher as the job's result and then take the next job."""
-    from multiprocessing import util
-
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with suppress(Exception):
             stream.flush()
-    # What an exiting interpreter does for multiprocessing, and multiprocessing's own child
-    # processes do before their os._exit: free its semaphores (tqdm's lock is one), which
-    # the resource tracker that a worker shares with the sweep's process would otherwise
-    # report as leaked when the sweep ends.
-    util._exit_function()
+    free_semaphores()
     os._exit(130)
 
 
@@ -151,7 +147,7 @@ def kill(process: subprocess.Popen) -> None:
 
 
 # How this process stops the jobs that it handed to workers, beyond joblib's, which loky
-# stops (runner.patches): each sends them the signal, and waits for them to end their runs
+# stops (runner.compat.launchers): each sends them the signal, and waits for them to end their runs
 # for GRACE seconds at most.
 stoppers: list[Callable[[], None]] = []
 

@@ -1,29 +1,20 @@
-"""The Hydra callback that groups a sweep's jobs under one MLflow parent run.
-
-At the start it creates the parent in the sweep's experiment, before any job runs, so that
-parallel workers find it instead of racing to create it. At the end it prints the sweep's
-comparison table from the store, ends the parent with the sweep's status, and makes the
-process exit non-zero when a job failed.
-"""
+"""What a job and a launcher know of their sweep: its id and name, its size, a job's place
+in it, the threads each job gets, and what its launcher cannot do (refused before any job
+runs). The Hydra callback that records the sweep is runner/callback.py."""
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from hydra.experimental.callback import Callback
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner import stop
-from runner.config import UserError, experiment_name
-
-log = logging.getLogger("runner")
+from runner.config import UserError
 
 
 @dataclass(frozen=True)
@@ -37,10 +28,13 @@ class Sweep:
 
 
 def sweep_of(hydra_cfg: DictConfig) -> Sweep | None:
-    """The sweep of a job or callback from its ``hydra`` config node; None in a single run."""
+    """The sweep of a job or callback from its ``hydra`` config node; None in a single run.
+    A relative sweep directory is the one in the directory Hydra started in, also for a job
+    that Hydra has moved into its own directory (``hydra.job.chdir=true``)."""
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
-    return Sweep(str(Path(hydra_cfg.sweep.dir).resolve()), str(hydra_cfg.sweep.dir))
+    directory = Path(hydra_cfg.runtime.cwd, hydra_cfg.sweep.dir).resolve()
+    return Sweep(str(directory), str(hydra_cfg.sweep.dir))
 
 
 # The number of jobs in the sweep, put in the environment of the sweep's process at its
@@ -56,8 +50,6 @@ def sweep_size(config: DictConfig) -> int | None:
     on it), every combination of the swept values of ``hydra.sweeper.params`` and the
     command line, where a key given twice takes its last values; for a search, its
     ``n_trials``. None for another sweeper, or a sweep the grid sweeper will refuse."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     sweeper = config.hydra.sweeper
     if "n_trials" in sweeper:
         return int(sweeper.n_trials)
@@ -92,8 +84,6 @@ IN_PROCESS = ("BasicLauncher", "FusedLauncher")
 def swept_values(config: DictConfig, key: str) -> list[str]:
     """Every value the sweep gives ``key``: from its command-line overrides, else the
     config's own."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
     for override in parsed:
         if override.key_or_group == key:
@@ -127,17 +117,33 @@ def launcher_name(config: DictConfig) -> str:
     return str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
 
 
+# What a process fixes once, when its first job sets up its backend (runner/backend.py).
+PER_PROCESS = {
+    "backend": "the Keras backend it started with",
+    "device": "the devices its backend set up first",
+    "train.threads": "the thread pools its backend started",
+}
+
+
 def check_launch(config: DictConfig) -> None:
-    """Refuse, before any job runs, what the sweep's launcher cannot do: switch the backend
-    between jobs of one process, or fuse jobs on TensorFlow."""
+    """Refuse, before any job runs, what the sweep's launcher cannot do: switch the backend,
+    the device or the threads between jobs of one process, fuse no job at all, or fuse jobs
+    on TensorFlow."""
     launcher = launcher_name(config)
-    backends = sorted(set(swept_values(config, "backend")))
-    if launcher in IN_PROCESS and len(backends) > 1:
+    for key, what in PER_PROCESS.items():
+        values = sorted(set(swept_values(config, key)))
+        if launcher in IN_PROCESS and len(values) > 1:
+            raise UserError(
+                f"{key}={','.join(values)} cannot be swept by {launcher}: it runs every job "
+                f"in this one process, and a process keeps {what}. Use "
+                f"hydra/launcher=joblib (a process per job), or run one sweep per {key}."
+            )
+    if launcher == "FusedLauncher" and config.hydra.launcher.max_group < 1:
         raise UserError(
-            f"backend={','.join(backends)} cannot be swept by {launcher}: it runs every job in "
-            "this one process, and a process keeps the Keras backend it started with. Use "
-            "hydra/launcher=joblib (a process per job), or run one sweep per backend."
+            f"hydra.launcher.max_group={config.hydra.launcher.max_group} is not allowed: it "
+            "is the most jobs one fused group trains at once, 1 or more."
         )
+    backends = set(swept_values(config, "backend"))
     if launcher == "FusedLauncher" and "tensorflow" in backends:
         raise UserError(
             "hydra/launcher=fused trains on backend=jax only (each job's Keras model vmapped "
@@ -146,149 +152,7 @@ def check_launch(config: DictConfig) -> None:
         )
 
 
-# The id of the process that runs the sweep (its callback, its launcher): jobs that the
-# launcher runs in this process see it, those in workers of their own (joblib, submitit,
-# Ray) do not, and leave the stopping of the sweep to it (runner.lifecycle.interrupted).
-owner: int | None = None
-
-
-def in_worker(sweep: Sweep | None) -> bool:
-    """Whether this process runs a job of ``sweep`` for the launcher of another process."""
-    return sweep is not None and owner != os.getpid()
-
-
 def in_ray_task() -> bool:
     """Whether this process is a Ray worker, which runs jobs as Ray tasks."""
     ray = sys.modules.get("ray")
     return ray is not None and ray.is_initialized()
-
-
-# The master config of the sweep this process runs, from the moment its parent run exists
-# until the parent has ended: a signal outside a job (while the launcher composes or starts
-# the jobs) ends the sweep from there (runner.lifecycle.stopped).
-started: DictConfig | None = None
-
-
-def prepare_workers(launcher: str) -> None:
-    """Let the workers of ``launcher`` end their jobs' runs on a signal before they are
-    gone. Left to themselves, loky kills joblib's workers at once, submitit's local
-    controllers kill their jobs a second after Ctrl-C, and Ray's shutdown kills its jobs:
-    often before the run has ended."""
-    from runner import patches
-
-    if launcher == "JoblibLauncher":
-        patches.loky_workers_end_their_jobs_before_being_killed()
-    elif launcher == "LocalLauncher":
-        patches.submitit_local_jobs_take_ctrl_c_themselves()
-    elif launcher == "RayLauncher":
-        patches.ray_jobs_cancelled_on_a_stop()
-
-
-class SweepCallback(Callback):
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global owner, started
-        from runner.tracking import open_tracker
-
-        owner = os.getpid()
-        prepare_workers(launcher_name(config))
-        try:
-            check_launch(config)
-        except UserError as error:
-            log.error("%s", error)
-            sys.exit(2)
-        size = sweep_size(config)
-        if size is None:
-            os.environ.pop(SWEEP_SIZE, None)
-        else:
-            os.environ[SWEEP_SIZE] = str(size)
-        sweep = sweep_of(config.hydra)
-        if not config.tracking.enabled:
-            log.warning(
-                "tracking.enabled=false: nothing is recorded and no table is printed at the "
-                "end; the metrics are in the jobs' logs only"
-            )
-            # No run to end, but the jobs' workers to stop on a signal (runner.lifecycle.stopped).
-            stop.install()
-            return
-        try:
-            tracker = open_tracker(config.tracking)
-            experiment_id = tracker.experiment(experiment_name(config))
-            # From its parent run on, the sweep has a run to end on a signal; the signal is
-            # held back until the parent is known to end it.
-            stop.install()
-            with stop.held():
-                tracker.sweep_parent(experiment_id, sweep.id, sweep.name, claim=True)
-                started = config
-        except UserError as error:
-            log.error("%s", error)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            from runner.lifecycle import stopped
-
-            stopped()
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not config.tracking.enabled:
-            return
-        sweep = sweep_of(config.hydra)
-        try:
-            try:
-                end(config, sweep)
-            except Exception:
-                # Hydra would print an error that a signal's KeyboardInterrupt turned into
-                # as a warning, and go on: it is that signal.
-                stop.raise_if_signalled()
-                raise
-        except KeyboardInterrupt:
-            from runner.tracking import INTERRUPTED, open_tracker
-
-            # Unless the parent has ended already, with the sweep's own status.
-            if started is not None:
-                open_tracker(config.tracking).end_sweep(sweep.id, INTERRUPTED)
-                log.error(
-                    "interrupted at the end of sweep %s: every job had ended, and their runs "
-                    "are kept; the parent run ended KILLED before it got the sweep's table. "
-                    "`python -m runner.compare --sweep %s` prints the table.",
-                    sweep.name,
-                    sweep.name,
-                )
-            sys.exit(130)
-
-
-def end(config: DictConfig, sweep: Sweep) -> None:
-    """Print the sweep's table from the store, put it on the parent run, end the parent
-    with the sweep's status, and exit 1 when a job failed."""
-    global started
-    from runner.compare import distinct, format_table, record_sweep, summarize, sweep_runs
-    from runner.tracking import COMPLETED, FAILED, open_tracker, ui_url
-
-    try:
-        tracker = open_tracker(config.tracking)
-    except UserError as error:
-        log.error("%s The sweep's table and its parent run's status are not recorded.", error)
-        sys.exit(1)
-    runs = sweep_runs(tracker.uri, sweep.id)
-    failed = 0
-    link = None
-    if runs.empty:
-        log.warning("sweep %s recorded no runs", sweep.name)
-    else:
-        failed = int(runs["tags.outcome"].eq(FAILED).sum())
-        table = summarize(distinct(runs))
-        log.info("sweep %s: %d runs\n%s", sweep.name, len(runs), format_table(table))
-        # The UI shows the comparison on each parent's page: description, metrics, files.
-        parent_id = record_sweep(tracker.uri, runs, table, sweep.name)
-        link = ui_url(tracker.uri, runs.iloc[0]["experiment_id"], parent_id)
-    # A search (hparams_search=optuna) writes its best params here: the parent keeps them.
-    best = Path(sweep.id) / "optimization_results.yaml"
-    if best.exists():
-        experiment_id = tracker.experiment(experiment_name(config))
-        parent_id = tracker.sweep_parent(experiment_id, sweep.id, sweep.name)
-        tracker.log_file(parent_id, best)
-    if link:
-        log.info("the sweep in the MLflow UI (`make ui` serves it): %s", link)
-    tracker.end_sweep(sweep.id, FAILED if failed else COMPLETED)
-    started = None
-    if failed:
-        log.error("%d of %d jobs failed; their runs carry the error", failed, len(runs))
-        sys.exit(1)

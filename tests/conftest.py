@@ -28,6 +28,9 @@ from omegaconf import DictConfig
 
 from runner.config import CONF, register
 from runner.data import Dataset
+from runner.jobs import state
+from runner.jobs.spec import JobContext
+from runner.sweep import Sweep
 
 register()
 
@@ -60,6 +63,46 @@ def backend_args() -> list[str]:
 def backend(pytestconfig: pytest.Config) -> str:
     """The Keras backend of this test run."""
     return pytestconfig.getoption("--backend")
+
+
+@pytest.fixture
+def process_state() -> Iterator[state.ProcessState]:
+    """The process's state as a new process starts it: no dataset, store, program or sweep
+    kept from the tests before; the same again for the tests after."""
+    state.reset()
+    yield state.STATE
+    state.reset()
+
+
+def plan_job(cfg: DictConfig, sweep: Sweep | None = None):
+    """The planned job ``cfg``, a job of ``sweep`` when given, as a launcher plans it."""
+    from runner.jobs.plan import plan
+
+    return plan(cfg, JobContext(sweep=sweep))
+
+
+def run_job(cfg: DictConfig, sweep: Sweep | None = None) -> dict[str, float]:
+    """Plan, train and record the job ``cfg``; its last-epoch validation metrics and its
+    test metrics."""
+    from runner.jobs.execute import execute
+
+    return execute([plan_job(cfg, sweep)])[0]
+
+
+def train_alone(plan, net=None, switching: bool = False):
+    """Train the planned job's model ``net`` (its own, freshly built, when None) alone and
+    unrecorded, as a batch of one; ``switching`` as in :class:`runner.engine.Settings`."""
+    from runner import engine
+    from runner.jobs.execute import build, member, settings
+
+    net = build(plan) if net is None else net
+    (result,) = engine.train(
+        [member(plan.spec, net)],
+        plan.dataset,
+        settings(plan.spec, switching),
+        programs=state.STATE.programs,
+    )
+    return result
 
 
 @pytest.fixture

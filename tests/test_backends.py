@@ -73,7 +73,7 @@ def test_a_job_starts_with_its_own_line_and_no_framework_banner(tmp_path, name):
     )
     assert done.returncode == 0, done.stdout
     first = done.stdout.splitlines()[0]
-    assert "[runner.job][INFO] - relu-categorical_crossentropy-iris-s0: training on" in first, (
+    assert "[runner][INFO] - relu-categorical_crossentropy-iris-s0: training on" in first, (
         done.stdout
     )
     assert first.endswith(f"({name})")
@@ -84,7 +84,18 @@ def test_a_job_starts_with_its_own_line_and_no_framework_banner(tmp_path, name):
     [
         (["backend=jax,tensorflow"], "cannot be swept by BasicLauncher"),
         (["hydra/launcher=fused", "backend=tensorflow", "seed=0,1"], "backend=jax only"),
+        (["device=auto,cpu"], "device=auto,cpu cannot be swept by BasicLauncher"),
+        (
+            ["hydra/launcher=fused", "train.threads=1,2"],
+            "train.threads=1,2 cannot be swept by FusedLauncher: it runs every job in this one "
+            "process, and a process keeps the thread pools its backend started",
+        ),
+        (
+            ["hydra/launcher=fused", "hydra.launcher.max_group=0", "seed=0,1"],
+            "hydra.launcher.max_group=0 is not allowed",
+        ),
     ],
+    ids=["backend", "fused-tensorflow", "device", "threads", "max_group"],
 )
 def test_a_sweep_one_process_cannot_run_is_refused_before_any_job(cli, store, args, message):
     result = cli("-m", *args, *TINY)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -13,9 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
-from runner import data, job, model
+from runner import data, model
 from runner.checks import check_group_overrides, validate_names, validate_values
 from runner.config import UserError
+from runner.jobs.plan import check_objective
+from runner.jobs.spec import data_of, resolved_loss
 from tests.conftest import CONF, running, search
 
 CLEAN = (UserError, HydraException, OmegaConfBaseException)
@@ -27,9 +30,10 @@ def check(*overrides: str) -> None:
         cfg = compose("config", overrides=list(overrides))
     validate_values(cfg)
     validate_names(cfg)
-    dataset = data.load(cfg.dataset)
-    model.output_head(cfg.loss, cfg.model.output_activation, dataset.task, dataset.classes)
-    job.check_objective(cfg.objective, dataset.task)
+    dataset = data.load(data_of(cfg))
+    loss = resolved_loss(cfg.loss, dataset.task)
+    model.output_head(loss, cfg.model.output_activation, dataset.task, dataset.classes)
+    check_objective(None if cfg.objective is None else cfg.objective.value, dataset.task)
 
 
 CASES = [
@@ -130,6 +134,29 @@ def test_an_absurd_value_exits_2_before_any_run_exists(cli, store, override, mes
     assert result.returncode == 2, output
     assert message in output and "Traceback" not in output
     assert not Path(store.removeprefix("sqlite:///")).exists()
+
+
+def test_an_empty_npz_exits_2_with_a_message_before_any_run_exists(cli, store, tmp_path):
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 3)), y=np.zeros(0))
+    result = cli("dataset=npz", f"dataset.path={tmp_path / 'empty.npz'}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "empty.npz has nothing to train on: x has shape (0, 3), no rows (samples)." in output
+    assert "Traceback" not in output and "cannot reshape" not in output
+    assert not Path(store.removeprefix("sqlite:///")).exists()
+
+
+def test_a_model_too_large_for_the_memory_exits_2_with_its_size_before_it_trains(cli, store):
+    result = cli("model.units=[1000000000]", "dataset.subsample=300", "train.epochs=1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert (
+        "model.units=[1000000000] on 64 features makes a model of 75,000,000,010 weights: "
+        "training it takes at least 1,117.6 GiB"
+    ) in output
+    assert "Use fewer or narrower hidden layers." in output
+    assert "Traceback" not in output and "RESOURCE_EXHAUSTED" not in output
+    assert not Path(store.removeprefix("sqlite:///")).exists() or search(store).empty
 
 
 def test_a_negative_seed_in_a_sweep_fails_that_job_alone_without_a_traceback(cli, store):

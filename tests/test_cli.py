@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import finished_sweep, running, search
@@ -92,6 +93,16 @@ def test_a_sweep_over_datasets_has_one_parent_per_dataset_and_none_left_empty(cl
         mine = children[children["params.dataset"] == name]
         assert set(mine["tags.mlflow.parentRunId"]) == {parent}
         assert set(mine["experiment_id"]) == {experiment}
+    # The empty parent is deleted once ended: not left RUNNING in the store.
+    (empty,) = [
+        run
+        for run in client.search_runs(
+            [e.experiment_id for e in client.search_experiments()],
+            "tags.role = 'sweep'",
+            run_view_type=ViewType.DELETED_ONLY,
+        )
+    ]
+    assert (empty.info.status, empty.info.end_time is not None) == ("FINISHED", True)
 
 
 @pytest.mark.slow

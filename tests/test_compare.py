@@ -21,7 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from scipy import stats as scipy_stats
 
-from runner import patches
+import runner.compat
 from runner.compare import distinct, main, record_sweep, summarize, sweep_runs
 from runner.compare.record import group_metrics, summary
 from runner.compare.report import conclusion, format_markdown, methods, power
@@ -1202,8 +1202,8 @@ def test_histories_read_in_bulk_are_those_read_run_by_run_as_on_an_mlflow_not_kn
     # failed one.
     assert sum(map(len, one_by_one.values())) == 3 * 9 + 1
     # On an MLflow the bulk read was not written for: a warning, and the same histories.
-    monkeypatch.setattr(patches, "version", lambda package: "9.0.0")
-    with pytest.warns(UserWarning, match="mlflow 9.0.0 is newer than the versions reading"):
+    monkeypatch.setattr(runner.compat, "installed", lambda package: "99.0")
+    with pytest.warns(UserWarning, match="mlflow 99.0 is not one of the versions reading"):
         assert reader.histories(runs, "val_accuracy") == one_by_one
 
 
@@ -1239,3 +1239,23 @@ def test_each_groups_metric_names_are_ones_mlflow_takes_and_two_groups_never_sha
     run = client.create_run(digits).info.run_id
     client.log_batch(run, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
     assert client.get_run(run).data.metrics == pytest.approx(metrics)
+
+
+def test_a_resumed_sweep_is_not_split_by_what_does_not_change_training():
+    # A sweep resumed into its directory: its redone runs differ from the first attempt's
+    # in resume, and runs may differ in threads, objective or store, none of which changes
+    # what was trained.
+    from runner.compare.table import varying_params
+
+    runs = pd.DataFrame(
+        {
+            "params.activation": ["relu", "relu", "tanh", "tanh"],
+            "params.seed": ["0", "1", "0", "1"],
+            "params.resume": ["False", "True", "False", "True"],
+            "params.train.threads": ["None", "1", "None", "1"],
+            "params.objective": ["None", "val_loss", "None", "val_loss"],
+            "params.tracking.uri": ["a", "b", "a", "b"],
+            "params.tracking.log_model": ["False", "True", "False", "True"],
+        }
+    )
+    assert varying_params(runs) == ["activation"]

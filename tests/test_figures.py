@@ -15,9 +15,9 @@ def _history(rng: np.random.Generator, epochs: int, scale: float) -> dict[str, l
     return {key: list(rng.random(epochs) * scale) for key in keys}
 
 
-def _png(history: dict[str, list[float]], title: str) -> bytes:
+def _png(history: dict[str, list[float]], title: str, built: dict) -> bytes:
     buffer = io.BytesIO()
-    figures.training_curves(history, "accuracy", title).savefig(buffer, format="png")
+    figures.training_curves(history, "accuracy", title, built).savefig(buffer, format="png")
     return buffer.getvalue()
 
 
@@ -32,26 +32,27 @@ def _shows(figure, history: dict[str, list[float]]) -> None:
         assert left <= 1 and len(history[keys[0]]) <= right, (keys, ax.get_xlim())
 
 
-def test_a_figure_drawn_over_another_run_renders_as_if_drawn_first(monkeypatch):
+def test_a_figure_drawn_over_another_run_renders_as_if_drawn_first():
     rng = np.random.default_rng(0)
     first, second = _history(rng, 30, 1.0), _history(rng, 12, 100.0)
-    monkeypatch.setattr(figures, "_built", {})
-    before = _png(first, "first")
+    built: dict = {}
+    before = _png(first, "first", built)
     # The second run's fewer epochs and larger values rescale the axes; its title replaces
     # the first's.
-    over = _png(second, "second")
-    _shows(figures.training_curves(second, "accuracy", "second"), second)
-    assert figures.training_curves(second, "accuracy", "second").get_suptitle() == "second"
-    monkeypatch.setattr(figures, "_built", {})
-    assert _png(second, "second") == over
+    over = _png(second, "second", built)
+    _shows(figures.training_curves(second, "accuracy", "second", built), second)
+    assert figures.training_curves(second, "accuracy", "second", built).get_suptitle() == "second"
+    assert len(built) == 1
+    assert _png(second, "second", {}) == over
     assert over != before
 
 
-def test_each_layout_has_its_own_figure(monkeypatch):
-    monkeypatch.setattr(figures, "_built", {})
+def test_each_layout_has_its_own_figure():
+    built: dict = {}
     rng = np.random.default_rng(1)
     with_diagnostics = _history(rng, 5, 1.0)
     without = {k: v for k, v in with_diagnostics.items() if not k.startswith("grad_norm/")}
-    assert len(figures.training_curves(with_diagnostics, "accuracy", "a").axes) == 3
-    assert len(figures.training_curves(without, "accuracy", "b").axes) == 2
-    assert len(figures.training_curves(with_diagnostics, "accuracy", "c").axes) == 3
+    assert len(figures.training_curves(with_diagnostics, "accuracy", "a", built).axes) == 3
+    assert len(figures.training_curves(without, "accuracy", "b", built).axes) == 2
+    assert len(figures.training_curves(with_diagnostics, "accuracy", "c", built).axes) == 3
+    assert len(built) == 2

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runner import data, engine, job, lifecycle
+from runner import engine
 from runner.fused import fusable_groups
+from runner.jobs import execute, outcome
 from runner.sweep import Sweep
-from tests.conftest import logged_model_scores, search
+from tests.conftest import finished_sweep, logged_model_scores, plan_job, search, train_alone
 from tests.test_reliability import start, wait_for_epochs
 
 EPOCHS = 3
@@ -42,30 +43,28 @@ GROUPS = {
 }
 
 
-def _jobs(make_cfg, dataset: str, combos) -> tuple[list, data.Dataset, list]:
-    cfgs = [
-        make_cfg(
-            f"dataset={dataset}",
-            f"activation={activation}",
-            f"loss={loss}",
-            f"optimizer.learning_rate={rate}",
-            f"seed={seed}",
-            f"train.epochs={EPOCHS}",
-            "model.units=[32,16]",
+def _jobs(make_cfg, dataset: str, combos) -> list:
+    """The planned jobs of ``combos`` on ``dataset``, untracked."""
+    return [
+        plan_job(
+            make_cfg(
+                f"dataset={dataset}",
+                f"activation={activation}",
+                f"loss={loss}",
+                f"optimizer.learning_rate={rate}",
+                f"seed={seed}",
+                f"train.epochs={EPOCHS}",
+                "model.units=[32,16]",
+                "tracking.enabled=false",
+            )
         )
         for activation, loss, rate, seed in combos
     ]
-    dataset = data.load(cfgs[0].dataset)
-    heads = [
-        job.model.output_head(c.loss, c.model.output_activation, dataset.task, dataset.classes)
-        for c in cfgs
-    ]
-    return cfgs, dataset, heads
 
 
-def _fused(cfgs, dataset, heads, nets) -> list[engine.TrainResult]:
-    members = [job.member(c, net, head) for c, head, net in zip(cfgs, heads, nets, strict=True)]
-    return engine.train(members, dataset, job.settings(cfgs[0]))
+def _fused(plans, nets) -> list[engine.TrainResult]:
+    members = [execute.member(p.spec, net) for p, net in zip(plans, nets, strict=True)]
+    return engine.train(members, plans[0].dataset, execute.settings(plans[0].spec))
 
 
 def _assert_same(fused, alone) -> None:
@@ -79,13 +78,9 @@ def _assert_same(fused, alone) -> None:
 
 @pytest.mark.parametrize("dataset", GROUPS)
 def test_a_fused_model_trains_exactly_as_it_does_alone(make_cfg, dataset):
-    cfgs, loaded, heads = _jobs(make_cfg, dataset, GROUPS[dataset])
-    alone = [
-        job.train(c, job.build(c, loaded, head), loaded, head)
-        for c, head in zip(cfgs, heads, strict=True)
-    ]
-    nets = [job.build(c, loaded, head) for c, head in zip(cfgs, heads, strict=True)]
-    fused = _fused(cfgs, loaded, heads, nets)
+    plans = _jobs(make_cfg, dataset, GROUPS[dataset])
+    alone = [train_alone(p) for p in plans]
+    fused = _fused(plans, [execute.build(p) for p in plans])
 
     for f, a in zip(fused, alone, strict=True):
         _assert_same(f, a)
@@ -96,13 +91,12 @@ def test_a_fused_model_trains_exactly_as_it_does_alone(make_cfg, dataset):
 
 
 def test_a_diverging_model_drops_out_and_its_siblings_train_on_unaffected(make_cfg):
-    cfgs, loaded, heads = _jobs(make_cfg, "digits", GROUPS["digits"][:3])
-    nets = [job.build(c, loaded, head) for c, head in zip(cfgs, heads, strict=True)]
+    plans = _jobs(make_cfg, "digits", GROUPS["digits"][:3])
+    nets = [execute.build(p) for p in plans]
     first = nets[1].layers[1].kernel
     first.assign(np.full(first.shape, np.nan, np.float32))
-    fused = _fused(cfgs, loaded, heads, nets)
-    nets = [job.build(c, loaded, head) for c, head in zip(cfgs, heads, strict=True)]
-    healthy = _fused(cfgs, loaded, heads, nets)
+    fused = _fused(plans, nets)
+    healthy = _fused(plans, [execute.build(p) for p in plans])
 
     assert fused[1].diverged_epoch == 0
     assert fused[1].test == {}
@@ -138,7 +132,7 @@ def test_jobs_fuse_when_only_their_own_keys_differ(make_cfg):
 def test_each_job_of_a_fused_group_logs_its_own_trained_model(make_cfg, store, tmp_path):
     sweep = Sweep(str(tmp_path / "sweep"), "sweep")
     plans = [
-        job.prepare(
+        plan_job(
             make_cfg(
                 "dataset=iris",
                 f"activation={activation}",
@@ -151,7 +145,7 @@ def test_each_job_of_a_fused_group_logs_its_own_trained_model(make_cfg, store, t
         )
         for activation, seed in [("relu", 0), ("tanh", 1), ("relu", 2)]
     ]
-    job.execute(plans, "g0")
+    execute.execute(plans, "g0")
 
     runs = search(store, "tags.role = 'job'")
     assert len(runs) == 3 and set(runs["tags.fused_group_size"]) == {"3"}
@@ -171,13 +165,13 @@ def test_an_error_in_a_fused_group_fails_its_runs_and_leaves_a_finished_job_be(
     base = ("dataset=iris", "model.units=[8]", f"train.epochs={EPOCHS}")
 
     def plans(*extra):
-        return [job.prepare(make_cfg(*base, f"seed={s}", *extra), sweep) for s in (0, 1, 2)]
+        return [plan_job(make_cfg(*base, f"seed={s}", *extra), sweep) for s in (0, 1, 2)]
 
-    (done,) = lifecycle.train(plans()[:1])
-    monkeypatch.setattr(job.engine, "train", lambda *_, **__: 1 / 0)
+    (done,) = outcome.run_plans(plans()[:1])
+    monkeypatch.setattr(engine, "train", lambda *_, **__: 1 / 0)
     # The first job finished before and is skipped; the other two fail as one group, and
     # the sweep goes on with the error logged: no exception reaches the launcher.
-    assert lifecycle.train(plans("resume=true"), "g0") == [done, None, None]
+    assert outcome.run_plans(plans("resume=true"), "g0") == [done, None, None]
 
     runs = search(store, "tags.role = 'job'").set_index("params.seed")
     assert runs.loc["0", ["status", "tags.outcome"]].tolist() == ["FINISHED", "completed"]
@@ -267,3 +261,61 @@ def test_a_fused_sweep_run_again_with_resume_skips_the_jobs_it_finished(cli, sto
     runs = search(store, "tags.role = 'job'")
     assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
     assert list(search(store, "tags.role = 'sweep'")["status"]) == ["FINISHED"]
+
+
+def _fake_mnist(folder) -> None:
+    """A tiny stand-in for Keras's cached MNIST under ``folder``: 80 images, 8 per class."""
+    rng = np.random.default_rng(0)
+    (folder / "datasets").mkdir(parents=True)
+    np.savez(
+        folder / "datasets" / "mnist.npz",
+        x_train=rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
+        y_train=np.repeat(np.arange(10), 6),
+        x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        y_test=np.repeat(np.arange(10), 2),
+    )
+
+
+@pytest.mark.parametrize("launcher", ["basic", "fused"])
+def test_a_fused_jobs_directory_and_environment_are_a_basic_launcher_jobs(
+    cli, store, tmp_path, launcher
+):
+    # hydra.job.env_set is in force while the job is planned (Keras's cache, where the data
+    # comes from), and hydra.output_subdir=null leaves no .hydra folder.
+    _fake_mnist(tmp_path / "keras")
+    common = ["-m", f"hydra/launcher={launcher}", "hydra.sweep.dir=sweep", "seed=0,1"]
+    result = cli(
+        *common,
+        "dataset=mnist",
+        "model.units=[8]",
+        "train.epochs=1",
+        f"+hydra.job.env_set.KERAS_HOME={tmp_path / 'keras'}",
+        "hydra.output_subdir=null",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    _, jobs = finished_sweep(store, 2)
+    assert set(jobs["params.dataset"]) == {"mnist"}
+    for job in ("0", "1"):
+        assert sorted(p.name for p in (tmp_path / "sweep" / job).iterdir()) == ["runner.log"]
+
+    # hydra.job.chdir=true: a relative path is the job directory's, as Hydra documents it.
+    (tmp_path / "data.csv").write_text("a,b,y\n" + "1,2,0\n3,4,1\n" * 20)
+    result = cli(
+        *common,
+        "hydra.sweep.dir=chdir",
+        "hydra.job.chdir=true",
+        "dataset=csv",
+        "dataset.path=data.csv",
+        "dataset.target=y",
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    refused = search(store, "tags.role = 'job' and attributes.status = 'FAILED'")
+    errors = sorted(refused["tags.error"])
+    assert errors == [
+        f"UserError: dataset.path=data.csv: no such file ({tmp_path / 'chdir' / job / 'data.csv'})."
+        for job in ("0", "1")
+    ]
+    for job in ("0", "1"):
+        saved = sorted(p.name for p in (tmp_path / "chdir" / job / ".hydra").iterdir())
+        assert saved == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+        assert "refused" in (tmp_path / "chdir" / job / "runner.log").read_text()

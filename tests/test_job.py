@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runner import job, lifecycle
-from runner.checks import validate_values
-from tests.conftest import search
+from runner import engine
+from runner.config import Encoding, not_training
+from runner.engine import OptimizerKind
+from runner.jobs import execute, outcome
+from runner.jobs.plan import plan
+from runner.jobs.spec import JobContext
+from runner.model import OutputHead
+from runner.sweep import Sweep
+from tests.conftest import plan_job, search
 
 pytestmark = pytest.mark.backend
 
@@ -17,8 +24,7 @@ TINY = ["model.units=[16,8]", "train.epochs=2"]
 
 
 def run(cfg, overrides=(), sweep=None):
-    validate_values(cfg)
-    return job.execute([job.prepare(cfg, sweep, overrides)])[0]
+    return execute.execute([plan(cfg, JobContext(sweep=sweep, overrides=tuple(overrides)))])[0]
 
 
 def test_a_run_records_params_epoch_metrics_test_metrics_and_artifacts(make_cfg, store):
@@ -82,7 +88,7 @@ def test_the_same_seed_gives_identical_test_metrics(make_cfg):
     assert first != other
 
 
-def test_a_nan_loss_ends_the_run_failed_and_diverged_without_a_model(make_cfg, store):
+def test_a_nan_loss_ends_the_run_failed_and_diverged_without_a_model(make_cfg, store, caplog):
     # Regression: a classifier's clipped cross-entropy stays finite on JAX (test_cli.py).
     overrides = ("dataset=diabetes", "loss=mse", "optimizer=sgd", "optimizer.learning_rate=1e6")
     test = run(make_cfg(*overrides, "tracking.log_model=true", *TINY))
@@ -90,7 +96,9 @@ def test_a_nan_loss_ends_the_run_failed_and_diverged_without_a_model(make_cfg, s
     row = search(store).iloc[0]
     assert row["status"] == "FAILED"
     assert row["tags.outcome"] == "diverged"
-    assert row["tags.diverged_at_epoch"] == "0"
+    # The epoch as the message counts it, from 1: its loss is the NaN at step 0.
+    assert row["tags.diverged_at_epoch"] == "1"
+    assert "stopped being finite at epoch 1;" in caplog.text
     assert math.isnan(row["metrics.loss"])
     assert "metrics.test_rmse" not in row or math.isnan(row["metrics.test_rmse"])
     assert not MlflowClient(store).search_logged_models([row["experiment_id"]])
@@ -100,7 +108,7 @@ def test_an_error_inside_a_run_ends_it_failed_with_the_error(make_cfg, store, mo
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(job.engine, "train", broken)
+    monkeypatch.setattr(engine, "train", broken)
     with pytest.raises(RuntimeError):
         run(make_cfg("tracking.log_model=true", *TINY))
     row = search(store).iloc[0]
@@ -111,9 +119,7 @@ def test_an_error_inside_a_run_ends_it_failed_with_the_error(make_cfg, store, mo
 
 def test_resume_skips_a_finished_job_unless_it_lacks_the_model_now_asked_for(make_cfg, store):
     def resumed(*overrides):
-        cfg = make_cfg("resume=true", *overrides, *TINY)
-        validate_values(cfg)
-        return lifecycle.train([job.prepare(cfg, None)])[0]
+        return outcome.run_plans([plan_job(make_cfg("resume=true", *overrides, *TINY))])[0]
 
     first = run(make_cfg(*TINY))
     assert resumed() == first
@@ -127,23 +133,25 @@ def test_resume_skips_a_finished_job_unless_it_lacks_the_model_now_asked_for(mak
     assert len(search(store)) == 2
 
 
-@pytest.mark.parametrize("at", ["fresh_keras", "start"])
+@pytest.mark.parametrize(
+    "at",
+    [(execute, "fresh_keras"), (execute.JobRecord, "start")],
+    ids=["before-the-run", "after-the-run"],
+)
 def test_a_signal_in_a_single_run_says_whether_its_run_was_created(
     make_cfg, store, monkeypatch, caplog, at
 ):
     def signal(*args):
         raise KeyboardInterrupt
 
-    cfg = make_cfg(*TINY)
-    validate_values(cfg)
-    planned = job.prepare(cfg, None)
+    planned = plan_job(make_cfg(*TINY))
     # Before the run exists (dropping the last job's Keras state), or just after.
-    monkeypatch.setattr(job, at, signal)
+    monkeypatch.setattr(*at, signal)
     with pytest.raises(SystemExit) as exited:
-        lifecycle.train([planned])
+        outcome.run_plans([planned])
     assert exited.value.code == 130
     runs = search(store)
-    if at == "fresh_keras":
+    if at[1] == "fresh_keras":
         assert runs.empty
         assert "interrupted before the run was created: nothing was recorded" in caplog.text
     else:
@@ -152,7 +160,7 @@ def test_a_signal_in_a_single_run_says_whether_its_run_was_created(
 
 
 def test_jobs_of_a_sweep_share_one_parent_run(make_cfg, store):
-    sweep = job.Sweep(id="/tmp/sweeps/a", name="sweeps/a")
+    sweep = Sweep(id="/tmp/sweeps/a", name="sweeps/a")
     run(make_cfg("activation=relu", *TINY), sweep=sweep)
     run(make_cfg("activation=tanh", *TINY), sweep=sweep)
     runs = search(store)
@@ -215,3 +223,36 @@ def test_linear_layers_cannot_separate_circles_and_relu_can(make_cfg):
     relu = run(make_cfg("activation=relu", *common))
     assert linear["test_accuracy"] < 0.65
     assert relu["test_accuracy"] > 0.9
+
+
+def test_a_jobs_spec_is_its_config_resolved_once_and_frozen(make_cfg):
+    spec = plan_job(
+        make_cfg("activation=[relu,tanh]", "model.units=[16,8]", "tracking.enabled=false")
+    ).spec
+    assert spec.name == "relu+tanh-categorical_crossentropy-digits-s0"
+    assert spec.model.activations == ("relu", "tanh")
+    assert spec.model.head == OutputHead(10, "softmax", Encoding.onehot)
+    assert (spec.loss, spec.learning_rate, spec.optimizer) == (
+        "categorical_crossentropy",
+        0.001,
+        OptimizerKind("adam"),
+    )
+    # loss=auto is recorded as the loss it resolved to, as if the user had named it.
+    assert spec.params["loss"] == spec.params["loss.name"] == "categorical_crossentropy"
+    assert spec.params["activation"] == "relu,tanh"
+    assert "name: categorical_crossentropy" in spec.config_yaml
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.seed = 1
+
+
+def test_only_what_changes_training_changes_a_jobs_fingerprint(make_cfg):
+    assert not_training() == ("train.threads", "resume", "objective", "tracking")
+
+    def fingerprint(*overrides):
+        return plan_job(make_cfg("tracking.enabled=false", *overrides)).spec.fingerprint
+
+    same = fingerprint()
+    for overrides in (["resume=true"], ["objective=val_loss"], ["tracking.figure=true"]):
+        assert fingerprint(*overrides) == same, overrides
+    for overrides in (["seed=1"], ["optimizer.learning_rate=0.01"], ["activation=tanh"]):
+        assert fingerprint(*overrides) != same, overrides

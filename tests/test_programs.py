@@ -4,51 +4,55 @@ trains exactly as with a program of its own."""
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+
 import pytest
 
-from runner import job
-from runner.engine import jax as jax_engine
+from tests.conftest import train_alone
 from tests.test_fused import GROUPS, _assert_same, _jobs
 
 
-def _train(cfgs, loaded, heads, **kwargs):
-    return [
-        job.train(c, job.build(c, loaded, head), loaded, head, **kwargs)
-        for c, head in zip(cfgs, heads, strict=True)
-    ]
+def _train(plans, **kwargs):
+    return [train_alone(p, **kwargs) for p in plans]
 
 
 @pytest.fixture
-def programs_dir(tmp_path, monkeypatch):
+def programs_dir(tmp_path, monkeypatch, process_state):
     """A cache of traced programs of the test's own; no program of this process reused."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    jax_engine._programs.clear()
     return tmp_path / "cache" / "actlab" / "programs"
 
 
-def test_a_sweeps_jobs_share_one_program_and_train_as_single_runs_do(make_cfg, programs_dir):
+def test_a_sweeps_jobs_share_one_program_and_train_as_single_runs_do(
+    make_cfg, programs_dir, process_state
+):
     # Jobs that differ in activation and loss (one target encoding) run one program that
     # takes both at run time, and each trains as a single run with them compiled in.
     combos = [c for c in GROUPS["digits"] if c[1] != "sparse_categorical_crossentropy"]
-    cfgs, loaded, heads = _jobs(make_cfg, "digits", combos)
-    single = _train(cfgs, loaded, heads)
-    jax_engine._programs.clear()
-    swept = _train(cfgs, loaded, heads, switching=True)
+    plans = _jobs(make_cfg, "digits", combos)
+    single = _train(plans)
+    process_state.programs.clear()
+    swept = _train(plans, switching=True)
 
-    assert len(jax_engine._programs) == 1
+    assert len(process_state.programs) == 1
     for s, a in zip(swept, single, strict=True):
         _assert_same(s, a)
 
 
-def test_a_later_process_reuses_the_traced_program_with_the_same_results(make_cfg, programs_dir):
-    cfgs, loaded, heads = _jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1])
-    (first,) = _train(cfgs, loaded, heads)
+def test_a_later_process_reuses_the_traced_program_with_the_same_results(
+    make_cfg, programs_dir, process_state
+):
+    plans = _jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1])
+    (first,) = _train(plans)
     kept = sorted(p.name.rsplit(".", 1)[1] for p in programs_dir.iterdir())
     assert kept == ["epoch", "test"]
 
     written = {p: p.stat().st_mtime_ns for p in programs_dir.iterdir()}
-    jax_engine._programs.clear()  # as in a new process: only the files remain
-    (again,) = _train(cfgs, loaded, heads)
+    process_state.programs.clear()  # as in a new process: only the files remain
+    (again,) = _train(plans)
 
     assert again.history == first.history
     assert again.test == first.test
@@ -56,33 +60,93 @@ def test_a_later_process_reuses_the_traced_program_with_the_same_results(make_cf
     assert {p: p.stat().st_mtime_ns for p in programs_dir.iterdir()} == written
 
 
-def test_a_damaged_kept_program_is_traced_again(make_cfg, programs_dir):
-    cfgs, loaded, heads = _jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1])
-    (first,) = _train(cfgs, loaded, heads)
+def test_a_damaged_kept_program_is_traced_again(make_cfg, programs_dir, process_state):
+    plans = _jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1])
+    (first,) = _train(plans)
     for kept in programs_dir.iterdir():
         kept.write_bytes(b"not a program")
 
-    jax_engine._programs.clear()
-    (again,) = _train(cfgs, loaded, heads)
+    process_state.programs.clear()
+    (again,) = _train(plans)
 
     assert again.history == first.history
     assert all(kept.stat().st_size > 100 for kept in programs_dir.iterdir())
 
 
-def test_a_kept_program_of_other_shapes_is_traced_again(make_cfg, programs_dir):
+def test_a_kept_program_of_other_shapes_is_traced_again(make_cfg, programs_dir, process_state):
     # A digits job's kept programs replaced by a diabetes job's: found unfit for its
     # arguments, they are traced again.
-    diabetes = _jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1])
-    _train(*diabetes)
+    _train(_jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1]))
     kept = {p.suffix: p.read_bytes() for p in programs_dir.iterdir()}
     digits = _jobs(make_cfg, "digits", GROUPS["digits"][:1])
-    (first,) = _train(*digits)
+    (first,) = _train(digits)
     for path in programs_dir.iterdir():
         if path.read_bytes() != kept[path.suffix]:
             path.write_bytes(kept[path.suffix])
 
-    jax_engine._programs.clear()
-    (again,) = _train(*digits)
+    process_state.programs.clear()
+    (again,) = _train(digits)
 
     assert again.history == first.history
     assert again.test == first.test
+
+
+def test_a_job_compiles_its_epoch_program_once(make_cfg, programs_dir, caplog):
+    # The states an epoch gives back are committed to the device; the first epoch's
+    # arguments must be too, or the second epoch compiles the program again and counts
+    # that as training.
+    import jax
+
+    plans = _jobs(make_cfg, "iris", [("relu", "categorical_crossentropy", 0.001, 0)])
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="jax._src.interpreters.pxla"):
+            train_alone(plans[0])
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    compiled = [r.getMessage() for r in caplog.records if "Compiling jit(call)" in r.getMessage()]
+    # The epoch's program and the test split's, each once.
+    assert len(compiled) == 2, compiled
+
+
+def test_a_program_that_cannot_be_kept_leaves_no_partial_file(
+    make_cfg, programs_dir, process_state, caplog
+):
+    plans = _jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1])
+    (first,) = _train(plans)
+    # The kept programs' places are taken by directories: their renames fail.
+    for kept in list(programs_dir.iterdir()):
+        kept.unlink()
+        kept.mkdir()
+    process_state.programs.clear()  # as in a new process: only the files remain
+    with caplog.at_level(logging.INFO, logger="runner.engine"):
+        (again,) = _train(plans)
+
+    assert again.history == first.history
+    assert "program not kept for later processes" in caplog.text
+    assert sorted(p.name.rsplit(".", 1)[1] for p in programs_dir.iterdir()) == ["epoch", "test"]
+    assert all(p.is_dir() for p in programs_dir.iterdir())
+
+
+def test_damaged_entries_of_jaxs_cache_are_named_once_with_the_folder_to_delete(tmp_path, store):
+    # JAX keeps an entry once written: a damaged one is compiled again in every process,
+    # which JAX says with a warning for each.
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), MLFLOW_TRACKING_URI=store)
+    job = [sys.executable, "-m", "runner", "dataset=iris", "model.units=[8]", "train.epochs=2"]
+
+    def run() -> str:
+        done = subprocess.run(job, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    run()
+    folder = tmp_path / "cache" / "actlab" / "jax"
+    entries = list(folder.glob("*-cache"))
+    assert entries
+    for entry in entries:
+        entry.write_bytes(b"damaged")
+    output = run()
+    assert "Error reading persistent compilation cache entry" not in output
+    (line,) = [line for line in output.splitlines() if "damaged entries" in line]
+    assert f"JAX's compilation cache {folder} has damaged entries (" in line
+    assert "jit_call" in line and line.endswith(f"until the folder is deleted (rm -r {folder})")

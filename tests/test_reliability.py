@@ -20,7 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runner.tracking.store import open_client
-from tests.conftest import backend_args, running, search
+from tests.conftest import backend_args, plan_job, run_job, running, search, train_alone
 
 # Long enough on either backend (JAX takes a few ms an epoch) to be stopped in the middle.
 LONG_EPOCHS = 5000
@@ -430,14 +430,9 @@ def rss_mb() -> float:
 @pytest.mark.backend
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
 def test_a_hundred_jobs_in_one_process_release_their_memory(make_cfg, store):
-    from runner import job
-    from runner.checks import validate_values
-
     rss = {}
     for i in range(1, 101):
-        cfg = make_cfg(f"seed={i}", "model.units=[8]", "train.epochs=1")
-        validate_values(cfg)
-        job.execute([job.prepare(cfg, None)])
+        run_job(make_cfg(f"seed={i}", "model.units=[8]", "train.epochs=1"))
         rss[i] = rss_mb()
     # On TensorFlow, each trained model's traced step stayed in the gradient registry until
     # custom_gradients_released: about 4 MB a job, 380 MB from job 10 to job 100.
@@ -451,18 +446,13 @@ def test_a_finished_training_leaves_no_traced_graph_alive(make_cfg, backend):
         pytest.skip("TensorFlow's traced graphs and gradient registry")
     from tensorflow.python.framework.func_graph import FuncGraph
 
-    from runner import job
-
     def graphs() -> int:
         gc.collect()
         return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
 
-    cfg = make_cfg("model.units=[8]", "train.epochs=1")
-    plan = job.prepare(cfg, None)
     counts = []
     for seed in range(3):
-        cfg.seed = seed
-        job.train(cfg, job.build(cfg, plan.dataset, plan.head), plan.dataset, plan.head)
+        train_alone(plan_job(make_cfg(f"seed={seed}", "model.units=[8]", "train.epochs=1")))
         counts.append(graphs())
     # What the 100 jobs above test in minutes: each training used to leave its graphs.
     assert counts[2] == counts[1], counts

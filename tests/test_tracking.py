@@ -1,15 +1,19 @@
 """Tracking against real SQLite stores: metrics written by the run's writer thread are all
 in the store before its status; an artifact the store cannot write ends the run FAILED
 with its metrics kept; a dataset two parallel jobs insert at once is recorded for both;
-``tracking.enabled=false`` trains without creating a store."""
+``tracking.enabled=false`` trains without creating a store; a store the runner or
+``runner.compare`` cannot use (a directory, an unreachable server) is one message, exit 2,
+within seconds."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from contextlib import ExitStack, suppress
 from pathlib import Path
@@ -19,9 +23,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runner import job
-from runner.checks import validate_values
 from runner.config import UserError
+from runner.jobs.execute import execute
 from runner.tracking import (
     COMPLETED,
     DIVERGED,
@@ -32,7 +35,14 @@ from runner.tracking import (
     Unrecorded,
     quoted,
 )
-from tests.conftest import backend_args, finished_sweep, logged_model_scores, search
+from tests.conftest import (
+    backend_args,
+    finished_sweep,
+    free_port,
+    logged_model_scores,
+    plan_job,
+    search,
+)
 
 # Logged in a tight loop, far faster than the store writes them: most are still queued
 # when the run ends.
@@ -136,9 +146,8 @@ def test_a_run_that_cannot_be_recorded_leaves_the_runs_around_it_their_outcome(s
 @pytest.mark.backend
 def test_a_logged_model_scores_the_test_split_as_its_run_recorded(make_cfg, store):
     cfg = make_cfg("dataset=iris", "model.units=[8]", "train.epochs=3", "tracking.log_model=true")
-    validate_values(cfg)
-    plan = job.prepare(cfg, None)
-    job.execute([plan])
+    plan = plan_job(cfg)
+    execute([plan])
     row = search(store).iloc[0]
     scores = logged_model_scores(store, row["run_id"], plan.dataset)
     # The loss, unlike the accuracy, tells the trained weights from any others.
@@ -217,9 +226,9 @@ def test_parents_two_parallel_jobs_create_at_once_become_one(store):
         return create(*args, **kwargs)
 
     tracker.client.create_run = other_job_first
-    parent = tracker.sweep_parent(experiment, "/sweeps/s", "s")
+    parent = tracker.sweep_parent("parallel", "/sweeps/s", "s")
     assert parent == others[0]
-    assert tracker.sweep_parent(experiment, "/sweeps/s", "s") == parent
+    assert tracker.sweep_parent("parallel", "/sweeps/s", "s") == parent
     client = MlflowClient(store)
     active = client.search_runs([experiment], filter_string="tags.role = 'sweep'")
     assert [run.info.run_id for run in active] == [parent]
@@ -302,3 +311,78 @@ def test_a_new_store_in_a_read_only_directory_is_refused_before_mlflow_retries(t
     ) in output
     assert "Traceback" not in output and "epoch 1/1" not in output
     assert list(directory.iterdir()) == []
+
+
+def compare(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -m runner.compare ARGS`` as a user runs it, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner.compare", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_a_store_path_that_is_a_directory_is_called_one_by_the_runner_and_compare(tmp_path, cli):
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    uri = f"sqlite:///{folder}"
+    message = (
+        f"tracking store {uri} is a directory ({folder}), not a file: a SQLite store is one "
+        f"file. Name a file in it, such as sqlite:///{folder / 'mlflow.db'}, an MLflow store "
+        "or a new one."
+    )
+    run = cli(f"tracking.uri={uri}", "dataset=iris", "model.units=[4]", "train.epochs=1")
+    output = run.stdout + run.stderr
+    assert run.returncode == 2, output
+    assert message in output and "disk I/O error" not in output and "epoch 1/1" not in output
+    read = compare("--uri", uri, "--out", str(tmp_path / "out"))
+    assert (read.returncode, read.stderr) == (2, f"compare: {message}\n")
+    # Nothing was made in the directory, nor a lock file beside it.
+    assert list(folder.iterdir()) == [] and not (tmp_path / "stores.lock").exists()
+
+
+def test_compare_fails_on_an_unreachable_server_within_seconds_as_the_runner_does(tmp_path, cli):
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    read = compare("--uri", uri, "--out", str(tmp_path / "out"))
+    took = time.monotonic() - start
+    unreachable = (
+        f"tracking server {uri} is not reachable (ConnectionError). Start it (make server "
+        "runs one on 127.0.0.1:5000), or use another store: "
+    )
+    way_out = "Point --uri (or MLFLOW_TRACKING_URI) at the MLflow store that the runner records in."
+    assert (read.returncode, read.stderr) == (2, f"compare: {unreachable}{way_out}\n")
+    assert took < 30, f"compare took {took:.0f} s"
+    run = cli(f"tracking.uri={uri}", "dataset=iris", "train.epochs=1")
+    assert run.returncode == 2 and unreachable in run.stdout + run.stderr
+
+
+class _FailingServer(http.server.BaseHTTPRequestHandler):
+    """A tracking server that answers its health check and fails every other call with a
+    503, which MLflow's client retries."""
+
+    def _answer(self) -> None:
+        """200 for the health check, 503 for anything else."""
+        self.send_response(200 if self.path == "/health" else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:
+        """Nothing: each request would be a line on the test's stderr."""
+
+
+def test_compare_gives_up_within_seconds_on_a_server_whose_calls_fail(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FailingServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_port}"
+    start = time.monotonic()
+    try:
+        # MLflow's own retries (7, with backoff) take minutes: this fails on the timeout.
+        read = compare("--uri", uri, "--out", str(tmp_path / "out"))
+    finally:
+        server.shutdown()
+    took = time.monotonic() - start
+    assert read.returncode == 2 and read.stderr.startswith(f"compare: cannot search {uri}")
+    assert "too many 503 error responses" in read.stderr
+    assert took < 30, f"compare took {took:.0f} s"

@@ -1,10 +1,14 @@
 """The MLflow UI addresses the runner prints: they follow the host and port `make ui` serves
-on, and a sweep's link, opened in a real headless Chromium against a real ``mlflow server``,
-shows the sweep's parent run in the UI's "Model training" view."""
+on (MLflow's default for a bad one), carry no credentials, tell how to serve a database
+store instead of linking to another, and a sweep's link, opened in a real headless Chromium
+against a real ``mlflow server``, shows the sweep's parent run in the UI's "Model training"
+view."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,6 +22,8 @@ from runner.tracking import ROOT, ui_url
 from tests.conftest import mlflow_server, search
 
 RUN_PAGE = "/#/experiments/1/runs/abc?workflowType=machine_learning"
+# MLflow's own address for `mlflow ui`.
+DEFAULT = "http://127.0.0.1:5000"
 
 
 @pytest.mark.parametrize(
@@ -39,6 +45,61 @@ def test_a_link_to_a_sqlite_store_follows_mlflow_host_and_port(monkeypatch, host
     assert ui_url("sqlite:///mlflow.db", "1", "abc") == address + RUN_PAGE
     # A tracking server serves its own UI, wherever `make ui` would.
     assert ui_url("http://tracker:5005/", "1", "abc") == "http://tracker:5005" + RUN_PAGE
+
+
+@pytest.mark.parametrize(
+    "host,port,address,warned",
+    [
+        ("my host", "abc", DEFAULT, ["MLFLOW_HOST='my host'", "MLFLOW_PORT='abc'"]),
+        ("http://example.com", "5000", DEFAULT, ["MLFLOW_HOST='http://example.com'"]),
+        ("[10.0.0.7]", "8080", "http://127.0.0.1:8080", ["MLFLOW_HOST='[10.0.0.7]'"]),
+        ("example.com", "65536", "http://example.com:5000", ["MLFLOW_PORT='65536'"]),
+        ("10.0.0.7", "0", "http://10.0.0.7:5000", ["MLFLOW_PORT='0'"]),
+        # Bracketed or not, an IPv6 address; blanks around a value, which `make ui`'s shell
+        # drops too (and `mlflow ui` around a port).
+        ("[::1]", " 5001", "http://[::1]:5001", []),
+        ("[::]", "1", "http://[::1]:1", []),
+        (" fe80::1 ", "65535", "http://[fe80::1]:65535", []),
+    ],
+)
+def test_a_bad_mlflow_host_or_port_gives_way_to_mlflows_default_with_one_warning(
+    monkeypatch, caplog, host, port, address, warned
+):
+    monkeypatch.setattr("runner.tracking.ui._warned", set())
+    monkeypatch.setenv("MLFLOW_HOST", host)
+    monkeypatch.setenv("MLFLOW_PORT", port)
+    links = [ui_url("sqlite:///mlflow.db", "1", "abc") for _ in range(3)]
+    assert links == [address + RUN_PAGE] * 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w.partition(" is not ")[0] for w in warnings] == warned, warnings
+    assert all("the MLflow UI links use MLflow's default" in w for w in warnings)
+
+
+def test_a_link_to_a_tracking_server_carries_no_credentials():
+    link = ui_url("http://user:secret@h:5000/", "1", "abc")
+    assert link == "http://h:5000" + RUN_PAGE
+    proxied = ui_url("https://user:s%40cret@[::1]:8443/mlflow/", "2")
+    assert proxied == "https://[::1]:8443/mlflow/#/experiments/2/runs?workflowType=machine_learning"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "postgresql+psycopg://mlflow:secret@db.example:5432/mlflow",
+        "mysql+pymysql://mlflow@db.example/mlflow?password=secret&charset=utf8mb4",
+        "postgresql://db.example/mlflow",
+    ],
+)
+def test_a_database_store_gets_how_to_serve_it_with_its_password_masked_not_a_link(uri):
+    text = ui_url(uri, "1", "abc")
+    assert "secret" not in text
+    # No link alone: 127.0.0.1:5000 serves another store until this one is served there.
+    assert text.startswith("serve this store first with `mlflow ui --backend-store-uri ")
+    assert text.endswith(f", then open http://127.0.0.1:5000{RUN_PAGE}")
+    assert ("` (its password for ***), then" in text) == ("secret" in uri)
+    command = shlex.split(text.split("`")[1])
+    # With the password put back, the command serves exactly that store.
+    assert command[-1].replace("***", "secret") == uri
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make on PATH")
@@ -119,13 +180,40 @@ def rendered_text(browser: str, url: str, profile: Path) -> list[str]:
     return parser.nodes
 
 
-@pytest.fixture
-def browser() -> str:
-    """A Chromium or Chrome binary on PATH; the test is skipped without one."""
+def find_browser() -> str:
+    """A Chromium or Chrome binary on PATH. Without one the UI test is skipped, saying why,
+    except under CI (``CI=true``), where it fails: `.ci/run` installs Debian's Chromium, so
+    a missing browser there is a fault of CI's, not a test to leave out."""
     found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
     if found is None:
-        pytest.skip(f"no headless browser: none of {', '.join(BROWSERS)} is on PATH")
+        reason = f"no headless browser: none of {', '.join(BROWSERS)} is on PATH"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"{reason}, and CI must run this test (.ci/run installs chromium)")
+        pytest.skip(f"{reason} (on Debian or Ubuntu: apt-get install chromium)")
     return found
+
+
+@pytest.fixture
+def browser() -> str:
+    """The browser that :func:`find_browser` finds."""
+    return find_browser()
+
+
+def test_without_a_browser_the_ui_test_fails_under_ci_and_is_skipped_saying_why_elsewhere(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no headless browser: none of chromium, "):
+        find_browser()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        find_browser()
+    chromium = tmp_path / "chromium"
+    chromium.write_text("#!/bin/sh\n")
+    chromium.chmod(0o755)
+    monkeypatch.setenv("CI", "true")
+    assert find_browser() == str(chromium)
 
 
 @pytest.fixture
@@ -166,3 +254,37 @@ def test_a_sweeps_link_opens_its_parent_run_in_model_training(
             assert part.strip() in page, f"{part!r} not on the page:\n{page}"
     assert not GENAI_ONLY & texts, f"the GenAI view: {sorted(GENAI_ONLY & texts)} on the page"
     assert MODEL_TRAINING_ONLY <= texts, f"not the Model training view:\n{page}"
+
+
+def test_the_console_says_what_serves_a_stores_ui_and_never_its_password(monkeypatch):
+    from runner.tracking.store import DEFAULT_STORE
+    from runner.tracking.ui import ui_line
+
+    for name in ("MLFLOW_HOST", "MLFLOW_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    page = "http://127.0.0.1:5000" + RUN_PAGE
+    assert ui_line(f"sqlite:///{DEFAULT_STORE}", "1", "abc") == (
+        f"in the MLflow UI (`make ui` serves it): {page}"
+    )
+    assert ui_line("sqlite:////data/study.db", "1", "abc") == (
+        "in the MLflow UI (`mlflow ui --backend-store-uri sqlite:////data/study.db` serves "
+        f"it): {page}"
+    )
+    assert ui_line("http://ada:secret@tracker:5005", "1", "abc") == (
+        "in the MLflow UI: http://tracker:5005" + RUN_PAGE
+    )
+    line = ui_line("postgresql://ada:secret@db:5432/mlflow", "1", "abc")
+    assert "secret" not in line and "postgresql://ada:***@db:5432/mlflow" in line
+
+
+def test_an_unreachable_database_store_fails_at_once_named_without_its_password():
+    from runner.config import UserError
+    from runner.tracking.store import connect
+
+    with pytest.raises(UserError) as error:
+        connect("postgresql+psycopg://ada:secret@127.0.0.1:1/mlflow")
+    message = str(error.value)
+    assert "secret" not in message
+    assert "tracking store postgresql+psycopg://ada:***@127.0.0.1:1/mlflow cannot be reached" in (
+        message
+    )

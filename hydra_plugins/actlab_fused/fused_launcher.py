@@ -29,14 +29,14 @@ ConfigStore.instance().store(
 
 
 class FusedLauncher(Launcher):
-    def __init__(self, max_group: int = 512) -> None:
+    def __init__(self, max_group: int) -> None:
         if max_group < 1:
             raise ValueError(f"hydra.launcher.max_group={max_group}: it must be 1 or more")
         self.max_group = max_group
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
-        # Job configs by their overrides, from hydra/sweeper=composing.
+        # Job configs by their overrides, from hydra/sweeper=composing (use_composed).
         self.composed: dict = {}
 
     def setup(
@@ -46,6 +46,11 @@ class FusedLauncher(Launcher):
         self.hydra_context = hydra_context
         self.task_function = task_function
         self.composed = {}
+
+    def use_composed(self, overrides: Sequence[str], config: DictConfig) -> None:
+        """Take the config of the job with ``overrides``, which the sweeper composed to
+        check its batch, instead of composing it a second time."""
+        self.composed[tuple(overrides)] = config
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int

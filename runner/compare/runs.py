@@ -11,6 +11,7 @@ import pandas as pd
 
 from runner.config import UserError
 from runner.tracking import COMPLETED, INTERRUPTED, ROLE, SWEEP_ID, Reader, quoted, sqlite_path
+from runner.tracking.store import masked
 
 # What to do about a store that compare cannot use.
 WAY_OUT = "Point --uri (or MLFLOW_TRACKING_URI) at the MLflow store that the runner records in."
@@ -115,7 +116,7 @@ def select(
         found = reader.experiment_id(experiment)
         if found is None:
             names = ", ".join(reader.experiment_names()) or "none"
-            raise UserError(f"no experiment {experiment!r} in {uri}; experiments: {names}")
+            raise UserError(f"no experiment {experiment!r} in {masked(uri)}; experiments: {names}")
         experiment_ids = [found]
         where = f"experiment {experiment}"
     clauses = [f"tags.{ROLE} = 'job'"]

@@ -11,7 +11,8 @@ import pandas as pd
 from pandas.api.typing import SeriesGroupBy
 
 from runner.compare.runs import Histories, outcomes
-from runner.metrics import CLASSIFICATION, REGRESSION, bounds, lower_is_better
+from runner.config import Task, not_training
+from runner.metrics import bounds, lower_is_better
 from runner.stats import (
     MEAN,
     VERSUS,
@@ -24,8 +25,10 @@ from runner.stats import (
 )
 from runner.tracking import COMPLETED, DIVERGED, FAILED, INTERRUPTED
 
-# Params that identify a run or repeat it, never what a comparison is about.
-NOT_COMPARED = {"seed", "tracking.uri", "tracking.experiment", "tracking.adopt_foreign_db"}
+# Params that repeat a run (its seed) or do not change what it trains (the schema says
+# which: where it is recorded, whether it was resumed, the threads it had...): never what
+# a comparison is about.
+NOT_COMPARED = ("seed", *not_training())
 CHOICES = ("activation", "loss", "dataset", "optimizer")
 COUNTS = (DIVERGED, FAILED, INTERRUPTED)
 STATS = ("mean", "std", "min", "max")
@@ -53,7 +56,7 @@ def varying_params(runs: pd.DataFrame) -> list[str]:
     kept: list[str] = []
     groups = 1
     for name in names:
-        if name in NOT_COMPARED:
+        if any(name == key or name.startswith(f"{key}.") for key in NOT_COMPARED):
             continue
         split = runs.groupby([f"params.{p}" for p in [*kept, name]], dropna=False).ngroups
         if split > groups:
@@ -67,8 +70,8 @@ def default_metric(runs: pd.DataFrame) -> str:
     ``task`` tag says (every job run carries it, a failed one too), else as the metrics
     they logged say."""
     tasks = set(runs[TASK].dropna()) if TASK in runs.columns else set()
-    if tasks in ({CLASSIFICATION}, {REGRESSION}):
-        return "test_accuracy" if tasks == {CLASSIFICATION} else "test_rmse"
+    if tasks in ({Task.classification.value}, {Task.regression.value}):
+        return "test_accuracy" if tasks == {Task.classification.value} else "test_rmse"
     return "test_accuracy" if "metrics.test_accuracy" in runs.columns else "test_rmse"
 
 

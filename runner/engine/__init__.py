@@ -1,31 +1,42 @@
 """Training: each job's own Keras model, trained by the engine of the process's backend.
 
-- JAX (``runner/engine/jax.py``): every batch of models, one or hundreds, trains as one
-  compiled program per epoch; a single job is a batch of one.
-- TensorFlow (``runner/engine/tensorflow.py``): Keras's ``compile`` and ``fit``, one model.
+- JAX (``runner/engine/jax_engine.py``): every batch of models, one or hundreds, trains as
+  one compiled program per epoch; a single job is a batch of one.
+- TensorFlow (``runner/engine/tf_engine.py``): Keras's ``compile`` and ``fit``, one model.
 
 Both take the same :class:`Member` and :class:`Settings` and return one
 :class:`TrainResult` per member; per-epoch logs leave through ``on_epoch``, so training
-knows nothing of tracking.
+knows nothing of tracking. This module imports no Keras: a job's spec names an
+:class:`OptimizerKind` before its backend is chosen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
-from runner.config import Encoding, OptimizerConfig
-from runner.data import Dataset
+from runner.config import Encoding
+
+if TYPE_CHECKING:
+    from runner.data import Dataset
 
 # Rows per forward pass when evaluating: bounds memory on the large image sets.
 CHUNK = 4096
 
 # on_epoch(member's position, epoch, logs)
 OnEpoch = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class OptimizerKind:
+    """A Keras optimizer by identifier, and its momentum (sgd and rmsprop); the learning
+    rate is each member's own."""
+
+    name: str
+    momentum: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,12 +58,12 @@ class Member:
 
 @dataclass(frozen=True)
 class Settings:
-    """What the members of one training share. ``optimizer.learning_rate`` is each
-    member's own; ``probe_size`` None turns the diagnostics off. ``switching``: more jobs
-    may follow in this process (a sweep's), so a single job's compiled program takes its
-    activations and loss at run time, for them to reuse (JAX)."""
+    """What the members of one training share; ``probe_size`` None turns the diagnostics
+    off. ``switching``: more jobs may follow in this process (a sweep's), so a single
+    job's compiled program takes its activations and loss at run time, for them to reuse
+    (JAX)."""
 
-    optimizer: OptimizerConfig
+    optimizer: OptimizerKind
     epochs: int
     batch_size: int
     probe_size: int | None
@@ -80,22 +91,6 @@ def batch_orders(samples: int, seed: int) -> Iterator[np.ndarray]:
         yield rng.permutation(samples).astype(np.int32)
 
 
-def make_optimizer(cfg: OptimizerConfig, learning_rate: float) -> keras.optimizers.Optimizer:
-    """The Keras optimizer ``cfg`` names, at ``learning_rate``."""
-    config: dict[str, float] = {"learning_rate": learning_rate}
-    if cfg.momentum is not None:
-        config["momentum"] = cfg.momentum
-    return keras.optimizers.get({"class_name": cfg.name, "config": config})
-
-
-# Where a unit's output sits in a flat tail of its activation (``saturated_fraction``),
-# as a mask; keras.ops, so that each engine applies it to its backend's tensors.
-SATURATED = {
-    "sigmoid": lambda out: (out < 0.01) | (out > 0.99),
-    "tanh": lambda out: keras.ops.abs(out) > 0.99,
-}
-
-
 def epoch_line(epoch: int, epochs: int, values: dict[str, float]) -> str:
     """An epoch's console line, ``epoch 3/20  loss=0.41  accuracy=0.88 ...``; the
     per-layer diagnostics go to tracking only."""
@@ -103,20 +98,22 @@ def epoch_line(epoch: int, epochs: int, values: dict[str, float]) -> str:
     return f"epoch {epoch + 1}/{epochs}  {shown}"
 
 
-def mixed(net: keras.Model) -> bool:
-    """Whether ``net`` has layers that compute in float16 (``train.mixed_precision``)."""
-    return any(layer.compute_dtype == "float16" for layer in net.layers)
-
-
 def train(
     members: list[Member],
     dataset: Dataset,
     settings: Settings,
     on_epoch: OnEpoch | None = None,
+    programs: dict | None = None,
 ) -> list[TrainResult]:
-    """Train ``members`` on ``dataset`` with the engine of Keras's backend."""
+    """Train ``members`` on ``dataset`` with the engine of Keras's backend. ``programs``:
+    the compiled programs this process keeps between trainings (JAX), by what they were
+    traced for; None keeps none."""
+    import keras
+
     if keras.backend.backend() == "jax":
-        from runner.engine import jax as engine
-    else:
-        from runner.engine import tensorflow as engine
-    return engine.train(members, dataset, settings, on_epoch)
+        from runner.engine import jax_engine
+
+        return jax_engine.train_batches(members, dataset, settings, on_epoch, programs)
+    from runner.engine import tf_engine
+
+    return tf_engine.fit_each(members, dataset, settings, on_epoch)

@@ -1,7 +1,7 @@
 """The families of a batch of models on JAX: which members one traced function serves
-(:class:`Group`), and that function as a program traces it (:class:`Family`), each hidden
+(:class:`Cohort`), and that function as a program traces it (:class:`Family`), each hidden
 layer's activation a :class:`Choice` made at run time or compiled in (see
-runner/engine/jax.py)."""
+runner/engine/jax_engine.py)."""
 
 from __future__ import annotations
 
@@ -13,23 +13,20 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-from runner.config import Encoding
-from runner.engine import SATURATED, Member, Settings, make_optimizer, mixed
+from runner.config import Encoding, losses_by_encoding
+from runner.engine import Member, Settings
+from runner.engine.common import make_optimizer, mixed
+from runner.metrics import SATURATED
 
 # What a sweep's single job's program can switch between at run time (a job with any other
 # activation or loss gets a program of its own): common activations, and the losses of the
-# config group ``loss`` by the target encoding they take. Each branch adds to the tracing
-# and compiling of the sweep's first program.
+# config group ``loss`` by the target encoding they take (conf/loss/). Each branch adds to
+# the tracing and compiling of the sweep's first program.
 ACTIVATIONS = (
     "relu", "tanh", "sigmoid", "elu", "selu", "leaky_relu", "relu6", "gelu", "silu",
     "softplus", "linear",
 )  # fmt: skip
-LOSSES = {
-    Encoding.onehot: ("categorical_crossentropy", "mse", "mae"),
-    Encoding.integer: ("sparse_categorical_crossentropy",),
-    Encoding.binary: ("binary_crossentropy",),
-    Encoding.continuous: ("mse", "mae", "huber"),
-}
+LOSSES = losses_by_encoding()
 
 
 def dense_layers(net: keras.Model) -> list[keras.layers.Dense]:
@@ -66,7 +63,7 @@ class Choice:
 
 
 @dataclass(frozen=True)
-class Group:
+class Cohort:
     """The members of a batch that one family's function serves: their places in the batch,
     the activations each hidden layer may take, the losses they may score with, and the
     target encoding they share."""
@@ -77,23 +74,23 @@ class Group:
     encoding: Encoding
 
     def key(self, members: list[Member]) -> tuple:
-        """What the group's part of a program is traced for."""
+        """What the cohort's part of a program is traced for."""
         net = members[self.positions[0]].net
         shape = tuple((layer.units, layer.dtype_policy.name) for layer in dense_layers(net))
         head = net.layers[-1].activation.__name__
         return (shape, head, self.layers, self.losses, self.encoding.value, len(self.positions))
 
-    def activations(self, members: list[Member]) -> np.ndarray:
+    def activation_indices(self, members: list[Member]) -> np.ndarray:
         """The members' hidden activations (the same for all), as indices into ``layers``."""
         own = members[self.positions[0]].activations
         return np.array([c.index(a) for c, a in zip(self.layers, own, strict=True)], np.int32)
 
-    def choices(self, members: list[Member]) -> np.ndarray:
+    def loss_indices(self, members: list[Member]) -> np.ndarray:
         """Each member's loss, as an index into ``losses``."""
         return np.array([self.losses.index(members[p].loss) for p in self.positions], np.int32)
 
 
-def groups(members: list[Member], switching: bool) -> list[Group]:
+def cohorts(members: list[Member], switching: bool) -> list[Cohort]:
     """The batch's members by family: those whose models compute the same function of their
     weights, from targets of the same encoding. With ``switching``, a batch of one switches
     between the common activations and losses (see the module's docstring)."""
@@ -116,13 +113,13 @@ def groups(members: list[Member], switching: bool) -> list[Group]:
                 layers = (ACTIVATIONS,) * len(layers)
             if first.loss in LOSSES[first.encoding]:
                 losses = LOSSES[first.encoding]
-        found.append(Group(tuple(positions), layers, losses, first.encoding))
+        found.append(Cohort(tuple(positions), layers, losses, first.encoding))
     return found
 
 
 @dataclass
 class Family:
-    """A group's function as a program traces it: ``net``, a model of the members' layers
+    """A cohort's function as a program traces it: ``net``, a model of the members' layers
     that belongs to the program, each hidden layer's activation a :class:`Choice`; ``tap``,
     the same model returning every hidden layer's output too; and an optimizer of the
     members' kind, whose variables the members' states fill. Each member brings its own
@@ -136,9 +133,9 @@ class Family:
     optimizer: keras.optimizers.Optimizer
 
     @classmethod
-    def of(cls, group: Group, members: list[Member], settings: Settings) -> Family:
-        first = members[group.positions[0]]
-        choices = [Choice(names) for names in group.layers]
+    def of(cls, cohort: Cohort, members: list[Member], settings: Settings) -> Family:
+        first = members[cohort.positions[0]]
+        choices = [Choice(names) for names in cohort.layers]
         *hidden, output = dense_layers(first.net)
         x = features = keras.Input(shape=first.net.input_shape[1:], name="features")
         outputs = []
@@ -157,7 +154,7 @@ class Family:
         if mixed(net):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(net.trainable_variables)
-        return cls(net, tap, choices, group.losses, group.encoding, optimizer)
+        return cls(net, tap, choices, cohort.losses, cohort.encoding, optimizer)
 
     @property
     def kernels(self) -> list[int]:

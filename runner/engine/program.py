@@ -16,19 +16,19 @@ import keras
 import numpy as np
 from jax import export
 
-from runner import backend, metrics
-from runner.config import Encoding
+from runner import backend, metrics, stop
+from runner.config import Encoding, Task
 from runner.engine import CHUNK, Settings
 from runner.engine.families import Family
-from runner.metrics import CLASSIFICATION, metric_names
+from runner.metrics import metric_names
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("runner.engine")
 
 
-def _scores(task: str, encoding: Encoding):
+def _scores(task: Task, encoding: Encoding):
     """Per-sample metric values as Keras's ``accuracy`` (of the kind that fits the
     encoding), ``mae`` and ``rmse`` average them; ``rmse`` is carried squared."""
-    if task != CLASSIFICATION:
+    if task is not Task.classification:
         return lambda y, p: {
             "mae": jnp.mean(jnp.abs(y - p), axis=-1),
             "rmse": jnp.mean(jnp.square(y - p), axis=-1),
@@ -62,9 +62,14 @@ class Traced:
         self.compiled = None
 
     def __call__(self, *args):
-        if self.compiled is None:
+        if self.compiled is not None:
+            return self.compiled(*args)
+        # Tracing, exporting and compiling interleave Python and C++ (MLIR, XLA): a
+        # KeyboardInterrupt raised in the middle corrupted the process's heap, which
+        # crashed it at exit. A signal waits until the program is compiled and has run once.
+        with stop.held():
             self.compiled = self._load(args)
-        return self.compiled(*args)
+            return self.compiled(*args)
 
     def _load(self, args):
         jitted = jax.jit(self.function, donate_argnums=self.donate)
@@ -85,13 +90,14 @@ class Traced:
 
     def _keep(self, blob: bytearray) -> None:
         """Write the traced program beside the others, whole or not at all (another process
-        may be writing the same one)."""
+        may be writing the same one); a part written is removed when the rest fails."""
+        partial_file = self.path.with_suffix(f".{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial_file = self.path.with_suffix(f".{os.getpid()}.tmp")
             partial_file.write_bytes(blob)
             partial_file.replace(self.path)
         except OSError as error:
+            partial_file.unlink(missing_ok=True)
             log.info("program not kept for later processes: %s", error)
 
 
@@ -119,12 +125,12 @@ class Program:
     """The compiled epoch and test evaluation of one batch's families.
 
     It holds models of its own, functions of the weights the members bring, so a later
-    batch of the same groups (the next job of a sweep, in the same process) reuses it
+    batch of the same cohorts (the next job of a sweep, in the same process) reuses it
     without tracing or compiling again; a later process reuses its traced programs
     (:class:`Traced`)."""
 
     def __init__(
-        self, families: list[Family], task: str, settings: Settings, samples: int, key: tuple
+        self, families: list[Family], task: Task, settings: Settings, samples: int, key: tuple
     ):
         self.families = families
         self.task = task
@@ -143,20 +149,20 @@ class Program:
         with keras.StatelessScope(state_mapping=mapping):
             return family.optimizer.scale_loss(jnp.float32(1))
 
-    def _loss(self, family: Family, choice, y: jax.Array, p: jax.Array) -> jax.Array:
-        """Per-sample values of the member's own loss, ``family.losses[choice]``: vmapped
+    def _loss(self, family: Family, loss_index, y: jax.Array, p: jax.Array) -> jax.Array:
+        """Per-sample values of the member's own loss, ``family.losses[loss_index]``: vmapped
         over members, each branch is computed and each member takes its own."""
         losses = [keras.losses.get(name) for name in family.losses]
         if len(losses) == 1:
             return losses[0](y, p)
-        return jax.lax.switch(choice, losses, y, p)
+        return jax.lax.switch(loss_index, losses, y, p)
 
-    def _sums(self, family: Family, choice, y: jax.Array, p: jax.Array) -> dict[str, jax.Array]:
-        per_sample = self._loss(family, choice, y, p)
+    def _sums(self, family: Family, loss_index, y: jax.Array, p: jax.Array) -> dict[str, jax.Array]:
+        per_sample = self._loss(family, loss_index, y, p)
         scores = _scores(self.task, family.encoding)(y, p)
         return {"loss": jnp.sum(per_sample), **{k: jnp.sum(v) for k, v in scores.items()}}
 
-    def _step(self, family: Family, state, rows, alive, choice, activations, x, y):
+    def _step(self, family: Family, state, rows, alive, loss_index, activations, x, y):
         trainable, non_trainable, opt_vars = state
         xb, yb = x[rows], y[rows]
         scale = self._scale(family, opt_vars)
@@ -165,7 +171,7 @@ class Program:
             p, non_trainable_after = family.net.stateless_call(
                 trainable, non_trainable, xb, training=True
             )
-            loss = jnp.mean(self._loss(family, choice, yb, p))
+            loss = jnp.mean(self._loss(family, loss_index, yb, p))
             return loss * scale, (loss, p, non_trainable_after)
 
         with family.choosing(activations):
@@ -177,11 +183,11 @@ class Program:
             (trainable_after, non_trainable_after, opt_after),
             state,
         )
-        sums = self._sums(family, choice, yb, p)
+        sums = self._sums(family, loss_index, yb, p)
         sums["loss"] = loss * rows.shape[0]  # the batch mean, weighted as Keras's fit does
         return new, sums
 
-    def _evaluate(self, family: Family, state, choice, activations, x, y):
+    def _evaluate(self, family: Family, state, loss_index, activations, x, y):
         trainable, non_trainable, _ = state
         total = None
         for start in range(0, x.shape[0], CHUNK):
@@ -189,19 +195,19 @@ class Program:
                 p, _ = family.net.stateless_call(
                     trainable, non_trainable, x[start : start + CHUNK], training=False
                 )
-            sums = self._sums(family, choice, y[start : start + CHUNK], p)
+            sums = self._sums(family, loss_index, y[start : start + CHUNK], p)
             total = sums if total is None else jax.tree.map(jnp.add, total, sums)
         return total
 
-    def _diagnose(self, family: Family, state, choice, activations, x, y):
+    def _diagnose(self, family: Family, state, loss_index, activations, x, y):
         """Every diagnostic of every hidden layer; each member keeps those of its own
-        activations (:func:`member_names`)."""
+        activations (:func:`runner.engine.handover.own_diagnostics`)."""
         trainable, non_trainable, opt_vars = state
         scale = self._scale(family, opt_vars)
 
         def objective(trainable):
             outputs, _ = family.tap.stateless_call(trainable, non_trainable, x, training=False)
-            loss = jnp.mean(self._loss(family, choice, y, outputs[-1]))
+            loss = jnp.mean(self._loss(family, loss_index, y, outputs[-1]))
             return loss * scale, outputs
 
         with family.choosing(activations):
@@ -229,9 +235,9 @@ class Program:
                 names += [f"{kind}/hidden_{i}" for kind in DIAGNOSTICS]
         return names
 
-    def _epoch(self, states, batches, rest, alive, choices, activations, data):
+    def _epoch(self, states, batches, rest, alive, losses, activations, data):
         """One epoch of every family: ``batches`` are each family's ``[steps, M, batch]``
-        sample indices, ``rest`` its ``[M, r]`` last partial batch (r may be 0), ``choices``
+        sample indices, ``rest`` its ``[M, r]`` last partial batch (r may be 0), ``losses``
         its members' losses, ``activations`` its hidden layers'. Each family's logs come
         back as one ``[names, M]`` array."""
 
@@ -244,7 +250,7 @@ class Program:
                     states[f],
                     rows[f],
                     alive[f],
-                    choices[f],
+                    losses[f],
                     activations[f],
                     data["x"]["train"],
                     data["y"][f]["train"],
@@ -254,7 +260,7 @@ class Program:
             return (out_states, out_sums), None
 
         zeros = [
-            {name: jnp.zeros(len(choices[f])) for name in self.log_names(family, "test")}
+            {name: jnp.zeros(len(losses[f])) for name in self.log_names(family, "test")}
             for f, family in enumerate(self.families)
         ]
         (states, sums), _ = jax.lax.scan(steps, (list(states), zeros), batches)
@@ -266,23 +272,23 @@ class Program:
             x, y = data["x"], data["y"][f]
             family_logs = {name: value / samples for name, value in sums[f].items()}
             evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, 0, None, None, None))
-            val = evaluate(states[f], choices[f], activations[f], x["val"], y["val"])
+            val = evaluate(states[f], losses[f], activations[f], x["val"], y["val"])
             family_logs.update({f"val_{k}": v / x["val"].shape[0] for k, v in val.items()})
             if self.probe:
                 diagnose = jax.vmap(
                     partial(self._diagnose, family), in_axes=(0, 0, None, None, None)
                 )
                 probe = (x["train"][: self.probe], y["train"][: self.probe])
-                family_logs.update(diagnose(states[f], choices[f], activations[f], *probe))
+                family_logs.update(diagnose(states[f], losses[f], activations[f], *probe))
             logs.append(jnp.stack([family_logs[name] for name in self.log_names(family)]))
         return states, logs
 
-    def _test(self, states, choices, activations, data):
+    def _test(self, states, losses, activations, data):
         logs = []
         for f, family in enumerate(self.families):
             x, y = data["x"]["test"], data["y"][f]["test"]
             evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, 0, None, None, None))
-            test = evaluate(states[f], choices[f], activations[f], x, y)
+            test = evaluate(states[f], losses[f], activations[f], x, y)
             logs.append(
                 jnp.stack([test[name] / x.shape[0] for name in self.log_names(family, "test")])
             )

@@ -4,9 +4,13 @@ run, and without an active run puts the model in the default experiment, linked 
 
 from __future__ import annotations
 
+import tempfile
 from contextlib import suppress
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -25,17 +29,16 @@ def log_model(client: MlflowClient, experiment_id: str, run_id: str, net: Any, s
 
     The requirements are given rather than inferred, which MLflow does by loading the model
     in a new process: seconds a model."""
-    import tempfile
 
     import mlflow.keras
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models import Model
 
-    from runner.patches import keras_saving_without_tensorflow
+    from runner.compat.keras import saving_without_tensorflow
 
     logged = client.create_logged_model(experiment_id, name=MODEL, source_run_id=run_id)
     try:
-        with tempfile.TemporaryDirectory() as staging, keras_saving_without_tensorflow():
+        with tempfile.TemporaryDirectory() as staging, saving_without_tensorflow():
             path = str(Path(staging, MODEL))
             mlflow.keras.save_model(
                 net,
@@ -62,7 +65,6 @@ def log_model(client: MlflowClient, experiment_id: str, run_id: str, net: Any, s
 def signature(net: Any) -> Any:
     """The model's input and output as MLflow records them, and checks a prediction's
     input against: rows of float32 features in, rows of float32 outputs out."""
-    import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
@@ -75,7 +77,6 @@ def signature(net: Any) -> Any:
 def requirements() -> list[str]:
     """What serving a logged model installs: Keras and the backend it was saved on, at the
     versions installed here."""
-    from importlib.metadata import PackageNotFoundError, version
 
     import keras
     import mlflow.keras

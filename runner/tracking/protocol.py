@@ -55,7 +55,7 @@ class AnyTracker(Protocol):
     def reap_orphans(self) -> list[str]: ...
 
     def sweep_parent(
-        self, experiment_id: str, sweep_id: str, name: str, claim: bool = False
+        self, experiment: str, sweep_id: str, name: str, claim: bool = False
     ) -> str | None: ...
 
     def finished_run(

@@ -8,8 +8,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from runner.config import UserError
-from runner.tracking.store import open_client, reason, store_errors
+from runner.tracking.store import masked, open_client, reach_server, reason, store_errors
 from runner.tracking.writer import log_batch
 
 if TYPE_CHECKING:
@@ -27,7 +29,6 @@ KINDS = ("metrics", "params", "tags")
 
 def _missing(column: str) -> object:
     """What a run without ``column`` holds there, as in ``mlflow.search_runs``."""
-    import numpy as np
 
     return np.nan if column.startswith("metrics.") else None
 
@@ -43,14 +44,16 @@ class Reader:
 
     @classmethod
     def open(cls, uri: str, way_out: str) -> Reader:
-        """The store opened as the runner opens it (:func:`open_client`), so that a file
-        that is no MLflow store fails at once; :class:`UserError` ending in ``way_out``
-        when it cannot be used."""
+        """The store opened as the runner opens it (:func:`reach_server`,
+        :func:`open_client`), so that a tracking server that does not answer, or a file
+        that is no MLflow store, fails at once, and a server's calls give up after seconds;
+        :class:`UserError` ending in ``way_out`` when it cannot be used."""
+        reach_server(uri, way_out)
         try:
             return cls(uri, open_client(uri, way_out))
         except store_errors() as error:
             raise UserError(
-                f"tracking store {uri} cannot be used: {reason(error)}. {way_out}"
+                f"tracking store {masked(uri)} cannot be used: {reason(error)}. {way_out}"
             ) from None
 
     def runs(
@@ -87,7 +90,7 @@ class Reader:
                     break
         except MlflowException as error:
             raise UserError(
-                f"cannot search {self.uri} for {filter_string}: {error.message}"
+                f"cannot search {masked(self.uri)} for {filter_string}: {error.message}"
             ) from None
         columns: dict[str, list] = {name: [] for name in INFO}
         for row, run in enumerate(found):
@@ -121,10 +124,10 @@ class Reader:
 
     def histories(self, run_ids: list[str], metric: str) -> dict[str, list[tuple[int, float]]]:
         """:meth:`history` of each run of ``run_ids``: in bulk from an SQL store
-        (:func:`runner.patches.mlflow_histories`), else run by run."""
-        from runner import patches
+        (:func:`runner.compat.mlflow.histories`), else run by run."""
+        from runner.compat import mlflow as compat_mlflow
 
-        found = patches.mlflow_histories(self._client, run_ids, metric)
+        found = compat_mlflow.histories(self._client, run_ids, metric)
         if found is None:
             found = {run_id: self.history(run_id, metric) for run_id in run_ids}
         return found

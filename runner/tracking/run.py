@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import threading
 import time
 import traceback
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.tracking import model
 from runner.tracking.lost import UNRECORDED_FILE, Lost, Unrecorded
-from runner.tracking.store import reason
+from runner.tracking.store import masked, reason
 from runner.tracking.writer import Writer, log_batch
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class Run:
         shows which data a run saw and whether two runs saw the same."""
         import mlflow.data
         from mlflow.data.code_dataset_source import CodeDatasetSource
-        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.entities import Dataset, DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         inputs = []
@@ -117,8 +118,8 @@ class Run:
                 x, targets=y, source=CodeDatasetSource(tags=source), name=f"{name}-{context}"
             )
             tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
-            # MLflow's fluent log_input does the same conversion, but only for the active run.
-            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
+            # What MLflow's fluent log_input records, which takes only the active run.
+            inputs.append(DatasetInput(Dataset(**dataset.to_dict()), tags=tags))
 
         def write() -> None:
             # MLflow looks a dataset up and inserts it when it is missing, with no lock in
@@ -164,7 +165,6 @@ class Run:
     def log_texts(self, texts: dict[str, str]) -> None:
         """Several text artifacts in one store call: each call stages and copies, so one
         for all of them is what keeps a fused job's recording cheap."""
-        import tempfile
 
         def write() -> None:
             with tempfile.TemporaryDirectory() as staging:
@@ -230,6 +230,14 @@ class Run:
         if not self._store(lambda: self.client.set_terminated(self.run_id, status=status)):
             self.lost.status = status
 
+    def fail(self, error: BaseException) -> None:
+        """End the run FAILED with ``error``: its message as the tag ``error``, its
+        traceback as the artifact ``error.txt``."""
+        self.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
+        trace = traceback.format_exception(type(error), error, error.__traceback__)
+        self.log_text("".join(trace), "error.txt")
+        self.end(FAILED)
+
     def keep_unrecorded(self, uri: str, path: Path) -> str | None:
         """When part of the run could not be recorded: write it to ``path`` as JSON, log one
         line that says what and where, and return that line; None when nothing was lost."""
@@ -237,7 +245,7 @@ class Run:
             return None
         why = "; ".join(e for e in (self.fault, self.artifact_error) if e)
         record = {
-            "store": uri,
+            "store": masked(uri),
             "run_id": self.run_id,
             "run_name": self.name,
             "error": why,
@@ -251,7 +259,8 @@ class Run:
         except OSError as error:
             kept = f"and could not be kept in {path} either ({reason(error)})"
         line = (
-            f"run {self.name} ({self.run_id}) is incomplete in {uri}: {self.lost.summary()} "
+            f"run {self.name} ({self.run_id}) is incomplete in {masked(uri)}: "
+            f"{self.lost.summary()} "
             f"could not be recorded ({why}); {kept}"
         )
         log.error("%s", line)
@@ -279,9 +288,7 @@ class Run:
             self.keep_unrecorded(uri, unrecorded)
             raise
         except BaseException as error:
-            self.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
-            self.log_text(traceback.format_exc(), "error.txt")
-            self.end(FAILED)
+            self.fail(error)
             self.keep_unrecorded(uri, unrecorded)
             raise
         else:

@@ -1,7 +1,7 @@
 """The tracking store: where it is, opening it, and refusing one that cannot be used.
 
 A store is opened once per process and URI (:func:`connect`): a tracking server must
-answer its health check, a SQLite file must be writable and must not be another
+answer its health check, a SQLite file must be a file, writable and not another
 application's database, and MLflow creates or migrates a SQLite store's tables under a
 file lock, so that two sweeps started at once do not both create them.
 """
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from runner import stop
 from runner.config import UserError
@@ -23,11 +24,17 @@ from runner.config import UserError
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+# What stands for a password in a store's URI that the runner prints.
+MASK = "***"
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STORE = ROOT / "mlflow.db"
 
-# Seconds to wait for a tracking server's health answer before calling it unreachable.
+# Seconds to wait for a tracking server's health answer, or a database's connection,
+# before calling it unreachable.
 SERVER_TIMEOUT = 5
+# The database stores, besides SQLite, that MLflow keeps its runs in.
+DATABASES = ("postgresql", "mysql", "mssql")
 
 # MLflow retries a failed HTTP call 7 times with exponential backoff and waits 120 s for an
 # answer: minutes per call once a tracking server has gone. The runner gives up after
@@ -59,12 +66,7 @@ def connect(uri: str, adopt_foreign_db: bool = False) -> MlflowClient:
     """MLflow's client of the store a job records in, once the store is known to be usable:
     a server that answers, a SQLite file that is MLflow's (or ``adopt_foreign_db``) and can
     be written. Raises :class:`UserError` saying what is wrong and what to do."""
-    if uri.startswith(("http://", "https://")):
-        for name, value in HTTP_LIMITS.items():
-            os.environ.setdefault(name, value)
-        # urllib3 announces each retry of each call; the run says once what failed.
-        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-        check_server(uri)
+    reach_server(uri, "drop tracking.uri (and MLFLOW_TRACKING_URI) for the local SQLite store.")
     # MLflow announces each table it creates in a new store, before the job's first line.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     probe = uri.startswith("sqlite:") and uri not in _writable
@@ -92,9 +94,26 @@ def connect(uri: str, adopt_foreign_db: bool = False) -> MlflowClient:
     return client
 
 
-def check_server(uri: str) -> None:
-    """Fail at once, before any training, when a tracking server does not answer: MLflow's
-    own client would retry each call with backoff first."""
+def reach_server(uri: str, way_out: str) -> None:
+    """For a tracking server's ``uri``: put MLflow's HTTP calls under :data:`HTTP_LIMITS`
+    for the rest of the process, and fail at once when the server does not answer its
+    health check, with a :class:`UserError` ending in ``way_out``; for a database store
+    other than SQLite, when the database takes no connection. Nothing for a SQLite store.
+    The runner and ``runner.compare`` both come here, so neither waits minutes."""
+    if uri.startswith(DATABASES):
+        check_database(uri, way_out)
+    if not uri.startswith(("http://", "https://")):
+        return
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
+    # urllib3 announces each retry of each call; the caller says once what failed.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    check_server(uri, way_out)
+
+
+def check_server(uri: str, way_out: str) -> None:
+    """Fail at once, before any training or reading, when a tracking server does not
+    answer: MLflow's own client would retry each call with backoff first."""
     import requests
 
     try:
@@ -102,10 +121,31 @@ def check_server(uri: str) -> None:
         response.raise_for_status()
     except requests.RequestException as error:
         raise UserError(
-            f"tracking server {uri} is not reachable ({type(error).__name__}). Start it "
-            "(make server runs one on 127.0.0.1:5000), or drop tracking.uri to use the "
-            "local SQLite store."
+            f"tracking server {masked(uri)} is not reachable ({type(error).__name__}). Start it "
+            f"(make server runs one on 127.0.0.1:5000), or use another store: {way_out}"
         ) from None
+
+
+def check_database(uri: str, way_out: str) -> None:
+    """Fail at once when a database store (PostgreSQL, MySQL, SQL Server) takes no
+    connection within :data:`SERVER_TIMEOUT` seconds: MLflow retries creating its engine
+    with backoff for about 100 s first."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(
+        uri, connect_args={"connect_timeout": SERVER_TIMEOUT}, poolclass=sqlalchemy.NullPool
+    )
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        raise UserError(
+            f"tracking store {masked(uri)} cannot be reached: "
+            f"{reason(getattr(error, 'orig', error))}. Start the database, or use another "
+            f"store: {way_out}"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def check_writable(uri: str) -> None:
@@ -129,7 +169,7 @@ def check_writable(uri: str) -> None:
         else:
             return
         raise UserError(
-            f"tracking store {uri} cannot be created: {problem}. Point tracking.uri (or "
+            f"tracking store {masked(uri)} cannot be created: {problem}. Point tracking.uri (or "
             "MLFLOW_TRACKING_URI) at a file in a writable directory."
         )
     engine = sqlalchemy.create_engine(uri)
@@ -141,7 +181,8 @@ def check_writable(uri: str) -> None:
             connection.exec_driver_sql("ROLLBACK")
     except sqlalchemy.exc.SQLAlchemyError as error:
         raise UserError(
-            f"tracking store {uri} cannot be written: {reason(getattr(error, 'orig', error))}. "
+            f"tracking store {masked(uri)} cannot be written: "
+            f"{reason(getattr(error, 'orig', error))}. "
             "Make the file and its directory writable, or point tracking.uri (or "
             "MLFLOW_TRACKING_URI) at another store."
         ) from None
@@ -203,12 +244,20 @@ def open_client(uri: str, way_out: str, adopt_foreign_db: bool = False) -> Mlflo
     """MLflow's client of the store ``uri``. Making it opens the store: MLflow creates a
     new SQLite store's tables then, or brings an older store's up to date, and does so
     under :func:`store_lock` and with Ctrl-C held back, as a store left half made cannot be
-    opened again. Another application's SQLite database is refused first, with
-    ``way_out`` as the way out, unless ``adopt_foreign_db``: MLflow would add its tables to
-    it without a word. A store that cannot be used raises one of :func:`store_errors`."""
+    opened again. A SQLite path that is a directory is refused first, then another
+    application's SQLite database, with ``way_out`` as the way out, unless
+    ``adopt_foreign_db``: MLflow would add its tables to it without a word. A store that
+    cannot be used raises one of :func:`store_errors`."""
     from mlflow.tracking import MlflowClient
 
     db = sqlite_path(uri)
+    # SQLite reports a directory as a "disk I/O error", and the lock would go beside it.
+    if db is not None and db.is_dir():
+        raise UserError(
+            f"tracking store {masked(uri)} is a directory ({db.absolute()}), not a file: a SQLite "
+            "store is one file. Name a file in it, such as "
+            f"sqlite:///{db.absolute() / 'mlflow.db'}, an MLflow store or a new one."
+        )
     with store_lock(db), stop.held():
         if db is not None and not adopt_foreign_db:
             tables = foreign_tables(db)
@@ -217,7 +266,7 @@ def open_client(uri: str, way_out: str, adopt_foreign_db: bool = False) -> Mlflo
                     ", …" if len(tables) > TABLES_SHOWN else ""
                 )
                 raise UserError(
-                    f"tracking store {uri} is not an MLflow store: {db} holds another "
+                    f"tracking store {masked(uri)} is not an MLflow store: {db} holds another "
                     f"application's tables ({shown}), not MLflow's, and MLflow would add its "
                     f"own among them. {way_out}"
                 )
@@ -262,6 +311,20 @@ def unusable(uri: str, error: Exception) -> UserError:
     """The message for a store that cannot be opened or read."""
     text = getattr(error, "message", None) or str(error).splitlines()[0]
     return UserError(
-        f"tracking store {uri} cannot be used: {text}. Point tracking.uri (or "
+        f"tracking store {masked(uri)} cannot be used: {text}. Point tracking.uri (or "
         "MLFLOW_TRACKING_URI) at an MLflow store, or at a new file to start one."
     )
+
+
+def masked(uri: str) -> str:
+    """A store's ``uri`` with its password, before the host or in the query, as
+    :data:`MASK`."""
+    parts = urlsplit(uri)
+    user, at, host = parts.netloc.rpartition("@")
+    if ":" in user:
+        user = f"{user.partition(':')[0]}:{MASK}"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "password" for key, _ in query):
+        masked_query = [(key, MASK if key == "password" else value) for key, value in query]
+        parts = parts._replace(query=urlencode(masked_query, safe="*"))
+    return urlunsplit(parts._replace(netloc=f"{user}{at}{host}"))

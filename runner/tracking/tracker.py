@@ -11,7 +11,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from runner.config import UserError
@@ -20,6 +20,7 @@ from runner.tracking.protocol import AnyTracker, FinishedRun
 from runner.tracking.run import INTERRUPTED, STATUS, Run
 from runner.tracking.store import (
     connect,
+    masked,
     quoted,
     sqlite_path,
     store_errors,
@@ -30,9 +31,6 @@ from runner.tracking.store import (
 from runner.tracking.untracked import Untracked
 from runner.tracking.writer import log_batch
 
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
-
 SWEEP_ID = "sweep_id"
 ROLE = "role"
 FINGERPRINT = "fingerprint"
@@ -40,15 +38,17 @@ FINGERPRINT = "fingerprint"
 FINISHED_RUNS = 100
 
 
-def open_tracker(tracking: DictConfig) -> AnyTracker:
-    """The store that the ``tracking`` config names, or, when ``tracking.enabled`` is false,
-    a stand-in that records nothing."""
+def open_tracker(tracking: Any, opened: dict[str, Tracker]) -> AnyTracker:
+    """The store that ``tracking`` names (a job's tracking spec: ``enabled``, ``uri``,
+    ``adopt_foreign_db``), or, when it is not enabled, a stand-in that records nothing.
+    ``opened``: the trackers this process has opened, by store, which the jobs of a sweep
+    share (their client, the experiments found and the sweep parents found or made)."""
     if not tracking.enabled:
         return Untracked()
     uri = tracking_uri(tracking.uri)
-    if uri not in _trackers:
-        _trackers[uri] = Tracker(uri, tracking.adopt_foreign_db)
-    return _trackers[uri]
+    if uri not in opened:
+        opened[uri] = Tracker(uri, tracking.adopt_foreign_db)
+    return opened[uri]
 
 
 class Tracker:
@@ -134,17 +134,19 @@ class Tracker:
             found = self.client.get_experiment_by_name(name)
             if found is not None:
                 return found.experiment_id
-            raise UserError(f"tracking store {self.uri} cannot be used: {error.message}") from None
+            raise UserError(
+                f"tracking store {masked(self.uri)} cannot be used: {error.message}"
+            ) from None
 
-    def sweep_parent(
-        self, experiment_id: str, sweep_id: str, name: str, claim: bool = False
-    ) -> str:
-        """The run id of the sweep's parent run in this experiment, created when missing.
+    def sweep_parent(self, experiment: str, sweep_id: str, name: str, claim: bool = False) -> str:
+        """The run id of the sweep's parent run in the experiment named ``experiment``
+        (created when missing, as the parent is).
         ``claim`` (the sweep's own process, at its start) takes a parent found from an earlier
         sweep into the same directory for this process: marked RUNNING again, as this
         process's, so that the orphan check does not take it for the earlier, dead
         process's. A parent whose process still runs is never taken: two sweeps into one
         directory at once would mix their jobs (and their output directories)."""
+        experiment_id = self.experiment(experiment)
         key = (experiment_id, sweep_id)
         if claim:
             # Two sweeps that resume one directory at once would both find its parent's
@@ -202,7 +204,8 @@ class Tracker:
         """End the sweep's parent runs, in every experiment, with the sweep's outcome. A
         parent no run went under, in an experiment where none of the sweep's jobs ran (the
         master config's, when the jobs picked other datasets), is deleted instead, so that
-        the UI shows no empty sweep; unless no parent has a run at all."""
+        the UI shows no empty sweep, once it has ended (a deleted run keeps its status);
+        unless no parent has a run at all."""
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         experiments = self._all_experiments()
@@ -217,10 +220,21 @@ class Tracker:
             )
         }
         for parent in parents:
+            self._end(parent, outcome)
             if used and parent not in used:
                 self.client.delete_run(parent)
-            else:
-                self._end(parent, outcome)
+
+    def start_run(
+        self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None
+    ) -> Run:
+        """Create a job's run, nested in ``parent_id`` (a sweep's parent run) when given."""
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        tags = dict(tags, **{ROLE: "job"}, **_process_tags())
+        if parent_id is not None:
+            tags[MLFLOW_PARENT_RUN_ID] = parent_id
+        created = self.client.create_run(experiment_id, run_name=name, tags=tags)
+        return Run(self.client, created.info.run_id, name, experiment_id)
 
     @contextmanager
     def open_run(
@@ -231,23 +245,12 @@ class Tracker:
         parent_id: str | None = None,
         output_dir: Path | None = None,
     ) -> Iterator[Run]:
-        """Start a run, and end it on every path (:meth:`Run.recording`). What the store
-        did not take is kept in ``unrecorded.json`` in ``output_dir`` (the current directory
-        when None)."""
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
-        tags = dict(tags, **{ROLE: "job"}, **_process_tags())
-        if parent_id is not None:
-            tags[MLFLOW_PARENT_RUN_ID] = parent_id
-        created = self.client.create_run(experiment_id, run_name=name, tags=tags)
-        run = Run(self.client, created.info.run_id, name, experiment_id)
+        """Start a run (:meth:`start_run`), and end it on every path
+        (:meth:`Run.recording`). What the store did not take is kept in
+        ``unrecorded.json`` in ``output_dir`` (the current directory when None)."""
+        run = self.start_run(experiment_id, name, tags, parent_id)
         with run.recording(self.uri, (output_dir or Path.cwd()) / UNRECORDED_FILE):
             yield run
-
-
-# One tracker per store and process: the jobs of a sweep in one process share its client,
-# the experiments it found and the sweep parents it found or made.
-_trackers: dict[str, Tracker] = {}
 
 
 def _process_tags() -> dict[str, str]:

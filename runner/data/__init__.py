@@ -13,10 +13,10 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from runner.config import DatasetConfig, Encoding, Scale, UserError
-from runner.datasets import CLASSIFICATION, LOADERS, REGRESSION
+from runner.config import DatasetConfig, Encoding, Scale, Task, UserError
+from runner.data.loaders import LOADERS
 
-__all__ = ["CLASSIFICATION", "REGRESSION", "Dataset", "encode_targets", "encoded_splits", "load"]
+__all__ = ["Dataset", "encode_targets", "encoded_splits", "load"]
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Dataset:
     regression targets are standardised with the training split's mean and std."""
 
     name: str
-    task: str
+    task: Task
     classes: int | None
     x_train: np.ndarray
     y_train: np.ndarray
@@ -66,7 +66,7 @@ def load(cfg: DatasetConfig) -> Dataset:
         raise UserError(f"dataset={cfg.name} is unknown. Allowed: {', '.join(sorted(LOADERS))}.")
     raw = LOADERS[cfg.name](cfg)
     x, y, task = raw.x.astype(np.float32), raw.y, raw.task
-    classify = task == CLASSIFICATION
+    classify = task is Task.classification
     classes = None
     if classify:
         labels, y = np.unique(y, return_inverse=True)

@@ -1,0 +1,136 @@
+"""What a batch of models hands over as it trains on JAX: each member's logs of each epoch
+(:class:`Handover`), kept and passed on as Keras reports them, and the progress a terminal
+or the log shows."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from runner import stop
+from runner.engine import Member, OnEpoch, TrainResult, epoch_line
+from runner.engine.families import Cohort
+from runner.engine.program import Program
+from runner.metrics import diagnostic_names
+
+log = logging.getLogger("runner.engine")
+
+
+@dataclass
+class Handover:
+    """A batch's members while they train: who is still training (``alive``: a diverged
+    member drops out), each one's results so far, and the diagnostics each one logs."""
+
+    members: list[Member]
+    found: list[Cohort]
+    program: Program
+    alive: np.ndarray = field(init=False)
+    results: list[TrainResult] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.alive = np.ones(len(self.members), bool)
+        self.results = [TrainResult(history={}) for _ in self.members]
+        self.names = [self.program.log_names(f) for f in self.program.families]
+        self.diagnostics = [own_diagnostics(m) for m in self.members]
+
+    def living(self) -> list[np.ndarray]:
+        """Each cohort's members still training, in its order."""
+        return [self.alive[list(cohort.positions)] for cohort in self.found]
+
+    def hand_over(self, epoch: int, logs: list, on_epoch: OnEpoch | None) -> None:
+        """Keep each living member's logs of ``epoch`` and hand them to ``on_epoch``; a
+        member whose loss stopped being finite drops out. Every member hands over the same
+        epochs: a signal waits until this epoch's logs are all handed over, so that a
+        stopped group's runs keep as many epochs each."""
+        with stop.held():
+            for cohort, names, rows in zip(self.found, self.names, logs, strict=True):
+                columns = _columns(names, rows)
+                for i, m in enumerate(cohort.positions):
+                    if self.alive[m]:
+                        values = self._keep(m, epoch, {k: c[i] for k, c in columns.items()})
+                        if on_epoch is not None:
+                            on_epoch(m, epoch, values)
+
+    def _keep(self, m: int, epoch: int, values: dict[str, float]) -> dict[str, float]:
+        """Add member ``m``'s values of ``epoch``, those of its own diagnostics, to its
+        history, and return them."""
+        values = {k: v for k, v in values.items() if "/" not in k or k in self.diagnostics[m]}
+        result = self.results[m]
+        for name, value in values.items():
+            result.history.setdefault(name, []).append(value)
+        if not math.isfinite(values["loss"]):
+            result.diverged_epoch = epoch
+            self.alive[m] = False
+        return values
+
+    def set_test(self, test: list, share: float) -> None:
+        """Each member's test metrics (none for one that diverged) and its ``share`` of the
+        training time."""
+        for family, cohort, rows in zip(self.program.families, self.found, test, strict=True):
+            columns = _columns(self.program.log_names(family, "test"), rows)
+            for i, m in enumerate(cohort.positions):
+                result = self.results[m]
+                result.train_seconds = share
+                if result.diverged_epoch is None:
+                    result.test = {f"test_{name}": column[i] for name, column in columns.items()}
+
+
+@contextmanager
+def progress(models: int, epochs: int) -> Iterator[tqdm]:
+    """A batch of models shows its progress on a terminal (tqdm: epochs, models still
+    training, elapsed and remaining time); elsewhere, and for a single job, each epoch is a
+    log line."""
+    progress = tqdm(
+        total=epochs,
+        desc=f"{models} models",
+        unit="epoch",
+        disable=True if models == 1 else None,
+        leave=False,
+    )
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
+def own_diagnostics(member: Member) -> set[str]:
+    """The diagnostics a member logs, those of its activations: its program computes every
+    kind for every layer."""
+    return {
+        name
+        for layer, activation in enumerate(member.activations)
+        for name in diagnostic_names(layer, activation)
+    }
+
+
+def _columns(names: list[str], rows: np.ndarray) -> dict[str, list[float]]:
+    """A family's ``[names, M]`` logs as one list of floats per name, as Keras reports
+    them: ``rmse`` was carried as a mean square."""
+    columns = {}
+    for name, row in zip(names, rows, strict=True):
+        if name.rsplit("_", 1)[-1] == "rmse":
+            row = np.sqrt(row)
+        columns[name] = row.tolist()
+    return columns
+
+
+def log_epoch(epoch: int, epochs: int, results: list[TrainResult], alive: np.ndarray) -> None:
+    if len(results) == 1:
+        last = {name: values[-1] for name, values in results[0].history.items()}
+        log.info("%s", epoch_line(epoch, epochs, last))
+        return
+    val_losses = [r.history["val_loss"][-1] for r, a in zip(results, alive, strict=True) if a]
+    log.info(
+        "epoch %d/%d  %d of %d models training%s",
+        epoch + 1,
+        epochs,
+        alive.sum(),
+        len(results),
+        f"  val_loss {min(val_losses):.4g} to {max(val_losses):.4g}" if val_losses else "",
+    )

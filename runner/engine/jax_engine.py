@@ -1,0 +1,290 @@
+"""Training on JAX: each job's own Keras model, trained the way Keras documents for JAX
+(``model.stateless_call``, ``optimizer.stateless_apply`` and ``jax.grad``), one compiled
+program an epoch.
+
+The models of a batch fall into *families*: the same layers, activations and output head,
+so the same function, fed targets of the same encoding. A family's models are one function
+``jax.vmap``-ed over their stacked weights and optimizer states, learning rate included (a
+Keras optimizer variable like any other), each member scoring its predictions with its own
+loss; every family of the batch steps inside one ``lax.scan`` over the epoch's batches,
+then validates and takes its diagnostics, all in one ``jax.jit`` program. Each model keeps
+its own initial weights, learning rate, batch order (its seed's) and loss, and the models
+share nothing, so each trains as it would alone: a single job is simply a batch of one.
+(Alone and fused agree to float rounding: XLA may order a reduction differently for a
+batch of another size, which chaotic training, such as a deep linear net's, can amplify
+over many epochs.) Data goes to the device once; each epoch's logs come back once.
+
+A single job of a sweep (``Settings.switching``) gets a program that takes its activations
+and its loss as arguments rather than compiling them in, each chosen at run time
+(``lax.switch``) among the common ones: the sweep's next jobs in the same process, with
+other activations or losses, reuse it instead of tracing and compiling their own. Branches
+cost tracing and compiling once, so a single run and a fused batch (one program for the
+whole batch) keep theirs compiled in.
+
+Here: the training loop, one named step each. ``families.py``: which members one function
+serves, and the activations and losses a program may switch between; ``program.py``: the
+compiled epoch and test programs, and the traced programs kept on disk; ``handover.py``:
+each member's logs as the epochs hand them over.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+from runner import stop
+from runner.data import Dataset, encode_targets
+from runner.engine import CHUNK, Member, OnEpoch, Settings, TrainResult, batch_orders
+from runner.engine.families import Cohort, Family, cohorts, dense_layers
+from runner.engine.handover import Handover, log_epoch, progress
+from runner.engine.program import Program
+
+log = logging.getLogger("runner.engine")
+
+# What a batch of models may take on the CPU, where nothing reports free memory, and the
+# share of a GPU's memory it may take.
+CPU_BUDGET = 2 << 30
+GPU_SHARE = 0.5
+
+
+def bytes_per_model(member: Member, settings: Settings, samples: int) -> int:
+    """About what one model takes in a batch: its weights four times over (weights,
+    gradients and two optimizer slots) twice (before and after a step), and its layers'
+    outputs for a training batch, an evaluation chunk and the probe."""
+    weights = sum(int(np.prod(v.shape)) for v in member.net.trainable_variables)
+    widths = sum(layer.units for layer in dense_layers(member.net))
+    rows = min(settings.batch_size, samples) * 3 + CHUNK + (settings.probe_size or 0) * 2
+    return 4 * (8 * weights + rows * widths)
+
+
+def budget() -> int:
+    """The bytes a batch of models may take: a share of the GPU's memory, or a fixed
+    budget on the CPU."""
+    device = jax.devices()[0]
+    if device.platform == "gpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] * GPU_SHARE)
+    return CPU_BUDGET
+
+
+def train_batches(
+    members: list[Member],
+    dataset: Dataset,
+    settings: Settings,
+    on_epoch: OnEpoch | None = None,
+    programs: dict | None = None,
+) -> list[TrainResult]:
+    """Train ``members`` in as few batches as memory allows; return one result each.
+    ``programs``: the compiled programs kept between trainings, by what they were traced
+    for (a batch reuses one, or adds its own)."""
+    samples = len(dataset.x_train)
+    per_batch = max(1, budget() // bytes_per_model(members[0], settings, samples))
+    if per_batch < len(members):
+        log.info(
+            "%d models exceed the memory budget of one program: training them in %d batches",
+            len(members),
+            math.ceil(len(members) / per_batch),
+        )
+    programs = {} if programs is None else programs
+    results: list[TrainResult] = []
+    for start in range(0, len(members), per_batch):
+        batch = members[start : start + per_batch]
+        handing = on_epoch and (
+            lambda m, epoch, logs, start=start: on_epoch(start + m, epoch, logs)
+        )
+        results += _train_batch(batch, dataset, settings, handing, programs)
+    return results
+
+
+def _train_batch(
+    members: list[Member],
+    dataset: Dataset,
+    settings: Settings,
+    on_epoch: OnEpoch | None,
+    programs: dict,
+) -> list[TrainResult]:
+    """Train one batch: its program, its data and states on the device once, an epoch a
+    call, then the test split; each member's results are its own."""
+    found = cohorts(members, settings.switching)
+    program = _program(found, members, dataset, settings, programs)
+    inputs = _upload(program, found, members, dataset)
+    batch = Handover(members, found, program)
+    samples = len(dataset.x_train)
+    orders = [batch_orders(samples, m.seed) for m in members]
+    start = time.perf_counter()
+    ends = []
+    with progress(len(members), settings.epochs) as bar:
+        for epoch in range(settings.epochs):
+            # A signal whose KeyboardInterrupt was lost (raised inside a finalizer, such as
+            # JAX's garbage-collection callback) stops the training here, after the last
+            # epoch it has logged.
+            stop.raise_if_signalled()
+            rows = _epoch_rows(np.stack([next(o) for o in orders]), found, program.batch_size)
+            inputs.states, logs = program.epoch(
+                inputs.states, *rows, batch.living(), *inputs.fixed(), inputs.data
+            )
+            logs = jax.device_get(logs)
+            ends.append(time.perf_counter())
+            batch.hand_over(epoch, logs, on_epoch)
+            if bar.disable:
+                log_epoch(epoch, settings.epochs, batch.results, batch.alive)
+            bar.set_postfix_str(f"{batch.alive.sum()} training", refresh=False)
+            bar.update()
+            if not batch.alive.any():
+                break
+    test = jax.device_get(program.test(inputs.states, *inputs.fixed(), inputs.data))
+    seconds = _training_seconds(start, ends, len(members))
+    _write_back(found, members, inputs.states)
+    batch.set_test(test, seconds / len(members))
+    return batch.results
+
+
+def _program(
+    found: list[Cohort], members: list[Member], dataset: Dataset, settings: Settings, programs: dict
+) -> Program:
+    """The batch's program: one kept in ``programs`` for the same cohorts, settings and
+    data shapes, or a new one traced for them and kept there."""
+    key = (
+        tuple(cohort.key(members) for cohort in found),
+        settings.optimizer.name,
+        settings.optimizer.momentum,
+        settings.batch_size,
+        settings.probe_size,
+        dataset.task.value,
+        dataset.classes,
+        dataset.x_train.shape,
+        dataset.x_val.shape,
+        dataset.x_test.shape,
+    )
+    if key not in programs:
+        families = [Family.of(cohort, members, settings) for cohort in found]
+        programs[key] = Program(families, dataset.task, settings, len(dataset.x_train), key)
+    return programs[key]
+
+
+@dataclass
+class _Inputs:
+    """What a batch's program takes, on the device: the data (each cohort's targets in its
+    encoding), the cohorts' weights and optimizer states, and each cohort's loss and
+    activation indices."""
+
+    data: dict
+    states: list
+    losses: list
+    activations: list
+
+    def fixed(self) -> tuple[list, list]:
+        return self.losses, self.activations
+
+
+def _upload(
+    program: Program, found: list[Cohort], members: list[Member], dataset: Dataset
+) -> _Inputs:
+    """The batch's inputs, each put on the device once."""
+    splits = {
+        "train": (dataset.x_train, dataset.y_train),
+        "val": (dataset.x_val, dataset.y_val),
+        "test": (dataset.x_test, dataset.y_test),
+    }
+    data = {
+        "x": {split: x for split, (x, _) in splits.items()},
+        "y": [
+            {
+                split: encode_targets(y, cohort.encoding, dataset.classes)
+                for split, (_, y) in splits.items()
+            }
+            for cohort in found
+        ],
+    }
+    states = [_state(f, c, members) for f, c in zip(program.families, found, strict=True)]
+    return _Inputs(
+        data=_on_device(data),
+        states=states,
+        losses=_on_device([cohort.loss_indices(members) for cohort in found]),
+        activations=_on_device([cohort.activation_indices(members) for cohort in found]),
+    )
+
+
+def _on_device(tree):
+    """``tree`` on the device, committed to it: as the states an epoch gives back are, so
+    that the second epoch's arguments are placed as the first's were and its program is
+    not compiled a second time."""
+    return jax.device_put(tree, jax.devices()[0])
+
+
+def _state(family: Family, cohort: Cohort, members: list[Member]) -> tuple:
+    """The cohort's weights and optimizer state, stacked member by member in numpy (one
+    transfer to the device, no small programs to compile); the optimizer's learning rate
+    (a variable like any other) holds each member's own."""
+    own = [members[p] for p in cohort.positions]
+
+    def stacked(pick) -> list[np.ndarray]:
+        count = len(pick(own[0].net))
+        return [np.stack([np.asarray(pick(m.net)[i].value) for m in own]) for i in range(count)]
+
+    trainable = stacked(lambda net: net.trainable_variables)
+    non_trainable = stacked(lambda net: net.non_trainable_variables)
+    rate = family.optimizer.learning_rate
+    opt_vars = []
+    for v in family.optimizer.variables:
+        if v is rate:
+            opt_vars.append(np.asarray([m.learning_rate for m in own], v.dtype))
+        else:
+            opt_vars.append(np.repeat(np.asarray(v.value)[None], len(own), axis=0))
+    return _on_device((trainable, non_trainable, opt_vars))
+
+
+def _epoch_rows(order: np.ndarray, found: list[Cohort], size: int) -> tuple[list, list]:
+    """Each cohort's sample indices for one epoch, from every member's ``order``: its full
+    batches as ``[steps, M, size]`` and its last partial batch as ``[M, r]``."""
+    full = order.shape[1] // size * size
+    batches, rest = [], []
+    for cohort in found:
+        rows = order[list(cohort.positions)]
+        count = len(cohort.positions)
+        batches.append(rows[:, :full].reshape(count, -1, size).transpose(1, 0, 2))
+        rest.append(rows[:, full:])
+    return batches, rest
+
+
+def _training_seconds(start: float, ends: list[float], models: int) -> float:
+    """The seconds the epochs took, less what compiling added to the first (counted as a
+    median one), so that compiling shows as overhead, not as training. The models trained
+    together: each is charged an equal share (as on TensorFlow, the test split's
+    evaluation is not training)."""
+    seconds = ends[-1] - start
+    if len(ends) > 1:
+        epoch = float(np.median(np.diff(ends)))
+        compiling = max(0.0, ends[0] - start - epoch)
+        seconds -= compiling
+        log.info(
+            "trained %d model(s) on %s: %.2f s compiling, then %.2f ms an epoch",
+            models,
+            jax.devices()[0].platform,
+            compiling,
+            1000 * epoch,
+        )
+    return seconds
+
+
+def _write_back(found: list[Cohort], members: list[Member], states: list) -> None:
+    """Set the trained weights of each member that keeps them into its own Keras model;
+    the others' stay on the device, where they are freed with the batch."""
+    for cohort, state in zip(found, states, strict=True):
+        kept = [(i, members[m]) for i, m in enumerate(cohort.positions) if members[m].keep_weights]
+        if not kept:
+            continue
+        trainable, non_trainable = jax.device_get(state[:2])
+        for i, member in kept:
+            for variables, stacked in (
+                (member.net.trainable_variables, trainable),
+                (member.net.non_trainable_variables, non_trainable),
+            ):
+                for variable, value in zip(variables, stacked, strict=True):
+                    variable.assign(value[i])

@@ -1,0 +1,310 @@
+"""A job's spec: its composed config, once checked, resolved into frozen, typed values.
+
+This is the one reader of a job's config after :mod:`runner.checks`: :meth:`JobRef.from_cfg`
+reads what names and records a job (enough to refuse it), :meth:`JobSpec.from_cfg` the rest
+once the job's data says what its task is, and :func:`fusion_key` what a fused group's jobs
+share. From there on the engine, the tracking code, the fused launcher and compare take a
+spec, never the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from runner.config import (
+    AUTO,
+    CONF,
+    DatasetConfig,
+    LossConfig,
+    Task,
+    activation_label,
+    layer_activations,
+    not_training,
+)
+from runner.engine import OptimizerKind
+from runner.model import ModelSpec, output_head
+from runner.sweep import Sweep, position, sweep_of, threads_per_job
+from runner.tracking.store import tracking_uri
+
+# loss=auto: the loss each task gets.
+AUTO_LOSS = {Task.classification: "categorical_crossentropy", Task.regression: "mse"}
+# What may differ between the jobs of one fused group: each model's own.
+PER_MEMBER = (
+    "activation",
+    "seed",
+    "loss",
+    "model.output_activation",
+    "model.kernel_initializer",
+    "optimizer.learning_rate",
+)
+
+
+def plain(value: Any) -> Any:
+    """A config value, resolved, as plain data with enums as their names: what is hashed,
+    logged and compared, never OmegaConf's nodes."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    return value.name if isinstance(value, Enum) else value
+
+
+def training_key(view: dict[str, Any], drop: tuple[str, ...] = ()) -> str:
+    """A job's resolved config ``view`` (plain data, without Hydra's node) as canonical
+    JSON, without the keys that do not change what it trains
+    (:func:`runner.config.not_training`) and the dotted keys in ``drop``: what a job's
+    fingerprint digests and a fused group's jobs share."""
+    view = json.loads(json.dumps(view, default=str))
+    for dotted in (*not_training(), *drop):
+        *parents, leaf = dotted.split(".")
+        node = view
+        for parent in parents:
+            node = node.get(parent, {})
+        node.pop(leaf, None)
+    return json.dumps(view, sort_keys=True, default=str)
+
+
+def _view(cfg: DictConfig) -> dict[str, Any]:
+    """The job's config as plain data, without Hydra's node, which is left unresolved: it
+    refers to a job directory not made yet."""
+    return {key: plain(value) for key, value in cfg.items() if key != "hydra"}
+
+
+def _flat(view: dict[str, Any], choices: dict[str, object]) -> dict[str, object]:
+    """The config ``view`` as dotted keys, plus the ``choices`` a user compares by name."""
+    flat: dict[str, object] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(view, "")
+    flat.update(choices)
+    return flat
+
+
+def fusion_key(cfg: DictConfig) -> str:
+    """Equal for two jobs that can train in one fused group: all is equal but each
+    member's own keys (:data:`PER_MEMBER`) and what does not change training. Loss
+    scaling is a per-batch decision of its optimizer: a mixed-precision job trains alone,
+    as it would, under a key of its own."""
+    if cfg.train.mixed_precision:
+        return f"mixed precision {id(cfg)}"
+    return training_key(_view(cfg), PER_MEMBER)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingSpec:
+    """Where and what a job records (``tracking.*``, resolved): the store's ``uri``, the
+    ``experiment`` (the dataset's name unless named), the per-run ``figure`` (None: a
+    single run draws one, a sweep's jobs do not)."""
+
+    enabled: bool
+    uri: str
+    experiment: str
+    figure: bool | None
+    log_model: bool
+    adopt_foreign_db: bool
+
+    @property
+    def logs_model(self) -> bool:
+        """Whether the job logs its trained model: ``tracking.log_model``, when it tracks."""
+        return self.enabled and self.log_model
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig) -> TrackingSpec:
+        tracking = cfg.tracking
+        return cls(
+            enabled=tracking.enabled,
+            uri=tracking_uri(tracking.uri),
+            experiment=tracking.experiment or cfg.dataset.name,
+            figure=tracking.figure,
+            log_model=tracking.log_model,
+            adopt_foreign_db=tracking.adopt_foreign_db,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobContext:
+    """Where a job runs, as Hydra says (:meth:`from_hydra`): its sweep (None: a single
+    run), its place in it (``3/12``), its output directory and overrides, and the CPU
+    threads its launcher gives each of the jobs it runs side by side (None: all cores).
+    Outside Hydra, none of them."""
+
+    sweep: Sweep | None = None
+    position: str | None = None
+    output_dir: Path | None = None
+    overrides: tuple[str, ...] = ()
+    threads: int | None = None
+
+    @classmethod
+    def from_hydra(cls) -> JobContext:
+        if not HydraConfig.initialized():
+            return cls()
+        hydra = HydraConfig.get()
+        return cls(
+            sweep=sweep_of(hydra),
+            position=position(hydra),
+            output_dir=Path(hydra.runtime.output_dir),
+            overrides=tuple(hydra.overrides.task),
+            threads=threads_per_job(hydra),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compute:
+    """The Keras backend, the device asked for and the CPU threads (None: all cores)."""
+
+    backend: str
+    device: str
+    threads: int | None
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig, context: JobContext) -> Compute:
+        """``train.threads``, or when unset, the share of the cores that the job's launcher
+        gives each job it runs side by side (:func:`runner.sweep.threads_per_job`)."""
+        threads = context.threads if cfg.train.threads is None else cfg.train.threads
+        return cls(backend=cfg.backend.value, device=cfg.device.value, threads=threads)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRef:
+    """What names and records a job, read before its values are checked: enough to refuse
+    it, file the refusal in its sweep and hand Hydra a result. ``label`` is how its console
+    lines name it (``job 3/12 relu-mse-digits-s0`` in a sweep)."""
+
+    name: str
+    label: str
+    params: dict[str, object]
+    tracking: TrackingSpec
+    objective: str | None
+    sweep: Sweep | None
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig, context: JobContext) -> JobRef:
+        return cls(**_ref_fields(cfg, context, _view(cfg), cfg.loss.name))
+
+
+def _ref_fields(
+    cfg: DictConfig, context: JobContext, view: dict[str, Any], loss: str
+) -> dict[str, Any]:
+    """The fields of :class:`JobRef`: its params from the config ``view``, its name from
+    its activations, its ``loss``, its dataset and its seed."""
+    activations = activation_label(cfg)
+    name = f"{activations.replace(',', '+')}-{loss}-{cfg.dataset.name}-s{cfg.seed}"
+    where = context.position
+    choices = {
+        "activation": activations,
+        "loss": loss,
+        "dataset": cfg.dataset.name,
+        "optimizer": cfg.optimizer.name,
+        "seed": cfg.seed,
+    }
+    return dict(
+        name=name,
+        label=f"job {where} {name}" if where else name,
+        params=_flat(view, choices),
+        tracking=TrackingSpec.from_cfg(cfg),
+        objective=None if cfg.objective is None else cfg.objective.value,
+        sweep=context.sweep,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Training:
+    """How a job trains, shared by the jobs of a fused group: epochs, batch size,
+    TensorFlow's ``steps_per_execution``, and the diagnostics' probe (None: off)."""
+
+    epochs: int
+    batch_size: int
+    steps_per_execution: int
+    probe_size: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec(JobRef):
+    """A checked job, resolved for its data's ``task``: the model (widths, an activation
+    per hidden layer, the initializer, the output head), the loss, the optimizer with the
+    job's own learning rate, the seed, the data it trains on, how it trains, where it runs,
+    and what it records (the config as ``config_yaml``, the ``overrides`` Hydra gave it, its
+    output directory, None outside Hydra). ``fingerprint``: equal for two jobs that train
+    the same model on the same data."""
+
+    fingerprint: str
+    task: Task
+    model: ModelSpec
+    loss: str
+    optimizer: OptimizerKind
+    learning_rate: float
+    seed: int
+    training: Training
+    data: DatasetConfig
+    compute: Compute
+    resume: bool
+    config_yaml: str
+    overrides: tuple[str, ...]
+    output_dir: Path | None
+
+    @classmethod
+    def from_cfg(
+        cls, cfg: DictConfig, context: JobContext, task: Task, classes: int | None
+    ) -> JobSpec:
+        """The job ``cfg`` asks for, run in ``context``, on data of ``task`` with
+        ``classes``: ``loss=auto`` becomes the loss that fits the task, as if the user had
+        named it."""
+        loss = resolved_loss(cfg.loss, task)
+        compute = Compute.from_cfg(cfg, context)
+        view = _view(cfg)
+        view["loss"] = OmegaConf.to_container(OmegaConf.structured(loss), enum_to_str=True)
+        view["train"]["threads"] = compute.threads
+        return cls(
+            **_ref_fields(cfg, context, view, loss.name),
+            fingerprint=hashlib.sha256(training_key(view).encode()).hexdigest()[:16],
+            task=task,
+            model=ModelSpec(
+                units=tuple(cfg.model.units),
+                activations=layer_activations(cfg),
+                head=output_head(loss, cfg.model.output_activation, task, classes),
+                kernel_initializer=cfg.model.kernel_initializer,
+                mixed_precision=cfg.train.mixed_precision,
+            ),
+            loss=loss.name,
+            optimizer=OptimizerKind(cfg.optimizer.name, cfg.optimizer.momentum),
+            learning_rate=cfg.optimizer.learning_rate,
+            seed=cfg.seed,
+            training=Training(
+                epochs=cfg.train.epochs,
+                batch_size=cfg.train.batch_size,
+                steps_per_execution=cfg.train.steps_per_execution,
+                probe_size=cfg.diagnostics.probe_size if cfg.diagnostics.enabled else None,
+            ),
+            data=data_of(cfg),
+            compute=compute,
+            resume=cfg.resume,
+            config_yaml=OmegaConf.to_yaml(OmegaConf.create(view)),
+            overrides=context.overrides,
+            output_dir=context.output_dir,
+        )
+
+
+def data_of(cfg: DictConfig) -> DatasetConfig:
+    """The job's dataset and how it is cut, typed."""
+    return OmegaConf.to_object(cfg.dataset)
+
+
+def resolved_loss(loss: DictConfig, task: Task) -> LossConfig:
+    """The job's loss config, typed: ``loss=auto`` replaced by the config of the loss that
+    fits ``task`` (conf/loss/), as if the user had named it."""
+    if loss.name == AUTO:
+        chosen = OmegaConf.load(CONF / "loss" / f"{AUTO_LOSS[task]}.yaml")
+        loss = OmegaConf.merge(OmegaConf.structured(LossConfig), chosen)
+    return OmegaConf.to_object(loss)

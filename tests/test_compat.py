@@ -1,0 +1,131 @@
+"""Every reach into a library's internals (runner/compat/) falls back to the library's public
+path on a version it was not written for: forced here, each one still trains, sweeps and
+records, and says once that it runs without its patch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import runner.compat
+from runner import compat, stop
+from runner.compat import hydra as compat_hydra
+from runner.compat import launchers
+from runner.compat import multiprocessing as compat_multiprocessing
+from runner.compat import tensorflow as compat_tensorflow
+from tests.conftest import backend_args, finished_sweep
+
+# A sweep run as `python -m runner` is, in a process where every library has a version that
+# runner/compat was not written for.
+UNKNOWN_VERSIONS = """
+import sys
+import runner.compat
+import runner.compat.multiprocessing
+
+runner.compat.installed = lambda package: "99.0"
+runner.compat.multiprocessing.PYTHON = ()
+from runner.__main__ import cli
+
+sys.argv = ["runner", *sys.argv[1:]]
+cli()
+"""
+
+
+@pytest.fixture
+def unknown_versions(monkeypatch):
+    """Every library at a version that runner/compat was not written for."""
+    monkeypatch.setattr(runner.compat, "installed", lambda package: "99.0")
+    monkeypatch.setattr(compat_multiprocessing, "PYTHON", ())
+
+
+def test_only_a_listed_minor_version_passes_the_guard_and_another_warns_once(monkeypatch):
+    monkeypatch.setattr(compat, "installed", lambda package: "1.3.8")
+    assert compat.written_for("hydra-core", ("1.3",), "a patch")
+    monkeypatch.setattr(compat, "installed", lambda package: "1.30.0")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            assert not compat.written_for("hydra-core", ("1.3",), "a patch")
+    assert [str(w.message) for w in caught] == [
+        "hydra-core 1.30.0 is not one of the versions a patch was written for (1.3); running "
+        "without it."
+    ]
+
+
+def test_a_fused_composed_sweep_that_logs_its_models_runs_on_unknown_versions(tmp_path, store):
+    # The ConfigStore is copied as Hydra copies it, the jobs are composed by Hydra and swept
+    # by Hydra's own grid sweeper, and the models are saved as Keras saves them.
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store)
+    done = subprocess.run(
+        [
+            sys.executable, "-c", UNKNOWN_VERSIONS, "-m", "hydra/launcher=fused",
+            "hydra/sweeper=composing", "hydra.sweep.dir=sweep", "dataset=iris",
+            "activation=relu,tanh", "model.units=[8]", "train.epochs=2",
+            "tracking.log_model=true", *backend_args(),
+        ],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    for package, what in (
+        ("hydra-core", "the ConfigStore copy patch"),
+        ("hydra-core", "the composing sweeper's quick composition"),
+        ("keras", "saving a model without TensorFlow"),
+    ):
+        assert f"{package} 99.0 is not one of the versions {what} was written for" in output
+    assert "fused group(s) of 2" in output
+    _, jobs = finished_sweep(store, 2)
+    models = MlflowClient(store).search_logged_models(list(set(jobs["experiment_id"])))
+    assert sorted(m.source_run_id for m in models) == sorted(jobs["run_id"])
+    assert len(list((tmp_path / "sweep").glob("*/.hydra/config.yaml"))) == 2
+
+
+def test_a_job_composed_without_hydras_private_dirname_is_composed_by_hydra(unknown_versions):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(["seed=1"])
+    with pytest.warns(UserWarning, match="override_dirname of quickly composed jobs"):
+        assert compat_hydra.overrides_dirname(parsed, "=", ",", []) is None
+
+
+def test_the_grid_sweeper_on_an_unknown_hydra_is_the_one_hydras_config_names(monkeypatch):
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # Hydra's own plugins, the basic sweeper's config among them
+    monkeypatch.setattr(runner.compat, "installed", lambda package: "99.0")
+    with pytest.warns(UserWarning, match="quick composition"):
+        sweeper, quick = compat_hydra.grid_sweeper()
+    assert (sweeper.__name__, quick) == ("BasicSweeper", False)
+
+
+def test_tensorflows_registry_is_left_as_it_is_on_an_unknown_tensorflow(unknown_versions):
+    with pytest.warns(UserWarning, match="the gradient-registry cleanup"):
+        assert compat_tensorflow.gradient_registry() is None
+
+
+def test_a_worker_exits_without_freeing_semaphores_on_an_unknown_python(unknown_versions):
+    with pytest.warns(UserWarning, match="freeing a worker's semaphores"):
+        compat_multiprocessing.free_semaphores()
+
+
+@pytest.mark.parametrize(
+    "patch,what",
+    [
+        (launchers.loky_workers_end_their_jobs_first, "graceful stop of joblib's workers"),
+        (launchers.submitit_local_jobs_take_ctrl_c, "local jobs' handling of Ctrl-C"),
+        (launchers.ray_jobs_cancelled_on_a_stop, "the cancelling of Ray jobs"),
+    ],
+    ids=["joblib", "submitit", "ray"],
+)
+def test_a_launchers_workers_stop_as_the_launcher_stops_them_on_an_unknown_version(
+    unknown_versions, patch, what
+):
+    stoppers = list(stop.stoppers)
+    with pytest.warns(UserWarning, match=what):
+        patch()
+    assert stop.stoppers == stoppers
