@@ -327,4 +327,7 @@ def masked(uri: str) -> str:
     if any(key == "password" for key, _ in query):
         masked_query = [(key, MASK if key == "password" else value) for key, value in query]
         parts = parts._replace(query=urlencode(masked_query, safe="*"))
-    return urlunsplit(parts._replace(netloc=f"{user}{at}{host}"))
+    masked_uri = urlunsplit(parts._replace(netloc=f"{user}{at}{host}"))
+    # urlunsplit drops the empty host of sqlite:////abs/path.db: a URI with no password
+    # stays as it was.
+    return uri if masked_uri == urlunsplit(urlsplit(uri)) else masked_uri
