@@ -2,7 +2,8 @@
 
 The sweep: 4 activations x 2 losses x ``--rates`` learning rates x ``--seeds`` seeds on
 digits, hidden [128, 64], batch 32, ``--epochs`` epochs, on JAX. The fused sweep runs with
-``hydra/launcher=fused hydra/sweeper=composing``, the basic one with Hydra's defaults. Each
+``hydra/launcher=fused hydra/sweeper=composing`` (the defaults), the basic one with
+``hydra/launcher=basic hydra/sweeper=basic``. Each
 runs as a whole ``python -m runner -m ...`` process into its own fresh SQLite store
 (created before the clock starts, as a user's store would be), in turn, ``--repeats``
 times. Printed: the median wall time of each, their ratio, and both comparison tables

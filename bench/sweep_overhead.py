@@ -39,6 +39,8 @@ from mlflow.tracking import MlflowClient
 SWEEP = ["activation=sigmoid,tanh,relu", "loss=mse,categorical_crossentropy", "seed=0,1"]
 ONE = ["activation=relu", "loss=categorical_crossentropy", "seed=0"]
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+# Hydra's own launcher and sweeper, one job after another (the default fuses on JAX).
+BASIC = ["hydra/launcher=basic", "hydra/sweeper=basic"]
 
 
 def tree_rss(root: int) -> int:
@@ -104,12 +106,12 @@ def main() -> None:
         single_wall, single_rss = run(folder, *common[:1])  # also the warm-up
         # A sweep's job compiles a program of its own (it switches activations and losses at
         # run time): warmed too, so that no measured sweep pays a first-ever compile.
-        run(folder, "-m", *common, *ONE, f"hydra.sweep.dir={folder / 'warm-up'}")
+        run(folder, "-m", *common, *BASIC, *ONE, f"hydra.sweep.dir={folder / 'warm-up'}")
         startup = {
             " ".join(flags): statistics.median(run(folder, *flags)[0] for _ in range(3))
             for flags in (["--help"], ["--cfg", "job"])
         }
-        sweeps = {"one": ONE, "basic": SWEEP, "joblib": JOBLIB + SWEEP}
+        sweeps = {"one": BASIC + ONE, "basic": BASIC + SWEEP, "joblib": JOBLIB + SWEEP}
         walls: dict[str, list[float]] = {name: [] for name in sweeps}
         outside: dict[str, list[float]] = {name: [] for name in sweeps}
         joblib_rss = 0

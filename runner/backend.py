@@ -156,7 +156,6 @@ def cache_damage_said(said: set[str]) -> Iterator[None]:
     delete; every other warning is shown as it would be."""
     try:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("default")
             yield
     finally:
         _say_damage(caught, said)

@@ -21,10 +21,11 @@ Panel = tuple[str, tuple[tuple[str, str, str], ...]]
 
 
 def training_curves(
-    history: dict[str, list[float]], metric: str, title: str, built: dict
+    history: dict[str, list[float]], epochs: list[int], metric: str, title: str, built: dict
 ) -> Figure:
     """Loss and ``metric`` (``accuracy`` or ``mae``) per epoch, training and validation,
-    and, when the diagnostics ran, each hidden layer's gradient norm on a log scale.
+    and, when the diagnostics ran, each hidden layer's gradient norm on a log scale: each
+    curve's values at ``epochs`` (counted from 0, drawn from 1).
 
     The figure is the one kept in ``built`` for its layout, built there the first time: the
     next call with the same keys in ``history`` draws over it, so save it before."""
@@ -49,7 +50,7 @@ def training_curves(
     figure = built[layout]
     for ax, (_, curves) in zip(figure.axes, layout, strict=True):
         for line, (key, _, _) in zip(ax.get_lines(), curves, strict=True):
-            line.set_data(range(1, len(history[key]) + 1), history[key])
+            line.set_data([epoch + 1 for epoch in epochs], history[key])
         ax.relim()
         with warnings.catch_warnings():
             # A diverged run's gradient norms may have no finite value for the log axis to

@@ -30,6 +30,7 @@ from runner.compose import Composer
 from runner.jobs import outcome
 from runner.jobs.plan import Plan
 from runner.jobs.spec import JobContext, JobRef, fusion_key
+from runner.sweep import GRID_SWEEPERS, sweeper_name
 
 log = logging.getLogger("runner")
 
@@ -63,18 +64,27 @@ def launch(
             config.hydra.job.id = config.hydra.job.num = initial_job_idx + offset
         configs.append(config)
     groups = fusable_groups(configs, launcher.max_group)
-    alone = sum(len(group) == 1 for group in groups)
-    log.info(
-        "Launching %d jobs: %d fused group(s) of %s, %d alone",
-        len(configs),
-        len(groups) - alone,
-        ", ".join(str(len(group)) for group in groups if len(group) > 1) or "none",
-        alone,
-    )
+    basic = _basic_path(launcher, configs)
+    if basic is not None:
+        groups = [[index] for index in range(len(configs))]
+        if not launcher.said_basic:
+            log.info("%s: each job runs as Hydra's basic launcher runs it", basic)
+            launcher.said_basic = True
+    else:
+        alone = sum(len(group) == 1 for group in groups)
+        log.info(
+            "Launching %d jobs: %d fused group(s) of %s, %d alone",
+            len(configs),
+            len(groups) - alone,
+            ", ".join(str(len(group)) for group in groups if len(group) > 1) or "none",
+            alone,
+        )
     returns: list[JobReturn | None] = [None] * len(configs)
     for number, group in enumerate(groups):
         if len(group) == 1:
-            returns[group[0]] = _run(launcher, configs[group[0]], launcher.task_function)
+            config = configs[group[0]]
+            log.info("\t#%d : %s", config.hydra.job.num, " ".join(config.hydra.overrides.task))
+            returns[group[0]] = _run(launcher, config, launcher.task_function)
         else:
             phase = []
             for index in group:
@@ -86,6 +96,18 @@ def launch(
             for index, ret in zip(group, phase, strict=True):
                 returns[index] = ret
     return returns
+
+
+def _basic_path(launcher: Any, configs: list[DictConfig]) -> str | None:
+    """Why no job of this batch can fuse, when none can: TensorFlow trains one model at a
+    time, and a sweeper that proposes jobs from the results before them (Optuna) hands
+    over one small batch at a time. None when jobs may fuse."""
+    if any(config.backend.value == "tensorflow" for config in configs):
+        return "backend=tensorflow trains one model at a time (fused groups are JAX's)"
+    sweeper = sweeper_name(launcher.config)
+    if sweeper not in GRID_SWEEPERS:
+        return f"{sweeper} proposes each batch of jobs from the results before it"
+    return None
 
 
 def _run(launcher: Any, config: DictConfig, task: Any) -> JobReturn:

@@ -53,7 +53,7 @@ def sweep_size(config: DictConfig) -> int | None:
     sweeper = config.hydra.sweeper
     if "n_trials" in sweeper:
         return int(sweeper.n_trials)
-    if str(sweeper.get("_target_", "")).rsplit(".", 1)[-1] not in GRID_SWEEPERS:
+    if sweeper_name(config) not in GRID_SWEEPERS:
         return None
     params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
     arguments = params + list(config.hydra.overrides.task)
@@ -112,6 +112,11 @@ def threads_per_job(hydra_cfg: DictConfig) -> int | None:
     return max(1, cores // workers)
 
 
+def sweeper_name(config: DictConfig) -> str:
+    """The class name of the sweep's sweeper: ``ComposingSweeper``, ``OptunaSweeper``..."""
+    return str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1]
+
+
 def launcher_name(config: DictConfig) -> str:
     """The class name of the sweep's launcher: ``JoblibLauncher``, ``FusedLauncher``..."""
     return str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
@@ -127,8 +132,7 @@ PER_PROCESS = {
 
 def check_launch(config: DictConfig) -> None:
     """Refuse, before any job runs, what the sweep's launcher cannot do: switch the backend,
-    the device or the threads between jobs of one process, fuse no job at all, or fuse jobs
-    on TensorFlow."""
+    the device or the threads between jobs of one process, or fuse no job at all."""
     launcher = launcher_name(config)
     for key, what in PER_PROCESS.items():
         values = sorted(set(swept_values(config, key)))
@@ -142,13 +146,6 @@ def check_launch(config: DictConfig) -> None:
         raise UserError(
             f"hydra.launcher.max_group={config.hydra.launcher.max_group} is not allowed: it "
             "is the most jobs one fused group trains at once, 1 or more."
-        )
-    backends = set(swept_values(config, "backend"))
-    if launcher == "FusedLauncher" and "tensorflow" in backends:
-        raise UserError(
-            "hydra/launcher=fused trains on backend=jax only (each job's Keras model vmapped "
-            "in one JAX program). Use backend=jax, or the basic or joblib launcher for "
-            "backend=tensorflow."
         )
 
 

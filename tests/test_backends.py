@@ -10,7 +10,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import search
+from tests.conftest import finished_sweep, search
 
 TINY = ["dataset=iris", "model.units=[8]", "train.epochs=2"]
 
@@ -82,9 +82,8 @@ def test_a_job_starts_with_its_own_line_and_no_framework_banner(tmp_path, name):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["backend=jax,tensorflow"], "cannot be swept by BasicLauncher"),
-        (["hydra/launcher=fused", "backend=tensorflow", "seed=0,1"], "backend=jax only"),
-        (["device=auto,cpu"], "device=auto,cpu cannot be swept by BasicLauncher"),
+        (["backend=jax,tensorflow"], "cannot be swept by FusedLauncher"),
+        (["device=auto,cpu"], "device=auto,cpu cannot be swept by FusedLauncher"),
         (
             ["hydra/launcher=fused", "train.threads=1,2"],
             "train.threads=1,2 cannot be swept by FusedLauncher: it runs every job in this one "
@@ -95,7 +94,7 @@ def test_a_job_starts_with_its_own_line_and_no_framework_banner(tmp_path, name):
             "hydra.launcher.max_group=0 is not allowed",
         ),
     ],
-    ids=["backend", "fused-tensorflow", "device", "threads", "max_group"],
+    ids=["backend", "device", "threads", "max_group"],
 )
 def test_a_sweep_one_process_cannot_run_is_refused_before_any_job(cli, store, args, message):
     result = cli("-m", *args, *TINY)
@@ -103,3 +102,17 @@ def test_a_sweep_one_process_cannot_run_is_refused_before_any_job(cli, store, ar
     assert result.returncode == 2, output
     assert message in output and "Traceback" not in output
     assert search(store).empty
+
+
+def test_a_tensorflow_sweep_runs_its_jobs_one_by_one_saying_so(cli, store):
+    # The default launcher fuses jobs on JAX; TensorFlow trains one model at a time, so the
+    # same command runs them as Hydra's basic launcher does, and says so once.
+    result = cli("-m", "backend=tensorflow", "seed=0,1", *TINY)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    said = "backend=tensorflow trains one model at a time (fused groups are JAX's): each job"
+    assert output.count(said) == 1
+    assert "fused group g" not in output
+    _, jobs = finished_sweep(store, 2)
+    assert set(jobs["params.backend"]) == {"tensorflow"}
+    assert "tags.fused_group" not in jobs or jobs["tags.fused_group"].isna().all()

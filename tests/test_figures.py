@@ -15,9 +15,15 @@ def _history(rng: np.random.Generator, epochs: int, scale: float) -> dict[str, l
     return {key: list(rng.random(epochs) * scale) for key in keys}
 
 
+def _epochs(history: dict[str, list[float]]) -> list[int]:
+    return list(range(len(history["loss"])))
+
+
 def _png(history: dict[str, list[float]], title: str, built: dict) -> bytes:
     buffer = io.BytesIO()
-    figures.training_curves(history, "accuracy", title, built).savefig(buffer, format="png")
+    figures.training_curves(history, _epochs(history), "accuracy", title, built).savefig(
+        buffer, format="png"
+    )
     return buffer.getvalue()
 
 
@@ -40,8 +46,11 @@ def test_a_figure_drawn_over_another_run_renders_as_if_drawn_first():
     # The second run's fewer epochs and larger values rescale the axes; its title replaces
     # the first's.
     over = _png(second, "second", built)
-    _shows(figures.training_curves(second, "accuracy", "second", built), second)
-    assert figures.training_curves(second, "accuracy", "second", built).get_suptitle() == "second"
+    _shows(figures.training_curves(second, _epochs(second), "accuracy", "second", built), second)
+    assert (
+        figures.training_curves(second, _epochs(second), "accuracy", "second", built).get_suptitle()
+        == "second"
+    )
     assert len(built) == 1
     assert _png(second, "second", {}) == over
     assert over != before
@@ -52,7 +61,21 @@ def test_each_layout_has_its_own_figure():
     rng = np.random.default_rng(1)
     with_diagnostics = _history(rng, 5, 1.0)
     without = {k: v for k, v in with_diagnostics.items() if not k.startswith("grad_norm/")}
-    assert len(figures.training_curves(with_diagnostics, "accuracy", "a", built).axes) == 3
-    assert len(figures.training_curves(without, "accuracy", "b", built).axes) == 2
-    assert len(figures.training_curves(with_diagnostics, "accuracy", "c", built).axes) == 3
+    assert (
+        len(
+            figures.training_curves(
+                with_diagnostics, _epochs(with_diagnostics), "accuracy", "a", built
+            ).axes
+        )
+        == 3
+    )
+    assert len(figures.training_curves(without, _epochs(without), "accuracy", "b", built).axes) == 2
+    assert (
+        len(
+            figures.training_curves(
+                with_diagnostics, _epochs(with_diagnostics), "accuracy", "c", built
+            ).axes
+        )
+        == 3
+    )
     assert len(built) == 2

@@ -17,6 +17,7 @@ from tests.conftest import finished_sweep, logged_model_scores, plan_job, search
 from tests.test_reliability import start, wait_for_epochs
 
 EPOCHS = 3
+TINY_JOB = ["model.units=[8]", "train.epochs=2"]
 
 # Fused sweeps are JAX's: the whole module runs on the default backend only.
 
@@ -219,6 +220,15 @@ def test_a_fused_sweep_records_every_job_as_its_own_run(cli, store, tmp_path):
     assert runs["metrics.test_accuracy"].notna().all()
     # Each job keeps its own Hydra output directory and composed config.
     assert len(list((tmp_path / "sweep").glob("*/.hydra/config.yaml"))) == 8
+
+
+def test_a_plain_sweep_fuses_without_a_flag(cli, store):
+    result = cli("-m", "dataset=iris", "activation=relu,tanh", "seed=0,1", *TINY_JOB)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Launching 4 jobs: 1 fused group(s) of 4, 0 alone" in output
+    _, jobs = finished_sweep(store, 4)
+    assert set(jobs["tags.fused_group_size"]) == {"4"}
 
 
 def test_sigterm_ends_every_run_of_a_fused_group_killed_with_its_metrics(tmp_path, store):

@@ -256,3 +256,17 @@ def test_only_what_changes_training_changes_a_jobs_fingerprint(make_cfg):
         assert fingerprint(*overrides) == same, overrides
     for overrides in (["seed=1"], ["optimizer.learning_rate=0.01"], ["activation=tanh"]):
         assert fingerprint(*overrides) != same, overrides
+
+
+def test_a_long_runs_result_keeps_its_curve_in_bounded_memory():
+    result = engine.TrainResult()
+    for epoch in range(10 * engine.KEPT_EPOCHS + 3):
+        result.add(epoch, {"loss": 1 / (epoch + 1), "val_loss": 2 / (epoch + 1)})
+    assert len(result.epochs) <= engine.KEPT_EPOCHS
+    assert result.epochs[:3] == [0, result.stride, 2 * result.stride] and result.stride == 16
+    assert result.history["loss"][1] == 1 / (result.stride + 1)
+    assert result.last == {"loss": 1 / 10003, "val_loss": 2 / 10003}
+    short = engine.TrainResult()
+    for epoch in range(5):
+        short.add(epoch, {"loss": float(epoch)})
+    assert (short.epochs, short.history["loss"]) == ([0, 1, 2, 3, 4], [0.0, 1.0, 2.0, 3.0, 4.0])

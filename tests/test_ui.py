@@ -257,7 +257,7 @@ def test_a_sweeps_link_opens_its_parent_run_in_model_training(
 
 
 def test_the_console_says_what_serves_a_stores_ui_and_never_its_password(monkeypatch):
-    from runner.tracking.store import DEFAULT_STORE
+    from runner.tracking.store import DEFAULT_STORE, masked
     from runner.tracking.ui import ui_line
 
     for name in ("MLFLOW_HOST", "MLFLOW_PORT"):
@@ -275,6 +275,8 @@ def test_the_console_says_what_serves_a_stores_ui_and_never_its_password(monkeyp
     )
     line = ui_line("postgresql://ada:secret@db:5432/mlflow", "1", "abc")
     assert "secret" not in line and "postgresql://ada:***@db:5432/mlflow" in line
+    # A store without a password is printed as it is, its path's slashes included.
+    assert masked("sqlite:////data/study.db") == "sqlite:////data/study.db"
 
 
 def test_an_unreachable_database_store_fails_at_once_named_without_its_password():

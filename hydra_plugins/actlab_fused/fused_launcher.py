@@ -38,6 +38,8 @@ class FusedLauncher(Launcher):
         self.task_function: TaskFunction | None = None
         # Job configs by their overrides, from hydra/sweeper=composing (use_composed).
         self.composed: dict = {}
+        # Whether it has said that the jobs run as the basic launcher runs them.
+        self.said_basic = False
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig

@@ -71,15 +71,43 @@ class Settings:
     switching: bool = False
 
 
+# The most epochs a result keeps of each metric's curve: memory stays flat however long a
+# run trains (each epoch's values go to tracking as they come).
+KEPT_EPOCHS = 1000
+
+
 @dataclass
 class TrainResult:
-    """The per-epoch history (Keras's names), the test metrics (``test_`` + Keras's names),
-    the seconds training took, and the epoch whose loss stopped being finite, if one did."""
+    """The per-epoch history (Keras's names) of the ``epochs`` kept (counted from 0), the
+    ``last`` epoch's values, the test metrics (``test_`` + Keras's names), the seconds
+    training took, and the epoch whose loss stopped being finite, if one did.
 
-    history: dict[str, list[float]]
+    A run of up to :data:`KEPT_EPOCHS` epochs keeps every one; a longer one keeps every
+    2nd, then every 4th... (``stride``), so that its curves keep their shape in bounded
+    memory."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs: list[int] = field(default_factory=list)
+    last: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
     diverged_epoch: int | None = None
+    stride: int = 1
+
+    def add(self, epoch: int, values: dict[str, float]) -> None:
+        """Keep the ``values`` of ``epoch``, the next one; past :data:`KEPT_EPOCHS` kept,
+        every other one kept is dropped and the stride doubles."""
+        self.last = values
+        if epoch % self.stride:
+            return
+        self.epochs.append(epoch)
+        for name, value in values.items():
+            self.history.setdefault(name, []).append(value)
+        if len(self.epochs) > KEPT_EPOCHS:
+            self.stride *= 2
+            kept = [i for i, e in enumerate(self.epochs) if e % self.stride == 0]
+            self.epochs = [self.epochs[i] for i in kept]
+            self.history = {n: [v[i] for i in kept] for n, v in self.history.items()}
 
 
 def batch_orders(samples: int, seed: int) -> Iterator[np.ndarray]:

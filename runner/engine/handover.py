@@ -35,7 +35,7 @@ class Handover:
 
     def __post_init__(self) -> None:
         self.alive = np.ones(len(self.members), bool)
-        self.results = [TrainResult(history={}) for _ in self.members]
+        self.results = [TrainResult() for _ in self.members]
         self.names = [self.program.log_names(f) for f in self.program.families]
         self.diagnostics = [own_diagnostics(m) for m in self.members]
 
@@ -62,8 +62,7 @@ class Handover:
         history, and return them."""
         values = {k: v for k, v in values.items() if "/" not in k or k in self.diagnostics[m]}
         result = self.results[m]
-        for name, value in values.items():
-            result.history.setdefault(name, []).append(value)
+        result.add(epoch, values)
         if not math.isfinite(values["loss"]):
             result.diverged_epoch = epoch
             self.alive[m] = False
@@ -122,10 +121,9 @@ def _columns(names: list[str], rows: np.ndarray) -> dict[str, list[float]]:
 
 def log_epoch(epoch: int, epochs: int, results: list[TrainResult], alive: np.ndarray) -> None:
     if len(results) == 1:
-        last = {name: values[-1] for name, values in results[0].history.items()}
-        log.info("%s", epoch_line(epoch, epochs, last))
+        log.info("%s", epoch_line(epoch, epochs, results[0].last))
         return
-    val_losses = [r.history["val_loss"][-1] for r, a in zip(results, alive, strict=True) if a]
+    val_losses = [r.last["val_loss"] for r, a in zip(results, alive, strict=True) if a]
     log.info(
         "epoch %d/%d  %d of %d models training%s",
         epoch + 1,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import jax
@@ -39,7 +40,15 @@ import numpy as np
 
 from runner import stop
 from runner.data import Dataset, encode_targets
-from runner.engine import CHUNK, Member, OnEpoch, Settings, TrainResult, batch_orders
+from runner.engine import (
+    CHUNK,
+    KEPT_EPOCHS,
+    Member,
+    OnEpoch,
+    Settings,
+    TrainResult,
+    batch_orders,
+)
 from runner.engine.families import Cohort, Family, cohorts, dense_layers
 from runner.engine.handover import Handover, log_epoch, progress
 from runner.engine.program import Program
@@ -117,8 +126,7 @@ def _train_batch(
     batch = Handover(members, found, program)
     samples = len(dataset.x_train)
     orders = [batch_orders(samples, m.seed) for m in members]
-    start = time.perf_counter()
-    ends = []
+    clock = _Clock()
     with progress(len(members), settings.epochs) as bar:
         for epoch in range(settings.epochs):
             # A signal whose KeyboardInterrupt was lost (raised inside a finalizer, such as
@@ -130,7 +138,7 @@ def _train_batch(
                 inputs.states, *rows, batch.living(), *inputs.fixed(), inputs.data
             )
             logs = jax.device_get(logs)
-            ends.append(time.perf_counter())
+            clock.tick()
             batch.hand_over(epoch, logs, on_epoch)
             if bar.disable:
                 log_epoch(epoch, settings.epochs, batch.results, batch.alive)
@@ -139,7 +147,7 @@ def _train_batch(
             if not batch.alive.any():
                 break
     test = jax.device_get(program.test(inputs.states, *inputs.fixed(), inputs.data))
-    seconds = _training_seconds(start, ends, len(members))
+    seconds = _training_seconds(clock, len(members))
     _write_back(found, members, inputs.states)
     batch.set_test(test, seconds / len(members))
     return batch.results
@@ -253,15 +261,35 @@ def _epoch_rows(order: np.ndarray, found: list[Cohort], size: int) -> tuple[list
     return batches, rest
 
 
-def _training_seconds(start: float, ends: list[float], models: int) -> float:
+class _Clock:
+    """When a batch's epochs ended: the first, the last, and how long the most recent ones
+    took (as many as a result keeps epochs, for their median in flat memory)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.first: float | None = None
+        self.last = self.start
+        self.took: deque[float] = deque(maxlen=KEPT_EPOCHS)
+
+    def tick(self) -> None:
+        """An epoch ended now."""
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        else:
+            self.took.append(now - self.last)
+        self.last = now
+
+
+def _training_seconds(clock: _Clock, models: int) -> float:
     """The seconds the epochs took, less what compiling added to the first (counted as a
     median one), so that compiling shows as overhead, not as training. The models trained
     together: each is charged an equal share (as on TensorFlow, the test split's
     evaluation is not training)."""
-    seconds = ends[-1] - start
-    if len(ends) > 1:
-        epoch = float(np.median(np.diff(ends)))
-        compiling = max(0.0, ends[0] - start - epoch)
+    seconds = clock.last - clock.start
+    if clock.took:
+        epoch = float(np.median(clock.took))
+        compiling = max(0.0, clock.first - clock.start - epoch)
         seconds -= compiling
         log.info(
             "trained %d model(s) on %s: %.2f s compiling, then %.2f ms an epoch",

@@ -106,7 +106,8 @@ def _fits(exported: export.Exported, args: tuple) -> bool:
     (its tree is that of the positional and the keyword arguments, none here)."""
     leaves, tree = jax.tree.flatten((args, {}))
     return tree == exported.in_tree and [(a.shape, a.dtype) for a in exported.in_avals] == [
-        (np.shape(x), np.result_type(x)) for x in leaves
+        (np.shape(x), np.dtype(x.dtype) if hasattr(x, "dtype") else np.result_type(x))
+        for x in leaves
     ]
 
 

@@ -117,9 +117,10 @@ class Diagnostics(keras.callbacks.Callback):
 
 
 class _EpochEnd(keras.callbacks.Callback):
-    """Adds the validation metrics to the epoch's logs, logs the epoch, and hands the logs
-    to ``on_epoch``; after each batch, raises a Ctrl-C or SIGTERM whose first raise a
-    TensorFlow finalizer swallowed (runner/stop.py).
+    """Adds the validation metrics to the epoch's logs, logs the epoch, keeps it in the
+    ``result`` (the first epoch whose loss is not finite as the one it diverged at), and
+    hands the logs to ``on_epoch``; after each batch, raises a Ctrl-C or SIGTERM whose
+    first raise a TensorFlow finalizer swallowed (runner/stop.py).
 
     Validation runs here rather than through ``fit(validation_data=...)``, whose
     ``evaluate`` builds a new input pipeline every epoch."""
@@ -128,11 +129,13 @@ class _EpochEnd(keras.callbacks.Callback):
         self,
         epochs: int,
         validation: Callable[[], dict[str, float]],
+        result: TrainResult,
         on_epoch: Callable[[int, dict[str, float]], None] | None,
     ):
         super().__init__()
         self.epochs = epochs
         self.validation = validation
+        self.result = result
         self.on_epoch = on_epoch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -144,8 +147,19 @@ class _EpochEnd(keras.callbacks.Callback):
         logs.update({f"val_{name}": value for name, value in self.validation().items()})
         values = {name: float(value) for name, value in logs.items()}
         log.info("%s", epoch_line(epoch, self.epochs, values))
+        self.result.add(epoch, values)
+        if not math.isfinite(values["loss"]) and self.result.diverged_epoch is None:
+            self.result.diverged_epoch = epoch
         if self.on_epoch is not None:
             self.on_epoch(epoch, values)
+
+
+class _Unkept(keras.callbacks.History):
+    """In the place of the History that Keras's ``fit`` keeps every epoch's logs in: the
+    run's result keeps them, bounded (:class:`TrainResult`), so memory stays flat."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        pass
 
 
 # How a traced tf.custom_gradient names the gradient function it registers.
@@ -233,16 +247,17 @@ def _fit(
     # Built here rather than in the first traced step, where each slot is slow to create.
     net.optimizer.build(net.trainable_variables)
     batches = _pipeline(x_train, y_train, member.seed, epochs, batch_size)
-    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN(), _Unkept()]
     if settings.probe_size:
         size = settings.probe_size
         callbacks.append(Diagnostics(x_train[:size], y_train[:size], loss, member.activations))
     val_metrics = task_metrics(task, member.encoding)
+    result = TrainResult()
     callbacks.append(
-        _EpochEnd(epochs, lambda: evaluate(net, x_val, y_val, loss, val_metrics), on_epoch)
+        _EpochEnd(epochs, lambda: evaluate(net, x_val, y_val, loss, val_metrics), result, on_epoch)
     )
     start = time.perf_counter()
-    fit = net.fit(
+    net.fit(
         batches,
         epochs=epochs,
         # One pass over the pipeline for all epochs: it holds exactly this many batches each.
@@ -251,11 +266,9 @@ def _fit(
         shuffle=False,  # the pipeline shuffles, from the member's seed
         callbacks=callbacks,
     )
-    result = TrainResult(history=fit.history, train_seconds=time.perf_counter() - start)
-    for epoch, value in enumerate(fit.history["loss"]):
-        if not math.isfinite(value):
-            result.diverged_epoch = epoch
-            return result
+    result.train_seconds = time.perf_counter() - start
+    if result.diverged_epoch is not None:
+        return result
     test = evaluate(net, x_test, y_test, loss, val_metrics)
     result.test = {f"test_{name}": value for name, value in test.items()}
     return result

@@ -85,7 +85,7 @@ class JobRecord:
             from runner.figures import training_curves
 
             metric = "accuracy" if spec.task is Task.classification else "mae"
-            curves = training_curves(result.history, metric, run.name, STATE.figures)
+            curves = training_curves(result.history, result.epochs, metric, run.name, STATE.figures)
             run.log_figure(curves, "training_curves.png")
         if result.diverged_epoch is not None:
             run.outcome = DIVERGED
@@ -136,7 +136,7 @@ class JobRecord:
                 ui_line(plan.tracker.uri, plan.experiment_id, run.run_id),
             )
         # The last epoch's validation metrics too: what a search (``objective``) optimises.
-        last = {k: values[-1] for k, values in result.history.items() if k.startswith("val_")}
+        last = {k: value for k, value in result.last.items() if k.startswith("val_")}
         return {**last, **result.test}
 
 

@@ -318,16 +318,15 @@ def unusable(uri: str, error: Exception) -> UserError:
 
 def masked(uri: str) -> str:
     """A store's ``uri`` with its password, before the host or in the query, as
-    :data:`MASK`."""
+    :data:`MASK`; a URI without one as it is (a SQLite path's slashes included)."""
     parts = urlsplit(uri)
     user, at, host = parts.netloc.rpartition("@")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if ":" not in user and all(key != "password" for key, _ in query):
+        return uri
     if ":" in user:
         user = f"{user.partition(':')[0]}:{MASK}"
-    query = parse_qsl(parts.query, keep_blank_values=True)
     if any(key == "password" for key, _ in query):
         masked_query = [(key, MASK if key == "password" else value) for key, value in query]
         parts = parts._replace(query=urlencode(masked_query, safe="*"))
-    masked_uri = urlunsplit(parts._replace(netloc=f"{user}{at}{host}"))
-    # urlunsplit drops the empty host of sqlite:////abs/path.db: a URI with no password
-    # stays as it was.
-    return uri if masked_uri == urlunsplit(urlsplit(uri)) else masked_uri
+    return urlunsplit(parts._replace(netloc=f"{user}{at}{host}"))
