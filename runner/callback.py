@@ -122,7 +122,7 @@ def end(tracking: TrackingSpec, sweep: Sweep) -> None:
     """Print the sweep's table from the store, put it on the parent run, end the parent
     with the sweep's status, and exit 1 when a job failed."""
     # pandas, scipy and matplotlib, at the sweep's end only.
-    from runner.compare import format_table, summarize, sweep_runs
+    from runner.compare import distinct, format_table, record_sweep, summarize, sweep_runs
 
     try:
         tracker = open_tracker(tracking, STATE.trackers)
@@ -138,13 +138,11 @@ def end(tracking: TrackingSpec, sweep: Sweep) -> None:
         log.warning("sweep %s recorded no runs", sweep.name)
     else:
         failed = int(runs["tags.outcome"].eq(FAILED).sum())
-        table = format_table(summarize(runs))
-        log.info("sweep %s: %d runs\n%s", sweep.name, len(runs), table)
-        # The UI shows a run's description on its page: the parent shows the table.
-        first = runs.iloc[0]
-        parent_id = first["tags.mlflow.parentRunId"]
-        tracker.describe(parent_id, f"Sweep {sweep.name}: {len(runs)} runs\n\n```\n{table}\n```")
-        link = ui_line(tracker.uri, first["experiment_id"], parent_id)
+        table = summarize(distinct(runs))
+        log.info("sweep %s: %d runs\n%s", sweep.name, len(runs), format_table(table))
+        # The UI shows the comparison on each parent's page: description, metrics, files.
+        parent_id = record_sweep(tracker.uri, runs, table, sweep.name)
+        link = ui_line(tracker.uri, runs.iloc[0]["experiment_id"], parent_id)
     # A search (hparams_search=optuna) writes its best params here: the parent keeps them.
     best = Path(sweep.id) / "optimization_results.yaml"
     if best.exists():

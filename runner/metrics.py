@@ -51,3 +51,10 @@ def lower_is_better(metric: str) -> bool:
     diagnostic is judged by its family, the part before ``/``."""
     family = metric.split("/", 1)[0].removeprefix("test_").removeprefix("val_")
     return family in LOWER_IS_BETTER or family.endswith(("loss", "error", "seconds"))
+
+
+def bounds(metric: str) -> tuple[float, float] | None:
+    """The range every value of ``metric`` lies in, when it has one: [0, 1] for accuracies
+    and for the diagnostics' fractions (``dead_fraction/hidden_0``); None for the others."""
+    family = metric.split("/", 1)[0]
+    return (0.0, 1.0) if family.endswith(("accuracy", "fraction")) else None

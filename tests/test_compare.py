@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from statistics import mean, stdev
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.image import imread
@@ -18,10 +21,15 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from scipy import stats as scipy_stats
 
-from runner.compare import main, summarize, sweep_runs
-from runner.compare.table import curves
+import runner.compat
+from runner.compare import distinct, main, record_sweep, summarize, sweep_runs
+from runner.compare.record import group_metrics, summary
+from runner.compare.report import conclusion, format_markdown, methods, power
+from runner.compare.runs import Histories
+from runner.compare.table import curves, seed_values
 from runner.metrics import lower_is_better
-from runner.tracking import STATUS
+from runner.stats import Spread, detectable, seeds_needed
+from runner.tracking import STATUS, Reader
 
 LATEST = "multirun/2026-11-27/07-51-12"
 OLDER = "multirun/2026-11-26/18-00-00"
@@ -63,6 +71,9 @@ COLUMNS = [
     "diff_low",
     "diff_high",
     "test",
+    "effect",
+    "p",
+    "p_holm",
     "verdict",
     "rank",
 ]
@@ -82,13 +93,14 @@ def add_job(
     start: int,
     params: dict | None = None,
     validation: float | None = None,
-) -> None:
+    tags: dict | None = None,
+) -> str:
     """Record one job as the runner does: params (``params`` added to or replacing the
     usual ones), per-epoch metrics (step = epoch) whose validation accuracy climbs to
     ``validation`` (default: the test accuracy), the final metrics when it got there, the
-    tags and the status of its outcome."""
+    tags (``tags`` added) and the status of its outcome. Returns the run's id."""
     activation, loss, seed, outcome, accuracy = job
-    tags = {"role": "job", "outcome": outcome}
+    tags = {"role": "job", "outcome": outcome, **(tags or {})}
     if parent is not None:
         tags |= {"sweep_id": parent[0], "mlflow.parentRunId": parent[1]}
     run = client.create_run(
@@ -124,6 +136,7 @@ def add_job(
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
     client.set_terminated(run.info.run_id, status=STATUS[outcome], end_time=start + 1000)
+    return run.info.run_id
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +196,8 @@ def compare(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
 
 def expected(jobs: list[tuple], by: list[str]) -> pd.DataFrame:
     """The comparison of ``jobs`` grouped by ``by``, worked out with the standard library
-    and scipy: statistics over completed jobs, the mean's Student-t interval from 3 of them,
-    every other outcome counted."""
+    and scipy: statistics over completed jobs, the mean's Student-t interval from 3 of them
+    (within [0, 1]: these are accuracies), every other outcome counted."""
     groups: dict[tuple, list[dict]] = {}
     for job in jobs:
         fields = dict(zip(FIELDS, job, strict=True))
@@ -198,6 +211,8 @@ def expected(jobs: list[tuple], by: list[str]) -> pd.DataFrame:
             if len(values) >= 3
             else (float("nan"), float("nan"))
         )
+        # An accuracy's mean lies in [0, 1], and so does its interval.
+        low, high = max(low, 0.0), min(high, 1.0)
         rows.append(
             {
                 **dict(zip(by, group, strict=True)),
@@ -259,40 +274,48 @@ def test_the_markdown_names_the_sweep_and_holds_the_same_table(latest):
     assert lines[0] == f"sweep {LATEST}: 11 runs, `test_accuracy` (higher is better)"
     assert lines[2] == (
         "| activation | loss | test_accuracy mean ± std | 95% CI | min | max | n | diverged "
-        "| failed | interrupted | vs best, 95% CI | test | verdict | rank |"
+        "| failed | interrupted | vs best, 95% CI | test | effect | p (Holm) | verdict | rank |"
     )
     assert lines[3] == (
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- "
-        "| ---: |"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- "
+        "| ---: | ---: | --- | ---: |"
     )
     assert lines[4] == (
         f"| relu | {CCE} | 0.9600 ± 0.0141 | n < 3 | 0.9500 | 0.9700 | 2 | 1 | 0 | 0 | — | — "
-        "| best | 1 |"
+        "| — | — | best | 1 |"
     )
     # Three runs: mean 0.92, sd 0.02, ± t(0.975, 2) 4.3027 × 0.02 / √3. Its seeds are not the
-    # best group's (seed 2 diverged there), so the difference is Welch's.
+    # best group's (seed 2 diverged there), so the difference is Welch's; Cohen's d is
+    # −0.04 over √((0.02² + 0.0141²) / 2).
     assert lines[5] == (
         "| relu | mse | 0.9200 ± 0.0200 | [0.8703, 0.9697] | 0.9000 | 0.9400 | 3 | 0 | 0 | 0 "
-        "| −0.0400 (n < 3) | Welch | n < 3 | 2 |"
+        "| −0.0400 (n < 3) | Welch t | d −2.31 | — | n < 3 | 2 |"
     )
-    assert lines[6].endswith("| −0.1400 (n < 3) | paired by seed | n < 3 | 3 |")
+    # Paired by seeds 0 and 1: differences −0.15 and −0.13, d_z = −0.14 / 0.0141.
+    assert lines[6].endswith("| −0.1400 (n < 3) | paired t | d_z −9.90 | — | n < 3 | 3 |")
     assert lines[7] == (
         "| sigmoid | mse | 0.6000 | n < 3 | 0.6000 | 0.6000 | 1 | 0 | 1 | 0 | −0.3600 (n < 3) "
-        "| Welch | n < 3 | 4 |"
+        "| Welch t | — | — | n < 3 | 4 |"
     )
     assert lines[9].startswith(f"relu · {CCE} has the best mean, 0.0400 ahead of relu · mse")
-    assert len(lines) == 10
+    assert lines[11] == "Intervals: 95%, Student t below 10 runs, kept within [0, 1]."
+    assert lines[13] == "Power: n = 2 is too few to tell any difference apart (3 at least)."
+    assert len(lines) == 14
 
 
 def test_the_figure_is_a_png_and_its_curves_average_the_completed_seeds(sweeps, latest):
     height, width, _ = imread(latest[0] / "comparison.png").shape
     assert width > 1000 and height > 400
     runs = sweep_runs(sweeps["uri"], LATEST_ID)
-    curve = curves(sweeps["uri"], runs, ["activation", "loss"], "val_accuracy")
+    curve = curves(Histories(sweeps["uri"]), runs, ["activation", "loss"], "val_accuracy")
     # Seeds 0 and 1 completed; the diverged seed 2 (0.10) is left out.
-    assert curve.loc[f"relu · {CCE}"].tolist() == pytest.approx([0.96 / 3, 0.96 * 2 / 3, 0.96])
+    relu = curve.loc[f"relu · {CCE}"]
+    assert relu["mean"].tolist() == pytest.approx([0.96 / 3, 0.96 * 2 / 3, 0.96])
     # The interrupted run's one epoch is not averaged in either.
-    assert curve.loc[f"sigmoid · {CCE}"].tolist() == pytest.approx([0.82 / 3, 0.82 * 2 / 3, 0.82])
+    sigmoid = curve.loc[f"sigmoid · {CCE}"]["mean"]
+    assert sigmoid.tolist() == pytest.approx([0.82 / 3, 0.82 * 2 / 3, 0.82])
+    # The band is the seeds' range: 0.95 and 0.97 at the last epoch.
+    assert relu[["low", "high"]].iloc[-1].tolist() == pytest.approx([0.95, 0.97])
     assert sorted(curve.index.get_level_values(0).unique()) == [
         f"relu · {CCE}",
         "relu · mse",
@@ -303,11 +326,13 @@ def test_the_figure_is_a_png_and_its_curves_average_the_completed_seeds(sweeps, 
 
 def test_the_files_are_logged_to_the_sweeps_parent_only(sweeps, latest, tmp_path):
     folder, _, err = latest
-    assert err.strip().endswith(f"; logged to parent run {sweeps[LATEST]}")
+    logged_to = re.search(rf"logged to parent run {sweeps[LATEST]}, artifacts (\S+)/", err)
+    assert logged_to and logged_to[1].startswith("compare-"), err
     client = MlflowClient(tracking_uri=sweeps["uri"])
-    logged = {Path(f.path).name for f in client.list_artifacts(sweeps[LATEST], "comparison")}
-    assert logged == FILES
-    downloaded = client.download_artifacts(sweeps[LATEST], "comparison/comparison.csv", tmp_path)
+    logged = {Path(f.path).name for f in client.list_artifacts(sweeps[LATEST], logged_to[1])}
+    assert logged == {*FILES, "table.json"}
+    csv = f"{logged_to[1]}/comparison.csv"
+    downloaded = client.download_artifacts(sweeps[LATEST], csv, tmp_path)
     assert Path(downloaded).read_text() == (folder / "comparison.csv").read_text()
 
 
@@ -599,13 +624,13 @@ def test_tune_picks_each_groups_rate_on_validation_and_reports_its_test_metric(
     tanh = table.loc[("tanh", 0.001)]
     assert [tanh["diff_low"], tanh["diff_high"]] == pytest.approx(list(want))
     assert (tanh["test"], tanh["verdict"], tanh["rank"]) == (
-        "paired by seed",
+        "paired t",
         "tied with the best",
         1,
     )
     assert (
         "relu · 0.01 and tanh · 0.001 are indistinguishable at n = 3 (tanh · 0.001 − relu · 0.01 "
-        "= −0.0067, 95% CI [−0.0210, +0.0077], paired by seed)."
+        "= −0.0067, 95% CI [−0.0210, +0.0077], paired t, Holm-adjusted p = 0.18)."
     ) in out.splitlines()
 
 
@@ -631,7 +656,8 @@ def test_untuned_at_one_rate_says_which_is_better(tuned_store, tmp_path, capsys)
     assert code == 0
     table = read_csv(tmp_path, ["activation"])
     # relu − tanh per seed: −0.03, −0.05, −0.03; the interval stays below 0.
-    low, high = scipy_stats.ttest_rel([0.89, 0.90, 0.90], [0.92, 0.95, 0.93]).confidence_interval()
+    paired = scipy_stats.ttest_rel([0.89, 0.90, 0.90], [0.92, 0.95, 0.93])
+    low, high = paired.confidence_interval()
     assert table.loc["relu", ["diff", "diff_low", "diff_high"]].tolist() == pytest.approx(
         [-0.0366667, low, high]
     )
@@ -640,7 +666,7 @@ def test_untuned_at_one_rate_says_which_is_better(tuned_store, tmp_path, capsys)
     assert table["rank"].tolist() == [1, 2]
     assert (
         "tanh is better than relu, the next best, at n = 3 (relu − tanh = −0.0367, "
-        f"95% CI [−{-low:.4f}, −{-high:.4f}], paired by seed)."
+        f"95% CI [−{-low:.4f}, −{-high:.4f}], paired t, Holm-adjusted p = {paired.pvalue:.2g})."
     ) in out.splitlines()
     md = (tmp_path / "comparison.md").read_text()
     assert "| tanh | 0.9333 ± 0.0153 | [0.8954, 0.9713] |" in md
@@ -654,21 +680,25 @@ def test_speed_counts_epochs_to_a_level_and_the_area_per_epoch(sweeps, tmp_path,
     pace = pd.read_csv(tmp_path / "speed.csv").set_index(["activation", "loss"])
     # Each completed run's val_accuracy climbs linearly to its test accuracy in 3 epochs:
     # relu · mse's 0.90, 0.92, 0.94 get to 0.62 (val_loss to 0.38) at epochs 3, 3 and 2.
+    # Kaplan–Meier: S = 2/3 after epoch 2, 0 after 3: the median is 3. Its log-log band at
+    # epoch 2 is (2/3)^exp(±1.96 × 1.0075) = 0.054 and 0.945 (Greenwood: 1/6): [2, 3].
     relu = pace.loc[("relu", "mse")]
-    half = scipy_stats.t.ppf(0.975, 2) * stdev([3, 3, 2]) / 3**0.5
-    assert [relu["runs"], relu["never"]] == [3, 0]
-    assert [relu["first"], relu["first_low"], relu["first_high"]] == pytest.approx(
-        [8 / 3, 8 / 3 - half, 8 / 3 + half]
-    )
+    assert relu[["runs", "reached", "median", "median_low", "median_high"]].tolist() == [
+        3,
+        3,
+        3,
+        2,
+        3,
+    ]
     # The mean height of a curve v/3, 2v/3, v is 2v/3; of the loss, 1 − 2v/3.
     area = mean(2 * v / 3 for v in (0.90, 0.92, 0.94))
     assert relu["area"] == pytest.approx(area if "accuracy" in speed else 1 - area)
     # sigmoid · mse's one completed run ends at 0.60: it never gets there.
-    assert pace.loc[("sigmoid", "mse"), ["runs", "never"]].tolist() == [1, 1]
-    assert pace.loc[("relu", CCE), "first"] == 2
+    assert pace.loc[("sigmoid", "mse"), ["runs", "reached"]].tolist() == [1, 0]
+    assert pace.loc[("relu", CCE), "median"] == 2
     markdown = (tmp_path / "comparison.md").read_text()
-    assert "| sigmoid | mse | 1 | 1 | never |" in markdown
-    assert "| relu | mse | 3 | 0 | 2.67 [1.23, 4.10] |" in markdown
+    assert "| sigmoid | mse | 1 | 0/1 | never |" in markdown
+    assert "| relu | mse | 3 | 3/3 | 3 [2, 3] |" in markdown
     assert "speed.csv" in err
 
 
@@ -683,6 +713,7 @@ def test_speed_counts_epochs_to_a_level_and_the_area_per_epoch(sweeps, tmp_path,
         ),
         (["--speed", "val_accuracy"], "--speed 'val_accuracy': give METRIC=THRESHOLD"),
         (["--speed", "val_rmse=0.5"], "no metric 'val_rmse' in the runs of sweep "),
+        (["--power", "0"], "--power 0.0: give the difference to tell apart, above 0"),
     ],
 )
 def test_what_cannot_be_tuned_or_timed_is_one_line_and_exit_2(
@@ -693,6 +724,521 @@ def test_what_cannot_be_tuned_or_timed_is_one_line_and_exit_2(
     assert err.startswith("compare: ") and err.count("\n") == 1
     assert message in err
     assert out == ""
+
+
+@pytest.mark.parametrize("level", ["nan", "inf", "-inf"])
+def test_a_speed_level_that_is_no_finite_number_is_refused_with_exit_2(
+    sweeps, tmp_path, capsys, level
+):
+    # nan was taken: no run ever reaches it, and every group read "never", exit 0.
+    args = ["--uri", sweeps["uri"], "--out", str(tmp_path), "--speed", f"val_accuracy={level}"]
+    code, out, err = compare(capsys, *args)
+    assert code == 2 and out == ""
+    assert err == (
+        f"compare: --speed 'val_accuracy={level}': give METRIC=THRESHOLD, the threshold a "
+        "finite number, such as val_accuracy=0.95\n"
+    )
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("step", ["99", "-1", "3"])
+def test_a_step_outside_the_logged_epochs_is_refused_naming_them_and_nothing_is_written(
+    sweeps, tmp_path, capsys, step
+):
+    # --step 99 and -1 printed a table of dashes with exit 0, and replaced the parent's
+    # comparison with it.
+    client = MlflowClient(tracking_uri=sweeps["uri"])
+    before = [f.path for f in client.list_artifacts(sweeps[LATEST])]
+    args = ["--uri", sweeps["uri"], "--out", str(tmp_path), "--metric", "val_accuracy"]
+    code, out, err = compare(capsys, *args, "--step", step)
+    assert code == 2 and out == ""
+    assert err == (
+        f"compare: --step {step}: the completed runs logged val_accuracy at epoch index 0 to 2 "
+        "(0 is the first epoch)\n"
+    )
+    assert not any(tmp_path.iterdir())
+    assert [f.path for f in client.list_artifacts(sweeps[LATEST])] == before
+
+
+def test_pairs_all_prints_every_pair_with_holm_and_draws_their_matrix(sweeps, tmp_path, capsys):
+    args = ["--uri", sweeps["uri"], "--out", str(tmp_path), "--by", "activation"]
+    code, out, err = compare(capsys, *args, "--pairs", "all")
+    assert code == 0, err
+    pairs = pd.read_csv(tmp_path / "pairs.csv")
+    # Two groups, one pair: sigmoid − relu over their runs (unpaired: relu has 5 of seeds
+    # 0, 1, 2 twice over), Welch's t.
+    assert len(pairs) == 1
+    relu = [0.90, 0.92, 0.94, 0.95, 0.97]
+    sigmoid = [0.60, 0.80, 0.84]
+    welch = scipy_stats.ttest_ind(sigmoid, relu, equal_var=False)
+    assert pairs.loc[0, ["diff_low", "diff_high", "p"]].tolist() == pytest.approx(
+        [*welch.confidence_interval(), welch.pvalue]
+    )
+    assert pairs.loc[0, "p_holm"] == pytest.approx(welch.pvalue)
+    assert imread(tmp_path / "pairs.png").shape[1] > 500
+    assert "Every pair: other − group" in out
+    assert "## " not in out and "pairs.png" in err
+
+
+def test_every_pair_of_three_groups_is_holm_adjusted_over_the_three(tuned_store, tmp_path, capsys):
+    args = ["--uri", tuned_store, "--out", str(tmp_path), "--filter"]
+    code, _, err = compare(capsys, *args, "params.activation = 'relu'", "--pairs", "all")
+    assert code == 0, err
+    pairs = pd.read_csv(tmp_path / "pairs.csv")
+    assert len(pairs) == 3
+    raw = pairs["p"].to_numpy()
+    order = raw.argsort()
+    want = [raw[order[0]] * 3, max(raw[order[0]] * 3, raw[order[1]] * 2)]
+    assert sorted(pairs["p_holm"])[:2] == pytest.approx(sorted(min(1, w) for w in want))
+    markdown = (tmp_path / "comparison.md").read_text()
+    assert "| group | other | other − group, 95% CI | test | effect | p (Holm) |" in markdown
+
+
+def test_test_wilcoxon_takes_the_signed_rank_test_and_the_rank_biserial_effect(
+    tuned_store, tmp_path, capsys
+):
+    rate = "params.optimizer.learning_rate = '0.001'"
+    args = ["--uri", tuned_store, "--out", str(tmp_path), "--filter", rate, "--test", "wilcoxon"]
+    code, out, _ = compare(capsys, *args)
+    assert code == 0
+    relu = read_csv(tmp_path, ["activation"]).loc["relu"]
+    # relu − tanh per seed: −0.03, −0.05, −0.03; all three one way: r = −1, exact p = 0.25.
+    want = scipy_stats.wilcoxon([-0.03, -0.05, -0.03])
+    assert (relu["test"], relu["p"], relu["effect"]) == ("Wilcoxon signed-rank", want.pvalue, -1)
+    assert relu["verdict"] == "tied with the best"
+    assert "Wilcoxon signed-rank r −1.00 0.25 tied with the best" in " ".join(out.split())
+
+
+def test_each_table_ends_with_the_smallest_difference_its_seeds_tell_apart(
+    tuned_store, tmp_path, capsys
+):
+    rate = "params.optimizer.learning_rate = '0.001'"
+    args = ["--uri", tuned_store, "--out", str(tmp_path), "--filter", rate, "--power", "0.01"]
+    code, out, _ = compare(capsys, *args)
+    assert code == 0
+    # The paired differences −0.03, −0.05, −0.03: sd 0.01155 at n = 3.
+    spread = Spread(stdev([-0.03, -0.05, -0.03]), 3, True)
+    smallest, needed = detectable(spread), seeds_needed(0.01, spread)
+    assert (
+        "Power: with n = 3 and the observed sd of the paired differences, 0.0115, the smallest "
+        f"difference told apart 80% of the time at the 5% level is {smallest:.4f}. To tell "
+        f"apart 0.0100: {needed} seeds per group."
+    ) in out.splitlines()
+    # At that difference a paired t-test on 3 seeds rejects 80% of the time (noncentral t
+    # with 2 degrees of freedom); a hundredth needs ten seeds and more.
+    critical, shift = scipy_stats.t.ppf(0.975, 2), smallest * 3**0.5 / spread.sd
+    assert scipy_stats.nct.sf(critical, 2, shift) == pytest.approx(0.8, abs=1e-4)
+    assert needed >= 10
+
+
+def test_the_figure_shows_each_seed_of_each_group(sweeps, latest):
+    runs = sweep_runs(sweeps["uri"], LATEST_ID)
+    table = summarize(runs)
+    values = seed_values(runs, table)
+    # The completed runs only: relu · cce's seeds 0 and 1, not the diverged seed 2.
+    assert sorted(values[f"relu · {CCE}"]) == [0.95, 0.97]
+    assert sorted(values["relu · mse"]) == [0.90, 0.92, 0.94]
+    assert "sigmoid · mse" in values and len(values["sigmoid · mse"]) == 1
+
+
+def fingerprinted(client, experiment_id, parent, runs) -> None:
+    """Record ``runs``: (activation, seed, outcome, value, start) with the fingerprint of
+    their activation and seed, and the classification task."""
+    for activation, seed, outcome, value, start in runs:
+        tags = {"fingerprint": f"{activation}-{seed}", "task": "classification"}
+        add_job(
+            client, experiment_id, (activation, "mse", seed, outcome, value), "digits", parent,
+            start, tags=tags,
+        )  # fmt: skip
+
+
+def new_store(root: Path, experiment: str = "digits") -> tuple[str, MlflowClient, str]:
+    """An empty store with one experiment: its URI, a client and the experiment's id."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    artifacts = (root / "mlartifacts" / experiment).as_uri()
+    return uri, client, client.create_experiment(experiment, artifact_location=artifacts)
+
+
+def new_parent(client, experiment_id, name: str = "study", start: int = 1_800_000_000_000):
+    """A sweep's parent run; (its sweep id, its run id), as add_job takes them."""
+    sweep_id = f"/home/user/actlab/{name}"
+    tags = {"role": "sweep", "sweep_id": sweep_id}
+    run = client.create_run(experiment_id, start_time=start, run_name=name, tags=tags)
+    return sweep_id, run.info.run_id
+
+
+def test_duplicate_runs_of_one_fingerprint_count_once_keeping_the_latest_finished(tmp_path, capsys):
+    uri, client, digits = new_store(tmp_path)
+    start = 1_800_000_000_000
+    fingerprinted(
+        client,
+        digits,
+        None,
+        [
+            ("relu", 0, "completed", 0.90, start),
+            ("relu", 1, "completed", 0.92, start + 1),
+            ("relu", 2, "completed", 0.94, start + 2),
+            # The same job again, later: it stands for seed 0, the earlier one is set aside.
+            ("relu", 0, "completed", 0.80, start + 3),
+            # A later attempt that did not finish: the finished one stays.
+            ("relu", 1, "interrupted", None, start + 4),
+            *[("tanh", s, "completed", v, start + 5 + s) for s, v in enumerate([0.9, 0.91, 0.9])],
+        ],
+    )
+    out = tmp_path / "out"
+    code, stdout, err = compare(capsys, "--uri", uri, "--experiment", "digits", "--out", str(out))
+    assert code == 0, err
+    assert stdout.splitlines()[0] == (
+        "experiment digits: 6 runs, test_accuracy (higher is better), 2 repeated runs set aside "
+        "(the same fingerprint)"
+    )
+    relu = read_csv(out, ["activation"]).loc["relu"]
+    assert relu[["n", "interrupted"]].tolist() == [3, 0]
+    assert relu["mean"] == pytest.approx((0.80 + 0.92 + 0.94) / 3)
+
+
+def test_a_killed_run_redone_by_a_resume_counts_once_as_the_redone_run(tmp_path, capsys):
+    uri, client, digits = new_store(tmp_path)
+    parent = new_parent(client, digits)
+    start = 1_800_000_000_000
+    fingerprinted(
+        client,
+        digits,
+        parent,
+        [
+            *[("relu", s, "completed", v, start + s) for s, v in enumerate([0.90, 0.92])],
+            ("relu", 2, "interrupted", None, start + 2),
+            *[("tanh", s, "completed", v, start + 3 + s) for s, v in enumerate([0.9, 0.91, 0.9])],
+            # The resume, later, redoes the killed job.
+            ("relu", 2, "completed", 0.94, start + 10),
+        ],
+    )
+    table = summarize(distinct(sweep_runs(uri, parent[0])))
+    relu = table.set_index("activation").loc["relu"]
+    assert relu[["n", "interrupted"]].tolist() == [3, 0]
+    out = tmp_path / "out"
+    code, stdout, _ = compare(capsys, "--uri", uri, "--out", str(out))
+    assert code == 0
+    assert "6 runs" in stdout.splitlines()[0] and "1 repeated runs set aside" in stdout
+    assert read_csv(out, ["activation"]).loc["relu", "mean"] == pytest.approx(0.92)
+
+
+def test_a_sweep_over_datasets_ranks_within_each_dataset_and_never_pairs_across(tmp_path, capsys):
+    root = tmp_path / "store"
+    root.mkdir()
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    results = {
+        ("iris", "relu"): [1.0, 0.9667, 0.9333],
+        ("iris", "tanh"): [0.9667, 0.9333, 0.9],
+        ("wine", "relu"): [0.9444, 0.9722, 0.9167],
+        ("wine", "tanh"): [0.9722, 1.0, 0.9444],
+    }
+    start = 1_800_000_000_000
+    for i, dataset in enumerate(("iris", "wine")):
+        artifacts = (root / "mlartifacts" / dataset).as_uri()
+        experiment = client.create_experiment(dataset, artifact_location=artifacts)
+        # One parent per dataset's experiment, as the runner makes them.
+        parent = new_parent(client, experiment, "datasets", start + i)
+        for activation in ("relu", "tanh"):
+            for seed, value in enumerate(results[dataset, activation]):
+                job = (activation, CCE, seed, "completed", value)
+                add_job(client, experiment, job, dataset, parent, start + 10 + seed)
+    out = tmp_path / "out"
+    code, stdout, err = compare(capsys, "--uri", uri, "--out", str(out))
+    assert code == 0, err
+    table = read_csv(out, ["activation", "dataset"]).reset_index()
+    # Both datasets' best rank 1, each compared with its own dataset's best only.
+    assert table[["dataset", "activation", "rank", "verdict"]].values.tolist() == [
+        ["iris", "relu", 1, "best"],
+        ["iris", "tanh", 2 if table.loc[1, "verdict"] == "worse than the best" else 1,
+         table.loc[1, "verdict"]],
+        ["wine", "tanh", 1, "best"],
+        ["wine", "relu", 2 if table.loc[3, "verdict"] == "worse than the best" else 1,
+         table.loc[3, "verdict"]],
+    ]  # fmt: skip
+    # Paired by seed within wine: −0.0278, −0.0278, −0.0277; never with iris's seeds.
+    want = scipy_stats.ttest_rel(results["wine", "relu"], results["wine", "tanh"])
+    wine = table.set_index(["dataset", "activation"]).loc[("wine", "relu")]
+    assert wine["test"] == "paired t"
+    assert [wine["diff_low"], wine["diff_high"]] == pytest.approx(list(want.confidence_interval()))
+    assert "On iris: " in stdout and "On wine: " in stdout
+
+
+def test_equal_accuracies_logged_with_float32_noise_share_their_rank():
+    # 669/720 logged as 0.929166704 by one run, 0.929166675 by another: ranked 5 and 6.
+    values = {
+        "relu": [0.99, 0.985, 0.995],
+        "elu": [0.95, 0.929166704, 0.96],
+        "gelu": [0.96, 0.929166675, 0.95],
+    }
+    runs = pd.DataFrame(
+        [
+            {
+                "params.activation": activation,
+                "params.seed": str(seed),
+                "metrics.test_accuracy": value,
+                "tags.outcome": "completed",
+            }
+            for activation, results in values.items()
+            for seed, value in enumerate(results)
+        ]
+    )
+    table = summarize(runs).set_index("activation")
+    assert table.loc["elu", "mean"] == table.loc["gelu", "mean"]
+    assert table.loc["elu", "rank"] == table.loc["gelu", "rank"]
+
+
+def test_a_classification_sweep_whose_jobs_all_failed_is_reported_as_test_accuracy(
+    tmp_path, capsys
+):
+    uri, client, digits = new_store(tmp_path)
+    parent = new_parent(client, digits)
+    fingerprinted(
+        client, digits, parent, [("relu", s, "failed", None, 1_800_000_000_000 + s) for s in (0, 1)]
+    )
+    runs = sweep_runs(uri, parent[0])
+    assert summarize(runs).attrs["metric"] == "test_accuracy"
+    code, out, err = compare(capsys, "--uri", uri, "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert out.splitlines()[0] == "sweep study: 2 runs, test_accuracy (higher is better)"
+    table = pd.read_csv(tmp_path / "out" / "comparison.csv")
+    assert table[["activation", "n", "failed"]].values.tolist() == [["relu", 0, 2]]
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> dict[str, str]:
+    """A sweep of relu, tanh and sigmoid over seeds 0, 1, 2 whose end recorded its own
+    comparison on the parent (:func:`record_sweep`); its URI and parent's run id."""
+    uri, client, digits = new_store(tmp_path)
+    parent = new_parent(client, digits)
+    values = {
+        "relu": [0.95, 0.96, 0.97],
+        "tanh": [0.955, 0.956, 0.966],
+        "sigmoid": [0.9, 0.88, 0.9],
+    }
+    for i, (activation, results) in enumerate(values.items()):
+        for seed, value in enumerate(results):
+            job = (activation, "mse", seed, "completed", value)
+            add_job(client, digits, job, "digits", parent, 1_800_000_000_000 + 3 * i + seed)
+    runs = sweep_runs(uri, parent[0])
+    record_sweep(uri, runs, summarize(runs), "study")
+    return {"uri": uri, "parent": parent[1]}
+
+
+def test_the_end_of_a_sweep_gives_its_parent_metrics_per_group_a_table_and_a_description(
+    study, tmp_path
+):
+    client = MlflowClient(tracking_uri=study["uri"])
+    parent = client.get_run(study["parent"])
+    metrics = parent.data.metrics
+    assert metrics["relu/test_accuracy_mean"] == pytest.approx(0.96)
+    assert metrics["relu/test_accuracy_n"] == 3
+    low, high = scipy_stats.t.interval(0.95, 2, 0.96, scipy_stats.sem([0.95, 0.96, 0.97]))
+    assert [metrics["relu/test_accuracy_low"], metrics["relu/test_accuracy_high"]] == (
+        pytest.approx([low, high])
+    )
+    assert {k.split("/")[0] for k in metrics} == {"relu", "tanh", "sigmoid"}
+    note = parent.data.tags["mlflow.note.content"].splitlines()
+    assert note[0] == "sweep study: 9 runs, `test_accuracy` (higher is better)"
+    assert note[2].startswith("| activation | test_accuracy mean ± std | 95% CI | n | lost |")
+    assert note[4].startswith("| relu | 0.9600 ± 0.0100 | [0.9352, 0.9848] | 3 | 0 | — |")
+    # The verdict sentences come last.
+    assert note[-1].startswith("relu and tanh are indistinguishable at n = 3")
+    files = {Path(f.path).name for f in client.list_artifacts(study["parent"], "comparison")}
+    assert files == {"comparison.md", "comparison.csv", "comparison.png", "table.json"}
+    logged = json.loads(parent.data.tags["mlflow.loggedArtifacts"])
+    assert logged == [{"path": "comparison/table.json", "type": "table"}]
+    # As MLflow writes a table (its load_table searches the process's default store).
+    logged_table = client.download_artifacts(study["parent"], "comparison/table.json", tmp_path)
+    table = pd.read_json(logged_table, orient="split")
+    assert table["activation"].tolist() == ["relu", "tanh", "sigmoid"]
+    assert table["mean"].tolist() == pytest.approx([0.96, 0.959, 0.8933333])
+
+
+def test_runner_compare_keeps_the_sweeps_record_and_writes_one_consistent_set_of_its_own(
+    study, tmp_path, capsys
+):
+    client = MlflowClient(tracking_uri=study["uri"])
+    note = client.get_run(study["parent"]).data.tags["mlflow.note.content"]
+    out = tmp_path / "out"
+    base = ["--uri", study["uri"], "--out", str(out)]
+    code, _, first = compare(capsys, *base, "--speed", "val_accuracy=0.9")
+    assert code == 0 and (out / "speed.csv").exists()
+    code, _, second = compare(capsys, *base, "--metric", "grad_norm/hidden_0")
+    assert code == 0, second
+    # The second comparison left no speed.csv of the first beside its own files, here...
+    assert {p.name for p in out.iterdir()} == FILES
+    # ... nor on the parent, where each has a folder of its own and the sweep's is as it was.
+    folders = [
+        re.search(rf"logged to parent run {study['parent']}, artifacts (\S+)/", err)[1]
+        for err in (first, second)
+    ]
+    assert folders[0].startswith("compare-") and folders[1].startswith("compare-")
+    assert {f.path for f in client.list_artifacts(study["parent"])} == {"comparison", *folders}
+    files = [
+        {Path(f.path).name for f in client.list_artifacts(study["parent"], folder)}
+        for folder in ("comparison", *folders)
+    ]
+    table = "table.json"
+    assert files == [{*FILES, table}, {*FILES, table, "speed.csv"}, {*FILES, table}]
+    parent = client.get_run(study["parent"])
+    assert parent.data.tags["mlflow.note.content"] == note
+    # Its metrics join the sweep's, under their own names.
+    assert parent.data.metrics["relu/grad_norm/hidden_0_mean"] == pytest.approx(0.6)
+    assert parent.data.metrics["relu/test_accuracy_mean"] == pytest.approx(0.96)
+
+
+def test_runner_compare_describes_a_parent_whose_sweep_ended_before_it_could(tmp_path, capsys):
+    uri, client, digits = new_store(tmp_path)
+    parent = new_parent(client, digits)
+    for seed, value in enumerate([0.9, 0.92, 0.94]):
+        add_job(client, digits, ("relu", "mse", seed, "completed", value), "digits", parent, seed)
+    code, _, err = compare(capsys, "--uri", uri, "--out", str(tmp_path / "out"))
+    assert code == 0 and "and as its description" in err
+    note = client.get_run(parent[1]).data.tags["mlflow.note.content"]
+    assert note.startswith("sweep study: 3 runs, `test_accuracy`")
+    assert "| relu | 0.9200 ± 0.0200 |" in note
+
+
+def test_a_large_sweeps_description_fits_mlflows_limit_and_names_the_artifact_with_every_row():
+    rng = np.random.default_rng(0)
+    runs = pd.DataFrame(
+        [
+            {
+                "params.activation": f"act{a}",
+                "params.optimizer.learning_rate": str(rate),
+                "params.seed": str(seed),
+                "metrics.test_accuracy": float(np.clip(rng.normal(0.9 + a / 200, 0.01), 0, 1)),
+                "tags.outcome": "completed",
+            }
+            for a in range(30)
+            for rate in (0.0003, 0.001, 0.003, 0.01)
+            for seed in range(3)
+        ]
+    )
+    table = summarize(runs)
+    shown = summary(table, "sweep big: 360 runs", [methods(table), power(table)], "comparison")
+    assert len(shown.note) <= 8000
+    lines = shown.note.splitlines()
+    rows = [line for line in lines if re.match(r"\| act\d", line)]
+    assert 10 < len(rows) < 120
+    # The best rows, by rank, and a line that says so and where every row is.
+    best = table.sort_values("rank", kind="stable").head(len(rows))
+    assert sorted(r.split(" | ")[0][2:] for r in rows) == sorted(best["activation"])
+    assert (
+        f"The best {len(rows)} of 120 groups, by rank; every group is in the artifact "
+        "`comparison/comparison.md`."
+    ) in lines
+    # The verdicts still end it; the metrics cover every group.
+    assert lines[-1] == conclusion(table)
+    assert len(shown.metrics) == 4 * 120
+
+
+def test_the_parents_description_stays_within_8000_characters_and_mlflow_warns_of_no_cut(
+    tmp_path, caplog
+):
+    uri, client, digits = new_store(tmp_path)
+    parent = new_parent(client, digits)
+    start = 1_800_000_000_000
+    # 40 groups, each a list of activations, one per layer: a table longer than MLflow keeps.
+    for a in range(40):
+        for seed in range(2):
+            value = 0.9 + (a % 7) / 100 + (a * 7 + seed * 3) % 11 / 1000
+            layers = ",".join(["relu", "tanh", "sigmoid", "elu", "gelu", "selu"][a % 6 :] * 6)
+            job = (f"{layers},{a:02d}", CCE, seed, "completed", value)
+            add_job(client, digits, job, "digits", parent, start + 2 * a + seed)
+    runs = sweep_runs(uri, parent[0])
+    with caplog.at_level("WARNING"):
+        record_sweep(uri, runs, summarize(runs), "study")
+    note = client.get_run(parent[1]).data.tags["mlflow.note.content"]
+    assert 7000 < len(note) <= 8000
+    assert "truncated" not in caplog.text
+    assert "every group is in the artifact `comparison/comparison.md`" in note
+
+
+def test_the_worked_example_of_the_statistics_page_is_what_compare_prints():
+    # Correct samples of 360 per seed, as docs/statistics.md gives them.
+    counts = {
+        "tanh": [348, 346, 350],
+        "relu": [347, 346, 349],
+        "elu": [346, 344, 348],
+        "linear": [333, 340, 345],
+        "sigmoid": [320, 315, 326],
+    }
+    runs = pd.DataFrame(
+        [
+            {
+                "params.activation": activation,
+                "params.seed": str(seed),
+                # As Keras computes it and MLflow keeps it: in float32.
+                "metrics.test_accuracy": float(np.float32(count / 360)),
+                "tags.outcome": "completed",
+            }
+            for activation, samples in counts.items()
+            for seed, count in enumerate(samples)
+        ]
+    )
+    table = summarize(runs)
+    printed = "\n\n".join(
+        [format_markdown(table).rstrip(), conclusion(table), methods(table), power(table)]
+    )
+    page = (Path(__file__).parents[1] / "docs" / "statistics.md").read_text()
+    start, end = "checks that this is what compare prints -->\n\n", "\n\n<!-- end of the worked"
+    example = page.split(start, 1)[1].split(end, 1)[0]
+    assert example == printed, f"docs/statistics.md's example is now:\n\n{printed}"
+    assert "To tell apart 0.0050: 29 seeds per group." in power(table, 0.005)
+
+
+def test_histories_read_in_bulk_are_those_read_run_by_run_as_on_an_mlflow_not_known(
+    sweeps, monkeypatch
+):
+    reader = Reader(sweeps["uri"])
+    runs = sweep_runs(sweeps["uri"], LATEST_ID)["run_id"].tolist()
+    one_by_one = {run_id: reader.history(run_id, "val_accuracy") for run_id in runs}
+    assert reader.histories(runs, "val_accuracy") == one_by_one
+    # Three epochs of each run that did not fail, one of the interrupted one, none of the
+    # failed one.
+    assert sum(map(len, one_by_one.values())) == 3 * 9 + 1
+    # On an MLflow the bulk read was not written for: a warning, and the same histories.
+    monkeypatch.setattr(runner.compat, "installed", lambda package: "99.0")
+    with pytest.warns(UserWarning, match="mlflow 99.0 is not one of the versions reading"):
+        assert reader.histories(runs, "val_accuracy") == one_by_one
+
+
+def test_each_groups_metric_names_are_ones_mlflow_takes_and_two_groups_never_share_one(tmp_path):
+    runs = pd.DataFrame(
+        [
+            {
+                "params.model.units": units,
+                "params.activation": activation,
+                "params.seed": str(seed),
+                "metrics.test_accuracy": 0.9 + seed / 100,
+                "tags.outcome": "completed",
+            }
+            for units, activation in [
+                ("[64, 64]", "relu,tanh"),
+                ("[64, 64]", "relu;tanh"),
+                ("[128]", "relu"),
+            ]
+            for seed in range(3)
+        ]
+    )
+    table = summarize(runs, ["activation", "model.units"])
+    metrics = group_metrics(table, "test_accuracy")
+    assert len(metrics) == 3 * 4
+    assert metrics["relu-128/test_accuracy_mean"] == pytest.approx(0.91)
+    # "relu,tanh" and "relu;tanh" would both be relu_tanh: the later row gets its number.
+    second = 1 + table.index[table["activation"].isin(["relu,tanh", "relu;tanh"])][1]
+    assert {"relu_tanh-64_64/test_accuracy_n", f"relu_tanh-64_64-{second}/test_accuracy_n"} <= set(
+        metrics
+    )
+    # The store takes every name as it is.
+    uri, client, digits = new_store(tmp_path)
+    run = client.create_run(digits).info.run_id
+    client.log_batch(run, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+    assert client.get_run(run).data.metrics == pytest.approx(metrics)
 
 
 def test_a_resumed_sweep_is_not_split_by_what_does_not_change_training():

@@ -241,11 +241,17 @@ def test_a_sweeps_link_opens_its_parent_run_in_model_training(
     nodes = rendered_text(browser, links[0], tmp_path / "profile")
     page = "\n".join(nodes)
     assert parent["run_id"] in page and parent["tags.mlflow.runName"] in page, page
-    # The description, the sweep's table, line by line (the fences are markdown's).
-    note = parent["tags.mlflow.note.content"].splitlines()
-    for line in (line for line in note if line.strip() and not line.startswith("```")):
-        assert line in page, f"{line!r} not on the page:\n{page}"
+    # The description, the sweep's comparison as Markdown, rendered: each cell of its table
+    # a text of its own, each sentence's text around its `code`.
     texts = {node.strip() for node in nodes}
+    for line in parent["tags.mlflow.note.content"].splitlines():
+        if line.startswith("| ---"):
+            continue
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+            assert set(cells) <= texts, f"{line!r} not on the page:\n{page}"
+        for part in line.split("`") if not line.startswith("|") else []:
+            assert part.strip() in page, f"{part!r} not on the page:\n{page}"
     assert not GENAI_ONLY & texts, f"the GenAI view: {sorted(GENAI_ONLY & texts)} on the page"
     assert MODEL_TRAINING_ONLY <= texts, f"not the Model training view:\n{page}"
 

@@ -1,43 +1,53 @@
 """``python -m runner.compare``: pick the runs, check the options against them, print the
-table and write its files, and log them to the sweep's parent runs."""
+table and write its files, and record them on the sweep's parent runs."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from runner.compare.figure import draw
-from runner.compare.report import conclusion, format_markdown, format_speed, format_table, number
-from runner.compare.runs import Selection, at_step, outcomes, select
+from runner.compare.record import COMPARE_FOLDER, summary, write
+from runner.compare.report import (
+    conclusion,
+    format_pairs,
+    format_speed,
+    format_table,
+    methods,
+    number,
+    power,
+)
+from runner.compare.runs import Histories, Selection, at_step, outcomes, select
 from runner.compare.table import (
     curve_metric,
-    curves,
     default_metric,
-    group_columns,
     group_labels,
+    pairs_table,
     speed_table,
     summarize,
     varying_params,
 )
 from runner.config import UserError
 from runner.metrics import lower_is_better
-from runner.stats import pick_tuned
+from runner.stats import MEAN, TESTS, pick_tuned
 from runner.tracking import COMPLETED, Reader, tracking_uri
 
 
-def check_columns(runs: pd.DataFrame, label: str, metric: str, by: list[str] | None) -> None:
-    """Raise :class:`UserError` naming what is there when ``metric`` or a param of ``by`` is
-    not among the runs'."""
+def check_columns(runs: pd.DataFrame, label: str, metric: str | None, by: list[str] | None) -> None:
+    """Raise :class:`UserError` naming what is there when ``metric`` (unless None) or a
+    param of ``by`` is not among the runs'."""
 
     def logged(prefix: str) -> list[str]:
         """The names of the runs' columns that start with ``prefix``, without it."""
         return sorted(c.removeprefix(prefix) for c in runs.columns if c.startswith(prefix))
 
-    if metric not in logged("metrics."):
+    if metric is not None and metric not in logged("metrics."):
         available = ", ".join(logged("metrics.")) or "none"
         raise UserError(f"no metric {metric!r} in the runs of {label}; metrics: {available}")
     unknown = [p for p in by or [] if p not in logged("params.")]
@@ -88,48 +98,21 @@ def tune(
 
 
 def parse_speed(text: str, runs: pd.DataFrame, label: str) -> tuple[str, float]:
-    """``--speed METRIC=THRESHOLD`` as the metric and the threshold. Raises
-    :class:`UserError` when it is not of that form or the runs never logged the metric."""
+    """``--speed METRIC=LEVEL`` as the metric and the level. Raises :class:`UserError` when
+    it is not of that form, the level is no finite number (``nan`` would never be reached
+    and ``inf`` always), or the runs never logged the metric."""
     name, _, value = text.partition("=")
     try:
         level = float(value)
     except ValueError:
+        level = math.nan
+    if not math.isfinite(level):
         raise UserError(
-            f"--speed {text!r}: give METRIC=THRESHOLD, such as val_accuracy=0.95"
-        ) from None
+            f"--speed {text!r}: give METRIC=THRESHOLD, the threshold a finite number, such as "
+            "val_accuracy=0.95"
+        )
     check_columns(runs, label, name, None)
     return name, level
-
-
-def write(
-    uri: str,
-    selection: Selection,
-    table: pd.DataFrame,
-    heading: str,
-    out: Path,
-    notes: list[str],
-    pace: pd.DataFrame | None = None,
-) -> list[Path]:
-    """Write ``comparison.md`` (``heading``, the table, the ``notes`` under it and the
-    speed table ``pace``), ``comparison.csv`` (groups and numbers), ``comparison.png`` (see
-    :func:`draw`) and, with ``pace``, ``speed.csv`` into ``out``; return their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    metric = table.attrs["metric"]
-    by = group_columns(table)
-    available = [c.removeprefix("metrics.") for c in selection.runs.columns]
-    curve_name = curve_metric(metric, available)
-    markdown, csv, png = out / "comparison.md", out / "comparison.csv", out / "comparison.png"
-    sections = [heading, format_markdown(table).rstrip(), *filter(None, notes)]
-    if pace is not None:
-        sections.append(format_speed(pace, markdown=True).rstrip())
-    markdown.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
-    table.to_csv(csv, index=False)
-    curve = curves(uri, selection.runs, by, curve_name)
-    draw(table, curve, curve_name, heading.replace("`", ""), png)
-    if pace is None:
-        return [markdown, csv, png]
-    pace.to_csv(out / "speed.csv", index=False)
-    return [markdown, csv, png, out / "speed.csv"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -177,6 +160,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "or an error) and the area under METRIC's curve per epoch: val_accuracy=0.95",
     )
     parser.add_argument(
+        "--test",
+        choices=TESTS,
+        default=MEAN,
+        help="how each group is tested against the best: mean (default), the difference of "
+        "means by paired t (Welch's t unpaired) below 10 seeds and the bootstrap from 10; "
+        "wilcoxon, the paired Wilcoxon signed-rank test (Mann-Whitney U unpaired)",
+    )
+    parser.add_argument(
+        "--pairs",
+        choices=("best", "all"),
+        default="best",
+        help="best (default): each group against the best; all: also every pair of groups, "
+        "Holm-adjusted over all the pairs, as a table and a matrix figure (pairs.png)",
+    )
+    parser.add_argument(
+        "--power",
+        metavar="DELTA",
+        type=float,
+        help="say how many seeds per group would tell apart a difference of DELTA (80%% "
+        "power at the 5%% level), from the spread these runs show",
+    )
+    parser.add_argument(
         "--lower-is-better",
         action=argparse.BooleanOptionalAction,
         help="rank the smallest mean first (or, with --no-lower-is-better, the largest); "
@@ -199,54 +204,126 @@ def check_out(out: Path) -> None:
         )
 
 
+@dataclass
+class Request:
+    """What the command line asks for, checked against the runs: the runs, the params to
+    group by, the metric (``label`` names it in the heading, ``name`` in the parent's
+    metrics: ``val_accuracy_epoch1`` with ``--step 0``), the speed's metric and level, and
+    the sentences that go under the table."""
+
+    selection: Selection
+    by: list[str] | None
+    metric: str
+    label: str
+    name: str
+    speed: tuple[str, float] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def request(args: argparse.Namespace, uri: str, histories: Histories) -> Request:
+    """Pick the runs and check every option against them, before anything is written.
+    Raises :class:`UserError` for what cannot be compared."""
+    check_out(Path(args.out))
+    if args.power is not None and not (math.isfinite(args.power) and args.power > 0):
+        raise UserError(f"--power {args.power}: give the difference to tell apart, above 0")
+    by = [p.strip() for p in args.by.split(",")] if args.by else None
+    selection = select(uri, args.sweep, args.experiment, args.filter)
+    metric = args.metric or default_metric(selection.runs)
+    # A default metric that no run logged (a sweep whose jobs all failed) still gives the
+    # table of what became of the runs.
+    check_columns(selection.runs, selection.label, args.metric, by)
+    asked = Request(selection, by, metric, metric, metric)
+    if args.tune:
+        selection.runs, asked.by, chosen = tune(
+            selection.runs, selection.label, by, args.tune, metric, args.lower_is_better
+        )
+        asked.notes.append(chosen)
+    if args.speed:
+        asked.speed = parse_speed(args.speed, selection.runs, selection.label)
+    if args.step is not None:
+        selection.runs = at_step(histories, selection.runs, metric, args.step)
+        asked.label = f"{metric} at epoch {args.step + 1}"
+        asked.name = f"{metric}_epoch{args.step + 1}"
+    return asked
+
+
+def heading(args: argparse.Namespace, asked: Request, table: pd.DataFrame) -> str:
+    """The line above the table: the runs, the metric, its direction, and what narrowed
+    the runs or set some aside."""
+    direction = "lower" if table.attrs["lower_is_better"] else "higher"
+    aside = asked.selection.set_aside
+    return (
+        f"{asked.selection.label}: {len(asked.selection.runs)} runs, `{asked.label}` "
+        f"({direction} is better)"
+        + (f", filter `{args.filter}`" if args.filter else "")
+        + (f", `{args.tune}` picked per group on validation" if args.tune else "")
+        + (f", {aside} repeated runs set aside (the same fingerprint)" if aside else "")
+    )
+
+
+def record(
+    uri: str,
+    args: argparse.Namespace,
+    asked: Request,
+    table: pd.DataFrame,
+    title: str,
+    notes: list[str],
+    paths: list[Path],
+) -> str:
+    """Record the comparison on the sweep's parent runs, in an artifact folder of its own
+    (``compare-DATE-TIME``), so that it never replaces the sweep's own record: with its
+    metrics per group, unless ``--filter`` or ``--tune`` narrowed the runs (the parent's
+    metrics stand for the whole sweep), and as the description only where the sweep's end
+    wrote none. Returns what to say about it."""
+    parents = asked.selection.parents
+    if not parents:
+        return ""
+    reader = Reader(uri)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    narrowed = bool(args.filter or args.tune)
+    said = []
+    for parent in parents:
+        folder = reader.free_folder(parent, f"{COMPARE_FOLDER}-{stamp}")
+        ui = summary(table, title, notes, folder)
+        description = ui.note if reader.description(parent) is None else None
+        reader.record(parent, folder, paths, table, {} if narrowed else ui.metrics, description)
+        described = "" if description is None else ", and as its description"
+        said.append(f"{parent}, artifacts {folder}/{described}")
+    return f"; logged to parent run {', '.join(said)}" + (
+        "; no metrics: the runs were narrowed" if narrowed else ""
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Compare the runs the command line picks: print the table, write the files into
-    ``--out``, log them to the sweep's parent runs. A missing or unusable store, sweep,
-    experiment, metric or param, no matching run, or an ``--out`` that is a file, is one
-    line on stderr and exit code 2."""
+    ``--out``, record them on the sweep's parent runs. A missing or unusable store, sweep,
+    experiment, metric, param, step or level, no matching run, or an ``--out`` that is a
+    file, is one line on stderr and exit code 2, and nothing is written."""
     args = parse_args(argv)
     uri = args.uri or tracking_uri(None)
-    by = [p.strip() for p in args.by.split(",")] if args.by else None
-    notes, speed_args = [], None
+    histories = Histories(uri)
     try:
-        check_out(Path(args.out))
-        selection = select(uri, args.sweep, args.experiment, args.filter)
-        metric = args.metric or default_metric(selection.runs)
-        check_columns(selection.runs, selection.label, metric, by)
-        if args.tune:
-            selection.runs, by, chosen = tune(
-                selection.runs, selection.label, by, args.tune, metric, args.lower_is_better
-            )
-            notes.append(chosen)
-        if args.speed:
-            speed_args = parse_speed(args.speed, selection.runs, selection.label)
+        asked = request(args, uri, histories)
     except UserError as error:
         print(f"compare: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
-    if args.step is not None:
-        selection.runs = at_step(uri, selection.runs, metric, args.step)
-        metric_label = f"{metric} at epoch {args.step + 1}"
-    else:
-        metric_label = metric
-    table = summarize(selection.runs, by, metric, args.lower_is_better)
-    direction = "lower" if table.attrs["lower_is_better"] else "higher"
-    heading = (
-        f"{selection.label}: {len(selection.runs)} runs, `{metric_label}` ({direction} is better)"
-        + (f", filter `{args.filter}`" if args.filter else "")
-        + (f", `{args.tune}` picked per group on validation" if args.tune else "")
-    )
-    notes.insert(0, conclusion(table))
-    pace = speed_table(uri, selection.runs, table, *speed_args) if speed_args else None
-    print(heading.replace("`", ""))
+    runs = asked.selection.runs
+    table = summarize(runs, asked.by, asked.metric, args.lower_is_better, args.test)
+    table.attrs["metric_name"] = asked.name
+    title = heading(args, asked, table)
+    notes = [*asked.notes, methods(table), power(table, args.power)]
+    pace = speed_table(histories, runs, table, *asked.speed) if asked.speed else None
+    pairs = pairs_table(runs, table) if args.pairs == "all" else None
+    text = [conclusion(table), *notes]
+    print(title.replace("`", ""))
     print(format_table(table))
-    for note in filter(None, notes):
+    for note in filter(None, text):
         print(note.replace("`", ""))
     if pace is not None:
         print(format_speed(pace, markdown=False))
-    paths = write(uri, selection, table, heading, Path(args.out), notes, pace)
-    reader = Reader(uri)
-    for run_id in selection.parents:
-        reader.log_files(run_id, paths, "comparison")
-    logged = f"; logged to parent run {', '.join(selection.parents)}" if selection.parents else ""
+    if pairs is not None:
+        print(format_pairs(pairs, markdown=False))
+    paths = write(Path(args.out), histories, runs, table, title, text, pace, pairs)
+    logged = record(uri, args, asked, table, title, notes, paths)
     print(f"wrote {', '.join(map(str, paths))}{logged}", file=sys.stderr)
     return 0

@@ -1,4 +1,5 @@
-"""The comparison's figure: each group's mean with its interval, and its curve per epoch."""
+"""The comparison's figures: each group's seeds over its mean and interval, with its curve
+per epoch and the seeds' band; and every pair's difference as a matrix."""
 
 from __future__ import annotations
 
@@ -8,55 +9,106 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from runner.compare.report import minus
 from runner.compare.table import COUNTS, group_columns, group_labels
-from runner.stats import BEST, FEW, LEVEL, TIED
+from runner.stats import ALPHA, BEST, FEW, LEVEL, TIED
 
 STYLES = ("-", "--", ":", "-.")
+# The longest group name a figure shows whole; a longer one keeps its two ends.
+LABEL = 40
+# zlib's fastest level: twice as fast as matplotlib's default, for a file 8% larger.
+FAST_PNG = {"compress_level": 1}
+# Up to this many groups, each cell of the pairs' matrix shows its difference in figures.
+ANNOTATED = 12
 
 
-def draw(table: pd.DataFrame, curve: pd.Series, curve_name: str, title: str, path: Path) -> None:
-    """Save the comparison figure at ``path``: on the left the metric's mean per group with
-    its 95% CI as error bars (none, and a note, below 3 runs), best on top, each group's
-    completed and lost runs and its verdict against the best under its name; on the right
-    ``curve_name`` per epoch, one line per group in the same colour."""
+def short(label: str) -> str:
+    """``label`` within :data:`LABEL` characters, its middle made ``…`` when longer: a list
+    of activations per layer would squeeze the axes to nothing."""
+    if len(label) <= LABEL:
+        return label
+    half = (LABEL - 1) // 2
+    return f"{label[:half]}…{label[-half:]}"
+
+
+def _palette(count: int) -> tuple[list, list[str]]:
+    """A colour and a line style per group. Past ten groups, tab20's paired shades; past
+    twenty, the colours repeat with another line style, so that no two groups look alike
+    in the legend."""
+    palette = colormaps["tab10" if count <= 10 else "tab20"]
+    colors = [palette(i % palette.N) for i in range(count)]
+    return colors, [STYLES[i // palette.N % len(STYLES)] for i in range(count)]
+
+
+def _seeds(axes, table: pd.DataFrame, values: dict[str, np.ndarray], colors: list) -> None:
+    """Each group's seeds as points, spread a little up and down so that equal values stay
+    visible, over its mean (a bar) and its 95% interval (a line); best on top."""
+    labels = group_labels(table, group_columns(table))
+    for y, (label, row, color) in enumerate(zip(labels, table.itertuples(), colors, strict=True)):
+        if pd.isna(row.mean):
+            # Left in the axes, whatever the metric's scale: there is no value to put it by.
+            where = axes.get_yaxis_transform()
+            axes.text(0.02, y, "no completed run", va="center", color="0.4", transform=where)
+            continue
+        if not pd.isna(row.ci_low):
+            axes.plot([row.ci_low, row.ci_high], [y, y], color=color, lw=2.5, alpha=0.6)
+        else:
+            axes.text(row.mean, y - 0.3, f" {FEW}: no CI", va="center", color="0.3", fontsize=8)
+        axes.plot([row.mean, row.mean], [y - 0.3, y + 0.3], color=color, lw=2.5)
+        seeds = values.get(label, np.array([]))
+        jitter = np.linspace(-0.18, 0.18, len(seeds)) if len(seeds) > 1 else np.zeros(1)
+        axes.scatter(
+            seeds, y + jitter[: len(seeds)], s=14, color=color, edgecolor="0.15", linewidth=0.4
+        )
+
+
+def _ticks(table: pd.DataFrame) -> list[str]:
+    """Each group's name, its completed and lost runs, and its verdict when it is the best
+    or tied with it."""
+    ticks = []
+    for label, row in zip(
+        group_labels(table, group_columns(table)), table.itertuples(), strict=True
+    ):
+        lost = ", ".join(f"{getattr(row, c)} {c}" for c in COUNTS if getattr(row, c))
+        verdict = f", {row.verdict}" if row.verdict in (BEST, TIED) else ""
+        ticks.append(f"{short(label)}\nn={row.n}" + (f", {lost}" if lost else "") + verdict)
+    return ticks
+
+
+def draw(
+    table: pd.DataFrame,
+    values: dict[str, np.ndarray],
+    curve: pd.DataFrame,
+    curve_name: str,
+    title: str,
+    path: Path,
+) -> None:
+    """Save the comparison figure at ``path``: on the left each group's seeds ``values``
+    (by label) as points over its mean and 95% CI (none, and a note, below 3 runs), best on
+    top, its completed and lost runs and its verdict under its name; on the right
+    ``curve_name`` per epoch, the seeds' mean as a line and their range as a band, one
+    colour per group."""
     metric = table.attrs["metric"]
     direction = "lower" if table.attrs["lower_is_better"] else "higher"
     by = group_columns(table)
     labels = group_labels(table, by)
-    # Past ten groups, tab20's paired shades; past twenty, the colours repeat with another
-    # line style, so that no two groups look alike in the legend.
-    palette = colormaps["tab10" if len(labels) <= 10 else "tab20"]
-    colors = [palette(i % palette.N) for i in range(len(labels))]
-    styles = [STYLES[i // palette.N % len(STYLES)] for i in range(len(labels))]
+    colors, styles = _palette(len(labels))
     fig = Figure(figsize=(13, max(4.5, 0.55 * len(labels) + 2)), layout="constrained")
     FigureCanvasAgg(fig)
-    bars, lines = fig.subplots(1, 2, width_ratios=[1, 1.25])
+    seeds, lines = fig.subplots(1, 2, width_ratios=[1, 1.25])
 
-    ticks = []
-    for label, row in zip(labels, table.itertuples(index=False), strict=True):
-        lost = ", ".join(f"{getattr(row, c)} {c}" for c in COUNTS if getattr(row, c))
-        verdict = f", {row.verdict}" if row.verdict in (BEST, TIED) else ""
-        ticks.append(f"{label}\nn={row.n}" + (f", {lost}" if lost else "") + verdict)
-    y = np.arange(len(labels))
-    # A t interval is symmetric: its half-width is the error bar; NaN, none, below n = 3.
-    half = table["ci_high"] - table["mean"]
-    bars.barh(y, table["mean"], xerr=half, color=colors, capsize=4, alpha=0.85)
-    for yi, mean, low in zip(y, table["mean"], table["ci_low"], strict=True):
-        if pd.isna(mean):
-            bars.text(0, yi, " no completed run", va="center", color="0.4")
-        elif pd.isna(low):
-            bars.text(mean, yi, f" {FEW}: no CI", va="center", color="0.3")
-    bars.set_yticks(y, ticks)
-    # Best on top, and room for a group with no bar at the bottom.
-    bars.set_ylim(len(labels) - 0.5, -0.5)
-    bars.set_xlabel(
-        f"{metric}: mean, {LEVEL:.0%} CI (t, n − 1 df), completed runs; {direction} is better"
-    )
-    bars.set_title(f"{metric} by {', '.join(by)}: mean, error bars {LEVEL:.0%} CI")
-    bars.grid(True, axis="x", alpha=0.3)
+    _seeds(seeds, table, values, colors)
+    seeds.set_yticks(np.arange(len(labels)), _ticks(table))
+    # Best on top, and room for a group with no run at the bottom.
+    seeds.set_ylim(len(labels) - 0.5, -0.5)
+    seeds.set_xlabel(f"{metric}: each seed, the mean and its {LEVEL:.0%} CI; {direction} is better")
+    seeds.set_title(f"{metric}: each seed, mean, {LEVEL:.0%} CI")
+    seeds.grid(True, axis="x", alpha=0.3)
 
     # A metric logged once per run (test_*, train_seconds) has no curve to show.
     steps = curve.index.get_level_values("step").nunique()
@@ -64,12 +116,17 @@ def draw(table: pd.DataFrame, curve: pd.Series, curve_name: str, title: str, pat
         note = f"{curve_name}: one value per run, no curve" if steps else f"no {curve_name} logged"
         lines.text(0.5, 0.5, note, ha="center", color="0.4", transform=lines.transAxes)
     else:
+        drawn = set(curve.index.get_level_values("group"))
         for label, color, style in zip(labels, colors, styles, strict=True):
-            if label in curve.index.get_level_values("group"):
+            if label in drawn:
                 points = curve.loc[label]
                 # MLflow's step is Keras's epoch index; the runner's figures count from 1.
                 epochs = points.index + 1
-                lines.plot(epochs, points.values, c=color, ls=style, marker="o", ms=3, label=label)
+                band = (points["low"], points["high"])
+                lines.fill_between(epochs, *band, color=color, alpha=0.15, linewidth=0)
+                lines.plot(
+                    epochs, points["mean"], c=color, ls=style, marker="o", ms=3, label=short(label)
+                )
         # Many groups would hide the curves: their legend goes beside the axes instead.
         outside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1)} if len(labels) > 6 else {}
         lines.legend(title=", ".join(by), fontsize="small", **outside)
@@ -78,9 +135,56 @@ def draw(table: pd.DataFrame, curve: pd.Series, curve_name: str, title: str, pat
         lines.set_yscale("log")
     lines.set_xlabel("epoch")
     lines.xaxis.set_major_locator(MaxNLocator(integer=True))
-    lines.set_ylabel(f"{curve_name}, mean over completed runs")
+    lines.set_ylabel(f"{curve_name}: mean over completed runs, band: their range")
     lines.set_title(f"{curve_name} per epoch")
     lines.grid(True, alpha=0.3)
 
     fig.suptitle(title)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, pil_kwargs=FAST_PNG)
+
+
+def pair_matrix(pairs: pd.DataFrame, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs as two square matrices over ``labels``: ``column − row`` (NaN for a group
+    with itself and for groups never compared, such as two datasets'), and whether its
+    Holm-adjusted p-value is below 5%."""
+    where = {label: i for i, label in enumerate(labels)}
+    diffs = np.full((len(labels), len(labels)), np.nan)
+    significant = np.zeros_like(diffs, dtype=bool)
+    for group, other, diff, p in pairs[["group", "other", "diff", "p_holm"]].to_numpy():
+        i, j = where[" · ".join(map(str, group))], where[" · ".join(map(str, other))]
+        diffs[i, j], diffs[j, i] = diff, -diff
+        significant[i, j] = significant[j, i] = bool(p < ALPHA)
+    return diffs, significant
+
+
+def draw_pairs(pairs: pd.DataFrame, table: pd.DataFrame, title: str, path: Path) -> None:
+    """Save every pair's difference as a matrix at ``path``: the cell in row A and column
+    B is B − A, blue where B is ahead and red where it is behind (for the metric's own
+    direction), framed where the Holm-adjusted p-value is below 5%; groups in the table's
+    order, best first."""
+    labels = group_labels(table, group_columns(table))
+    diffs, significant = pair_matrix(pairs, labels)
+    sign = -1 if table.attrs["lower_is_better"] else 1
+    reach = (float(np.nanmax(np.abs(diffs))) if np.isfinite(diffs).any() else 0.0) or 1.0
+    size = max(5.0, 0.45 * len(labels) + 3)
+    fig = Figure(figsize=(size + 1.5, size), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots()
+    shown = axes.imshow(sign * diffs, cmap="RdBu", norm=TwoSlopeNorm(0, -reach, reach))
+    for i, j in zip(*np.nonzero(significant), strict=True):
+        axes.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="k", lw=1.5))
+    if len(labels) <= ANNOTATED:
+        for (i, j), value in np.ndenumerate(diffs):
+            if not np.isnan(value):
+                axes.text(j, i, minus(f"{value:+.3f}"), ha="center", va="center", fontsize=7)
+    names = [short(label) for label in labels]
+    axes.set_xticks(range(len(labels)), names, rotation=60, ha="right", fontsize="small")
+    axes.set_yticks(range(len(labels)), names, fontsize="small")
+    axes.set_xlabel("B (column)")
+    axes.set_ylabel("A (row)")
+    metric = table.attrs["metric"]
+    bar = fig.colorbar(shown, ax=axes, shrink=0.8)
+    bar.set_label(f"B − A in {metric}" + (", sign flipped: lower is better" if sign < 0 else ""))
+    axes.set_title(f"{metric}: every pair, B − A; framed: Holm-adjusted p < {ALPHA:g}")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=120, pil_kwargs=FAST_PNG)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from runner.config import UserError
@@ -18,6 +17,8 @@ from runner.tracking.store import masked
 WAY_OUT = "Point --uri (or MLFLOW_TRACKING_URI) at the MLflow store that the runner records in."
 RUN_NAME = "tags.mlflow.runName"
 OUTCOME = "tags.outcome"
+# What a job trained, seed included: runs that share it are one replicate.
+FINGERPRINT = "tags.fingerprint"
 # How many sweep names an unknown --sweep lists.
 RECENT = 5
 
@@ -34,14 +35,33 @@ def outcomes(runs: pd.DataFrame) -> pd.Series:
     return runs.get(OUTCOME, pd.Series(index=runs.index, dtype=object)).fillna(INTERRUPTED)
 
 
+def distinct(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with one run per training fingerprint: the latest FINISHED one, or the
+    latest when none finished. Two runs that trained the same model on the same data with
+    the same seed are one replicate, not two: a job run twice, or a killed run that a
+    resume redid. Runs without a fingerprint are all kept. ``attrs["set_aside"]`` counts
+    the others."""
+    repeated = pd.Series(False, index=runs.index)
+    if FINGERPRINT in runs.columns:
+        ranked = runs.assign(_finished=runs["status"].eq("FINISHED")).sort_values(
+            ["_finished", "start_time"], ascending=False, kind="stable"
+        )
+        repeated = ranked[FINGERPRINT].notna() & ranked.duplicated(FINGERPRINT)
+    kept = runs[~repeated.reindex(runs.index)]
+    kept.attrs["set_aside"] = int(repeated.sum())
+    return kept
+
+
 @dataclass
 class Selection:
-    """The runs to compare, what they are (``sweep multirun/…`` or ``experiment digits``)
-    and, for a sweep, the parent runs that receive the comparison's files."""
+    """The runs to compare (one per fingerprint, :func:`distinct`), how many repeats were
+    set aside, what they are (``sweep multirun/…`` or ``experiment digits``) and, for a
+    sweep, the parent runs that receive the comparison."""
 
     runs: pd.DataFrame
     label: str
     parents: list[str] = field(default_factory=list)
+    set_aside: int = 0
 
 
 def find_sweep(
@@ -110,34 +130,62 @@ def select(
         selection.parents = parents["run_id"].tolist()
     if filter_string:
         clauses.append(filter_string)
-    selection.runs = reader.runs(" and ".join(clauses), experiment_ids)
-    if selection.runs.empty:
+    runs = reader.runs(" and ".join(clauses), experiment_ids)
+    if runs.empty:
         matching = f" matching {filter_string!r}" if filter_string else ""
         raise UserError(f"no job runs{matching} in {selection.label}")
+    selection.runs = distinct(runs)
+    selection.set_aside = selection.runs.attrs["set_aside"]
     return selection
 
 
-def histories(uri: str, runs: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
-    """``metric``'s history in every completed run, from MLflow: one row per run and epoch,
-    with the run's ``by`` params (without ``params.``), ``run`` (its id), ``step`` and
-    ``value``."""
-    reader = Reader(uri)
-    completed = runs[outcomes(runs) == COMPLETED]
-    return pd.DataFrame(
-        [
+class Histories:
+    """The per-epoch histories of runs' metrics, each run's read from the store once."""
+
+    def __init__(self, uri: str):
+        self._uri = uri
+        # Opened at the first read: opening a missing SQLite store would create it.
+        self._reader: Reader | None = None
+        self._read: dict[tuple[str, str], list[tuple[int, float]]] = {}
+
+    def of(self, runs: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
+        """``metric``'s history in every completed run of ``runs``: one row per run and
+        epoch, with the run's ``by`` params (without ``params.``), ``run`` (its id),
+        ``step`` and ``value``."""
+        completed = runs[outcomes(runs) == COMPLETED]
+        missing = [r for r in completed["run_id"] if (r, metric) not in self._read]
+        if missing:
+            self._reader = self._reader or Reader(self._uri)
+            for run_id, points in self._reader.histories(missing, metric).items():
+                self._read[run_id, metric] = points
+        rows = [
             (*group, run_id, step, value)
             for *group, run_id in completed[[f"params.{p}" for p in by] + ["run_id"]].itertuples(
                 index=False
             )
-            for step, value in reader.history(run_id, metric)
-        ],
-        columns=[*by, "run", "step", "value"],
-    )
+            for step, value in self._read[run_id, metric]
+        ]
+        return pd.DataFrame(rows, columns=[*by, "run", "step", "value"])
 
 
-def at_step(uri: str, runs: pd.DataFrame, metric: str, step: int) -> pd.DataFrame:
+def steps_text(steps: list[int]) -> str:
+    """Epoch indices as a reader takes them in: ``0 to 19``, ``0``, or ``0, 2, 5``."""
+    if len(steps) > 2 and steps == list(range(steps[0], steps[-1] + 1)):
+        return f"{steps[0]} to {steps[-1]}"
+    return ", ".join(map(str, steps))
+
+
+def at_step(histories: Histories, runs: pd.DataFrame, metric: str, step: int) -> pd.DataFrame:
     """The runs with ``metric`` replaced by its value at ``step`` (an epoch index, from 0)
-    instead of its last value: early epochs are where vanishing gradients show."""
-    reader = Reader(uri)
-    values = [dict(reader.history(run_id, metric)).get(step, np.nan) for run_id in runs["run_id"]]
-    return runs.assign(**{f"metrics.{metric}": values})
+    instead of its last value: early epochs are where vanishing gradients show. Raises
+    :class:`UserError`, naming the epochs there are, when no completed run logged
+    ``metric`` at ``step``."""
+    history = histories.of(runs, [], metric)
+    steps = sorted(history["step"].unique().tolist())
+    if step not in steps:
+        logged = f"at epoch index {steps_text(steps)}" if steps else "at no epoch"
+        raise UserError(
+            f"--step {step}: the completed runs logged {metric} {logged} (0 is the first epoch)"
+        )
+    values = history[history["step"] == step].set_index("run")["value"]
+    return runs.assign(**{f"metrics.{metric}": runs["run_id"].map(values).astype(float)})

@@ -8,11 +8,21 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
+from pandas.api.typing import SeriesGroupBy
 
-from runner.compare.runs import histories, outcomes
-from runner.config import not_training
-from runner.metrics import lower_is_better
-from runner.stats import against_best, mean_interval, shared_ranks, speed
+from runner.compare.runs import Histories, outcomes
+from runner.config import Task, not_training
+from runner.metrics import bounds, lower_is_better
+from runner.stats import (
+    MEAN,
+    VERSUS,
+    against_best,
+    mean_interval,
+    pairwise,
+    rounded,
+    shared_ranks,
+    speed,
+)
 from runner.tracking import COMPLETED, DIVERGED, FAILED, INTERRUPTED
 
 # Params that repeat a run (its seed) or do not change what it trains (the schema says
@@ -22,12 +32,14 @@ NOT_COMPARED = ("seed", *not_training())
 CHOICES = ("activation", "loss", "dataset", "optimizer")
 COUNTS = (DIVERGED, FAILED, INTERRUPTED)
 STATS = ("mean", "std", "min", "max")
-# Each mean's interval, and each group's difference from the best group with its interval.
+# Each mean's interval.
 INTERVAL = ("ci_low", "ci_high")
-VERSUS = ("diff", "diff_low", "diff_high", "test", "verdict")
 SUMMARY_COLUMNS = {*STATS, *INTERVAL, "n", *COUNTS, *VERSUS, "rank"}
 # The params that say which runs can be paired: the same training seed on the same data.
-PAIRS = ("seed", "dataset.seed")
+PAIRS = ("seed", "dataset.seed", "dataset")
+# What a comparison stays within: runs on different datasets are never ranked together.
+STRATA = ("dataset",)
+TASK = "tags.task"
 
 
 def varying_params(runs: pd.DataFrame) -> list[str]:
@@ -54,8 +66,32 @@ def varying_params(runs: pd.DataFrame) -> list[str]:
 
 
 def default_metric(runs: pd.DataFrame) -> str:
-    """``test_accuracy`` when the runs classify, else ``test_rmse``."""
+    """``test_accuracy`` when the runs classify, ``test_rmse`` when they regress: as their
+    ``task`` tag says (every job run carries it, a failed one too), else as the metrics
+    they logged say."""
+    tasks = set(runs[TASK].dropna()) if TASK in runs.columns else set()
+    if tasks in ({Task.classification.value}, {Task.regression.value}):
+        return "test_accuracy" if tasks == {Task.classification.value} else "test_rmse"
     return "test_accuracy" if "metrics.test_accuracy" in runs.columns else "test_rmse"
+
+
+def completed_values(runs: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
+    """The completed runs that logged ``metric``, with ``value``, the metric rounded to
+    :data:`runner.stats.DIGITS` significant digits, and every column of ``keys`` (NaN
+    where no run has one: a store of failed runs is then one group, not a KeyError)."""
+    column = f"metrics.{metric}"
+    runs = runs.assign(**{k: np.nan for k in keys if k not in runs.columns})
+    value = rounded(runs[column]) if column in runs.columns else np.nan
+    runs = runs.assign(value=value, _outcome=outcomes(runs))
+    return runs[(runs["_outcome"] == COMPLETED) & runs["value"].notna()]
+
+
+def _intervals(grouped: SeriesGroupBy, limits: tuple[float, float] | None) -> pd.DataFrame:
+    """Each group's mean interval (:func:`mean_interval`), worked out once per group."""
+    found = {key: mean_interval(values.to_numpy(), limits)[1:] for key, values in grouped}
+    return pd.DataFrame.from_dict(found, orient="index", columns=list(INTERVAL)).set_axis(
+        grouped.mean().index
+    )
 
 
 def summarize(
@@ -63,45 +99,78 @@ def summarize(
     by: list[str] | None = None,
     metric: str | None = None,
     lower: bool | None = None,
+    test: str = MEAN,
 ) -> pd.DataFrame:
     """One row per combination of ``by`` (default: the params that vary): mean, std
     (ddof=1), the mean's 95% interval (``ci_low``, ``ci_high``; none below 3 runs), min and
     max of ``metric`` over the runs that completed, how many completed (``n``), diverged,
-    failed or were interrupted, the difference from the best group with its interval and
-    test (``diff``, ``diff_low``, ``diff_high``, ``test``: paired by seed where both groups
-    ran the same seeds on the same data, else Welch's), its ``verdict`` (best, tied with the
-    best, worse, or n < 3) and the rank (1 is best, shared by the groups tied with the best
-    and by equal means). ``lower`` overrides :func:`lower_is_better`. The table's ``attrs``
-    keep the metric and the direction."""
+    failed or were interrupted; the difference from the best group of its dataset with its
+    interval, test, effect size, p-value and Holm-adjusted p-value (:func:`against_best`),
+    its ``verdict`` (best, tied with the best, worse, or n < 3), and the rank within its
+    dataset (1 is best, shared by the groups tied with the best and by equal means). Values
+    are compared to :data:`runner.stats.DIGITS` significant digits. ``lower`` overrides
+    :func:`lower_is_better`; ``test`` picks the tests (:data:`runner.stats.TESTS`). The
+    table's ``attrs`` keep the metric, the direction, the metric's bounds, the test, the
+    strata (the dataset columns among ``by``) and their spreads (for the power)."""
     by = by or varying_params(runs) or ["activation"]
     metric = metric or default_metric(runs)
     lower = lower_is_better(metric) if lower is None else lower
-    column = f"metrics.{metric}"
+    limits = bounds(metric)
     keys = [f"params.{p}" for p in by]
-    # A key no run has (a store of failed runs) is one group rather than a KeyError.
+    strata = [p for p in by if p in STRATA]
     runs = runs.assign(**{k: np.nan for k in keys if k not in runs.columns})
-    runs = runs.assign(
-        _value=runs[column] if column in runs.columns else np.nan, _outcome=outcomes(runs)
-    )
-    completed = runs[(runs["_outcome"] == COMPLETED) & runs["_value"].notna()]
-    grouped = completed.groupby(keys, dropna=False)["_value"]
-    stats = grouped.agg(list(STATS)).join(
-        grouped.agg(ci_low=lambda v: mean_interval(v).low, ci_high=lambda v: mean_interval(v).high)
-    )
+    completed = completed_values(runs, keys, metric)
+    grouped = completed.groupby(keys, dropna=False)["value"]
+    stats = grouped.agg(list(STATS)).join(_intervals(grouped, limits))
     pairs = [f"params.{p}" for p in PAIRS if f"params.{p}" in runs.columns]
-    versus = against_best(completed.rename(columns={"_value": "value"}), keys, pairs, lower)
-    counts = runs.groupby(keys, dropna=False)["_outcome"].value_counts().unstack(fill_value=0)
-    counts = counts.reindex(columns=[COMPLETED, *COUNTS], fill_value=0)
+    strata_keys = [f"params.{p}" for p in strata]
+    versus = against_best(completed, keys, pairs, lower, test, strata_keys, limits)
+    counts = outcomes(runs).groupby([runs[k] for k in keys], dropna=False).value_counts()
+    counts = counts.unstack(fill_value=0).reindex(columns=[COMPLETED, *COUNTS], fill_value=0)
     table = stats.join(versus).join(counts, how="right").rename(columns={COMPLETED: "n"})
     table = table[[*STATS, *INTERVAL, "n", *COUNTS, *VERSUS]]
-    table["rank"] = shared_ranks(table["mean"], table["verdict"], lower)
-    table = table.sort_values(
-        ["rank", "mean"], ascending=[True, lower], kind="stable", na_position="last"
-    )
     table.index = table.index.set_names(by)
     table = table.reset_index()
-    table.attrs.update(metric=metric, lower_is_better=lower)
+    within = table.groupby(strata, dropna=False, sort=False) if strata else [((), table)]
+    table["rank"] = pd.concat(
+        [shared_ranks(part["mean"], part["verdict"], lower) for _, part in within]
+    )
+    table = table.sort_values(
+        [*strata, "rank", "mean"],
+        ascending=[*[True] * len(strata), True, lower],
+        kind="stable",
+        na_position="last",
+    ).reset_index(drop=True)
+    table.attrs.update(
+        metric=metric,
+        lower_is_better=lower,
+        bounds=limits,
+        test=test,
+        strata=strata,
+        spread=versus.attrs["spread"],
+    )
     return table
+
+
+def pairs_table(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of the summary ``table``'s groups within a dataset (see
+    :func:`runner.stats.pairwise`), from the same runs, metric, direction and test."""
+    by = group_columns(table)
+    keys = [f"params.{p}" for p in by]
+    completed = completed_values(runs, keys, table.attrs["metric"])
+    strata = [f"params.{p}" for p in table.attrs["strata"]]
+    pairs = [f"params.{p}" for p in PAIRS if f"params.{p}" in runs.columns]
+    found = pairwise(
+        completed,
+        keys,
+        pairs,
+        table.attrs["lower_is_better"],
+        table.attrs["test"],
+        strata,
+        table.attrs["bounds"],
+    )
+    found.attrs.update(table.attrs, by=by)
+    return found
 
 
 def group_columns(table: pd.DataFrame) -> list[str]:
@@ -127,16 +196,26 @@ def curve_metric(metric: str, available: Iterable[str]) -> str:
     return twin if twin in set(available) else metric
 
 
-def curves(uri: str, runs: pd.DataFrame, by: list[str], metric: str) -> pd.Series:
-    """``metric``'s history per group and epoch, the mean over the group's completed runs
-    (its seeds), indexed by (group label, step)."""
-    history = histories(uri, runs, by, metric)
+def seed_values(runs: pd.DataFrame, table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each group's values of the summary ``table``'s metric, one per completed run, as
+    the table compared them, by the group's label."""
+    by = group_columns(table)
+    completed = completed_values(runs, [f"params.{p}" for p in by], table.attrs["metric"])
+    labels = group_labels(completed, [f"params.{p}" for p in by])
+    return {label: values.to_numpy() for label, values in completed.groupby(labels)["value"]}
+
+
+def curves(histories: Histories, runs: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
+    """``metric``'s history per group and epoch over the group's completed runs (its
+    seeds): their ``mean``, ``low`` and ``high`` (the seeds' range), indexed by (group
+    label, step)."""
+    history = histories.of(runs, by, metric)
     history["group"] = group_labels(history, by)
-    return history.groupby(["group", "step"])["value"].mean()
+    return history.groupby(["group", "step"])["value"].agg(mean="mean", low="min", high="max")
 
 
 def speed_table(
-    uri: str, runs: pd.DataFrame, table: pd.DataFrame, name: str, level: float
+    histories: Histories, runs: pd.DataFrame, table: pd.DataFrame, name: str, level: float
 ) -> pd.DataFrame:
     """How fast each group of the summary ``table``, in its order, gets ``name``'s curve to
     ``level`` (at or above it; at or below for a loss or an error), from each completed
@@ -144,6 +223,7 @@ def speed_table(
     level and the direction."""
     by = group_columns(table)
     lower = lower_is_better(name)
-    pace = table[by].merge(speed(histories(uri, runs, by, name), by, level, lower), how="left")
+    found = speed(histories.of(runs, by, name), by, level, lower, bounds(name))
+    pace = table[by].merge(found, how="left")
     pace.attrs.update(metric=name, level=level, lower_is_better=lower)
     return pace

@@ -10,7 +10,8 @@ correct. tests/test_compat.py forces every fallback.
 - :mod:`~runner.compat.keras`: saving a model on JAX without importing TensorFlow;
 - :mod:`~runner.compat.tensorflow`: the gradient registry that leaks a traced step a job;
 - :mod:`~runner.compat.launchers`: joblib's, submitit's and Ray's workers stopped gently;
-- :mod:`~runner.compat.multiprocessing`: a worker's semaphores freed as it exits.
+- :mod:`~runner.compat.multiprocessing`: a worker's semaphores freed as it exits;
+- :mod:`~runner.compat.mlflow`: many runs' metric histories read in one query.
 """
 
 from __future__ import annotations

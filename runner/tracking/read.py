@@ -1,5 +1,6 @@
 """Reading a store back, as ``runner.compare`` does: runs as a DataFrame, metric histories,
-experiments by name; and attaching the comparison's files to the sweep's parent runs."""
+experiments by name; and attaching a comparison to a sweep's parent run (its files, table,
+metrics and description)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from runner.config import UserError
 from runner.tracking.store import masked, open_client, reach_server, reason, store_errors
+from runner.tracking.writer import log_batch
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -120,7 +122,55 @@ class Reader:
             (point.step, point.value) for point in self._client.get_metric_history(run_id, metric)
         ]
 
-    def log_files(self, run_id: str, paths: Iterable[Path], folder: str) -> None:
-        """Attach the files ``paths`` to the run, in its artifact folder ``folder``."""
+    def histories(self, run_ids: list[str], metric: str) -> dict[str, list[tuple[int, float]]]:
+        """:meth:`history` of each run of ``run_ids``: in bulk from an SQL store
+        (:func:`runner.compat.mlflow.histories`), else run by run."""
+        from runner.compat import mlflow as compat_mlflow
+
+        found = compat_mlflow.histories(self._client, run_ids, metric)
+        if found is None:
+            found = {run_id: self.history(run_id, metric) for run_id in run_ids}
+        return found
+
+    def free_folder(self, run_id: str, name: str) -> str:
+        """``name``, or ``name-2``, ``name-3``...: the first that is no artifact of the run
+        yet, so that what goes there never mixes with what an earlier call left."""
+        taken = {Path(f.path).name for f in self._client.list_artifacts(run_id)}
+        return next(
+            folder
+            for folder in (name, *(f"{name}-{i}" for i in range(2, len(taken) + 3)))
+            if folder not in taken
+        )
+
+    def description(self, run_id: str) -> str | None:
+        """The run's description (the UI's, Markdown), None when it has none."""
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+        return self._client.get_run(run_id).data.tags.get(MLFLOW_RUN_NOTE)
+
+    def record(
+        self,
+        run_id: str,
+        folder: str,
+        paths: Iterable[Path],
+        table: pd.DataFrame,
+        metrics: dict[str, float],
+        description: str | None,
+    ) -> None:
+        """Attach a comparison to the run: the files ``paths`` and ``table`` (as MLflow's
+        table artifact ``table.json``, which the UI shows as a table) in its artifact
+        folder ``folder``, ``metrics`` (at step 0), and ``description`` (Markdown, at most
+        8,000 characters) unless it is None."""
+        import time
+
+        from mlflow.entities import Metric
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
         for path in paths:
             self._client.log_artifact(run_id, str(path), folder)
+        self._client.log_table(run_id, table, f"{folder}/table.json")
+        now = int(time.time() * 1000)
+        found = [Metric(key, value, now, 0) for key, value in metrics.items()]
+        log_batch(self._client, run_id, metrics=found)
+        if description is not None:
+            self._client.set_tag(run_id, MLFLOW_RUN_NOTE, description)

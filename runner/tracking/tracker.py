@@ -196,12 +196,6 @@ class Tracker:
             **kwargs,
         )
 
-    def describe(self, run_id: str, text: str) -> None:
-        """Set a run's description, which the UI shows on the run's page (Markdown)."""
-        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
-
-        self.client.set_tag(run_id, MLFLOW_RUN_NOTE, text)
-
     def log_file(self, run_id: str, path: Path) -> None:
         """Attach a file to a run, such as a search's best params to its sweep's parent."""
         self.client.log_artifact(run_id, str(path))
