@@ -32,7 +32,7 @@ from runner.config import (
 from runner.engine import OptimizerKind
 from runner.model import ModelSpec, output_head
 from runner.sweep import Sweep, position, sweep_of, threads_per_job
-from runner.tracking.store import tracking_uri
+from runner.tracking.store import masked, tracking_uri
 
 # loss=auto: the loss each task gets.
 AUTO_LOSS = {Task.classification: "categorical_crossentropy", Task.regression: "mse"}
@@ -70,10 +70,23 @@ def training_key(view: dict[str, Any], drop: tuple[str, ...] = ()) -> str:
     return json.dumps(view, sort_keys=True, default=str)
 
 
+def _masked_override(text: str) -> str:
+    """A command-line override as a run records it: ``tracking.uri``'s password masked."""
+    key, equals, value = text.partition("=")
+    if key.lstrip("+~") != "tracking.uri" or not equals:
+        return text
+    uri = value.replace("\\", "")  # Hydra's escapes, such as http\://
+    return text if masked(uri) == uri else f"{key}={masked(uri)}"
+
+
 def _view(cfg: DictConfig) -> dict[str, Any]:
     """The job's config as plain data, without Hydra's node, which is left unresolved: it
     refers to a job directory not made yet."""
-    return {key: plain(value) for key, value in cfg.items() if key != "hydra"}
+    view = {key: plain(value) for key, value in cfg.items() if key != "hydra"}
+    # What a run records of its config must not hold the store's password.
+    if isinstance(view.get("tracking"), dict) and view["tracking"].get("uri"):
+        view["tracking"]["uri"] = masked(view["tracking"]["uri"])
+    return view
 
 
 def _flat(view: dict[str, Any], choices: dict[str, object]) -> dict[str, object]:
@@ -155,7 +168,7 @@ class JobContext:
             sweep=sweep_of(hydra),
             position=position(hydra),
             output_dir=Path(hydra.runtime.output_dir),
-            overrides=tuple(hydra.overrides.task),
+            overrides=tuple(_masked_override(text) for text in hydra.overrides.task),
             threads=threads_per_job(hydra),
         )
 
