@@ -132,7 +132,8 @@ def weight_count(spec: ModelSpec, inputs: int) -> int:
             out = spec.units[i - len(spec.filters)]
             count += height * width * fan_in * out
             height = width = 1
-        count += out * (1 + per_unit[spec.normalization] + (activation in LAYERS))
+        bias = not (spec.normalization is Normalization.batch and before(spec))
+        count += out * (bias + per_unit[spec.normalization] + (activation in LAYERS))
         fan_in = out
     return count + (height * width * fan_in + 1) * spec.head.units
 
@@ -194,10 +195,15 @@ def _hidden(x, spec: ModelSpec, i: int, initializer, function: Callable | None, 
     conv = i < len(spec.filters)
     dtype = "mixed_float16" if spec.mixed_precision else "float32"
     norm = spec.normalization is not Normalization.none
-    apart = name in LAYERS or (norm and spec.normalization_position is Position.before)
+    apart = name in LAYERS or (norm and before(spec))
     if function is None and name not in LAYERS:
         function = activation_function(name)
+    # Batch normalization right after the kernel subtracts the batch's mean, the bias with
+    # it: its gradient is 0 but for rounding, which Adam's steps would turn into noise. As
+    # Keras's examples do, such a layer has none.
+    batch_first = spec.normalization is Normalization.batch and before(spec)
     kernel = dict(
+        use_bias=not batch_first,
         activation=None if apart else function,
         kernel_initializer=initializer,
         dtype=dtype,
@@ -207,7 +213,7 @@ def _hidden(x, spec: ModelSpec, i: int, initializer, function: Callable | None, 
         x = keras.layers.Conv2D(spec.filters[i], spec.kernel_size, padding="same", **kernel)(x)
     else:
         x = keras.layers.Dense(spec.units[i - len(spec.filters)], **kernel)(x)
-    if norm and spec.normalization_position is Position.before:
+    if norm and before(spec):
         x = _normalization(spec, i, dtype)(x)
     named = dict(dtype=dtype, name=activation_layer_name(i, name))
     if name in LAYERS:
@@ -224,6 +230,11 @@ def _hidden(x, spec: ModelSpec, i: int, initializer, function: Callable | None, 
         layer = getattr(keras.layers, kind[spec.dropout_kind])
         x = layer(spec.dropout, seed=seed, dtype=dtype, name=f"hidden_{i}_dropout")(x)
     return x
+
+
+def before(spec: ModelSpec) -> bool:
+    """Whether each hidden layer's normalization comes before its activation."""
+    return spec.normalization_position is Position.before
 
 
 def _normalization(spec: ModelSpec, i: int, dtype: str) -> keras.layers.Layer:
