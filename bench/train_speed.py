@@ -52,10 +52,9 @@ def _runner(epochs: int) -> tuple[float, float]:
 
     ds = data.load(OmegaConf.structured(DatasetConfig(name="digits")))
     keras.backend.clear_session()
-    net = model.build_model(_spec(), ds.features, seed=0)
-    member = engine.Member(
-        net, ("relu",) * len(UNITS), "categorical_crossentropy", Encoding.onehot, 0.001, 0
-    )
+    spec = _spec()
+    net = model.build_model(spec, ds.features, seed=0)
+    member = engine.Member(net, spec, "categorical_crossentropy", Encoding.onehot, 0.001, 0)
     settings = engine.Settings(engine.OptimizerKind("adam"), epochs, BATCH, 256, 64)
     stamps: list[float] = []
     (result,) = engine.train([member], ds, settings, lambda *_: stamps.append(time.perf_counter()))

@@ -17,7 +17,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from runner.config import AUTO, CONF, UserError, activation_label, layer_activations
+from runner.activations import LAYERS, check_user, is_user
+from runner.config import (
+    AUTO,
+    CONF,
+    ModelName,
+    UserError,
+    hidden_count,
+    layer_activations,
+    per_layer,
+)
 
 
 def check_group_overrides(overrides: list[str]) -> None:
@@ -103,25 +112,53 @@ def validate_values(cfg: DictConfig) -> None:
 
 
 def _check_model(cfg: DictConfig) -> None:
-    """The hidden layers' widths, and one activation name or one per layer."""
-    units = list(cfg.model.units)
-    if not units:
+    """The hidden layers: their widths, one activation and one initializer name or one per
+    layer, the conv blocks of ``model=cnn`` only, a dropout rate."""
+    model = cfg.model
+    units, filters = list(model.units), list(model.filters)
+    cnn = model.name is ModelName.cnn
+    if not units and not (cnn and filters):
         raise UserError("model.units=[] is not allowed: give at least one hidden layer width.")
-    for width in units:
-        _check_positive("model.units", width)
-    per_layer = isinstance(cfg.activation, ListConfig)
-    if per_layer and len(cfg.activation) != len(units):
-        raise UserError(
-            f"activation={activation_label(cfg)} names {len(cfg.activation)} activations but "
-            f"model.units={units} has {len(units)} hidden layers: give one activation, "
-            "or one per hidden layer."
+    if cnn and not filters:
+        raise UserError("model.filters=[] is not allowed with model=cnn: give at least one.")
+    if not cnn and (filters or model.kernel_size != 3):
+        key = "model.filters" if filters else "model.kernel_size"
+        raise UserError(f"{key} is set but model=mlp has no conv blocks: it applies to model=cnn.")
+    for key, values in (("model.units", units), ("model.filters", filters)):
+        for width in values:
+            _check_positive(key, width)
+    _check_positive("model.kernel_size", model.kernel_size)
+    if not 0 <= model.dropout < 1:
+        raise UserError(f"model.dropout={model.dropout} is not allowed: it must be in [0, 1).")
+    for key, what, example in (
+        ("activation", "activation", "activation=relu or activation=[relu,tanh]"),
+        ("model.kernel_initializer", "initializer", "model.kernel_initializer=he_normal"),
+    ):
+        _check_per_layer(cfg, key, what, example)
+
+
+def _check_per_layer(cfg: DictConfig, key: str, what: str, example: str) -> None:
+    """A key that takes one ``what`` name, or a list of one per hidden layer."""
+    value = OmegaConf.select(cfg, key)
+    listed = isinstance(value, ListConfig)
+    layers = hidden_count(cfg)
+    if listed and len(value) != layers:
+        shown = ",".join(str(v) for v in value)
+        units = f"model.units={list(cfg.model.units)}"
+        made = (
+            f"model.filters={list(cfg.model.filters)} and {units} make"
+            if cfg.model.filters
+            else f"{units} has"
         )
-    for item in cfg.activation if per_layer else [cfg.activation]:
-        if not isinstance(item, str):
-            raise UserError(
-                f"activation={cfg.activation!r} is not allowed: give a Keras activation name "
-                "or a list of names, e.g. activation=relu or activation=[relu,tanh]."
-            )
+        raise UserError(
+            f"{key}={shown} names {len(value)} {what}s but {made} {layers} hidden layers: "
+            f"give one {what}, or one per hidden layer."
+        )
+    if not all(isinstance(item, str) for item in (value if listed else [value])):
+        raise UserError(
+            f"{key}={value!r} is not allowed: give a Keras {what} name or a list of names, "
+            f"e.g. {example}."
+        )
 
 
 def _check_training(cfg: DictConfig) -> None:
@@ -170,32 +207,45 @@ def _check_dataset(cfg: DictConfig) -> None:
 
 
 def validate_names(cfg: DictConfig) -> None:
-    """Check the Keras identifiers (activations, initializer) by asking Keras, without
-    building a model."""
+    """Check the Keras identifiers (activations, initializers, the loss) by asking Keras,
+    and import the user's activations, without building a model."""
     import keras
 
-    allowed = keras_activations()
     names = {("activation", a) for a in layer_activations(cfg)}
-    if cfg.model.output_activation != "auto":
+    if cfg.model.output_activation != AUTO:
         names.add(("model.output_activation", cfg.model.output_activation))
     for key, name in sorted(names):
-        if name not in allowed:
+        _check_activation(key, name)
+    initializers = per_layer(cfg.model.kernel_initializer, hidden_count(cfg))
+    for name in sorted(set(initializers) - {AUTO}):
+        try:
+            keras.initializers.get(name)
+        except ValueError:
             raise UserError(
-                f"{key}={name} is not a Keras activation. Allowed: {', '.join(allowed)}"
-                + (", auto" if key == "model.output_activation" else "")
-                + "."
-            )
-    try:
-        keras.initializers.get(cfg.model.kernel_initializer)
-    except ValueError:
-        raise UserError(
-            f"model.kernel_initializer={cfg.model.kernel_initializer} is not a Keras "
-            "initializer. Allowed, for example: glorot_uniform, glorot_normal, he_uniform, "
-            "he_normal, lecun_normal, random_normal, zeros, ones."
-        ) from None
+                f"model.kernel_initializer={name} is not a Keras initializer. Allowed: auto "
+                "(one per activation: docs/configuration.md) or a Keras initializer, for "
+                "example glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_normal, "
+                "random_normal, zeros, ones."
+            ) from None
     if cfg.loss.name == AUTO:
         return
     try:
         keras.losses.get(cfg.loss.name)
     except ValueError:
         raise UserError(f"loss.name={cfg.loss.name} is not a Keras loss.") from None
+
+
+def _check_activation(key: str, name: str) -> None:
+    """A Keras activation, a Keras layer that is one (hidden layers only), or the user's
+    function ``module:function``, imported and tried."""
+    hidden = key == "activation"
+    if is_user(name):
+        check_user(key, name)
+        return
+    if name in keras_activations() or (hidden and name in LAYERS):
+        return
+    raise UserError(
+        f"{key}={name} is not a Keras activation. Allowed: {', '.join(keras_activations())}"
+        + (", " + ", ".join(LAYERS) if hidden else ", auto")
+        + ", or a function of your own written with keras.ops, as module:function."
+    )

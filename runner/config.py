@@ -148,14 +148,60 @@ class DatasetConfig:
     download: bool = False
 
 
+class ModelName(Enum):
+    """``model``: a multilayer perceptron, or a convolutional network for image datasets."""
+
+    mlp = "mlp"
+    cnn = "cnn"
+
+
+class Normalization(Enum):
+    """What normalizes each hidden layer's output: nothing, Keras's BatchNormalization or
+    LayerNormalization."""
+
+    none = "none"
+    batch = "batch"
+    layer = "layer"
+
+
+class Position(Enum):
+    """Where a hidden layer's normalization sits: before its activation, or after it."""
+
+    before = "before"
+    after = "after"
+
+
+class DropoutKind(Enum):
+    """Keras's Dropout, or AlphaDropout, which keeps a SELU network's mean and variance."""
+
+    dropout = "dropout"
+    alpha_dropout = "alpha_dropout"
+
+
 @dataclass
 class ModelConfig:
-    """The hidden layers' widths, one Dense layer each, and the output layer."""
+    """The hidden layers (``cnn``: a Conv2D block per entry of ``filters``, then a Dense
+    layer per entry of ``units``; ``mlp``: the Dense layers only) and the output layer. Each
+    hidden layer: its kernel, its normalization before or after its activation, and dropout
+    at its end (after the pooling of a conv block)."""
 
+    name: ModelName = ModelName.mlp
     units: list[int] = field(default_factory=lambda: [64, 64])
+    # cnn: each block is Conv2D(filters[i], kernel_size, padding="same"), then its
+    # activation and a 2x2 max pooling.
+    filters: list[int] = field(default_factory=list)
+    kernel_size: int = 3
     # auto: the output activation that goes with the loss and the task (see conf/loss/).
     output_activation: str = "auto"
-    kernel_initializer: str = "glorot_uniform"
+    # A Keras initializer for every kernel, a list with one per hidden layer, or auto (one
+    # that suits each layer's activation, runner/model.py's AUTO_INITIALIZERS). Typed Any:
+    # "str or list of str", checked in runner/checks.py.
+    kernel_initializer: Any = "glorot_uniform"
+    normalization: Normalization = Normalization.none
+    normalization_position: Position = Position.before
+    # The rate of dropout after every hidden layer; 0: none.
+    dropout: float = 0.0
+    dropout_kind: DropoutKind = DropoutKind.dropout
 
 
 @dataclass
@@ -212,16 +258,17 @@ class TrackingConfig:
 class Config:
     """Every key a user can set, with its default: the source of ``--help`` and ``--cfg
     job`` (docs/configuration.md describes them). ``dataset``, ``loss`` and ``optimizer``
-    are config groups, filled by conf/config.yaml's defaults list."""
+    and ``model`` are config groups, filled by conf/config.yaml's defaults list."""
 
     dataset: DatasetConfig = MISSING
     loss: LossConfig = MISSING
     optimizer: OptimizerConfig = MISSING
-    # One Keras activation for every hidden layer, or a list with one per layer: [relu,tanh].
-    # Typed Any because OmegaConf cannot express "str or list of str"; runner/checks.py
-    # checks it.
+    # One activation for every hidden layer, or a list with one per layer: [relu,tanh]. A
+    # Keras activation, prelu (Keras's PReLU layer), or a function of your own,
+    # module:function. Typed Any because OmegaConf cannot express "str or list of str";
+    # runner/checks.py checks it.
     activation: Any = "relu"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     # Fixes the initial weights and the batch order (dataset.seed fixes the data).
@@ -264,13 +311,37 @@ def not_training(schema: type = Config, prefix: str = "") -> tuple[str, ...]:
 # ``loss=auto``, ``model.output_activation=auto``: what fits the task.
 AUTO = "auto"
 
+# Keys the schema gained after runs were first recorded, each with the value that trains
+# as before it existed: left out of a job's fingerprint at that value, so that a config
+# written before them keeps its fingerprint, and resume=true finds its runs.
+ADDED = {
+    "model.name": "mlp",
+    "model.filters": [],
+    "model.kernel_size": 3,
+    "model.normalization": "none",
+    "model.normalization_position": "before",
+    "model.dropout": 0.0,
+    "model.dropout_kind": "dropout",
+}
+
+
+def hidden_count(cfg: DictConfig) -> int:
+    """How many hidden layers the model has: its conv blocks and its Dense layers."""
+    return len(cfg.model.filters) + len(cfg.model.units)
+
+
+def per_layer(value: Any, layers: int) -> tuple[str, ...]:
+    """A key that takes one name or a list of one per hidden layer (``activation``,
+    ``model.kernel_initializer``), as one name per layer."""
+    if isinstance(value, ListConfig | list | tuple):
+        return tuple(str(a) for a in value)
+    return (str(value),) * layers
+
 
 def layer_activations(cfg: DictConfig) -> tuple[str, ...]:
     """``activation`` as one name per hidden layer: the list as it is, or the one name
     repeated for every layer."""
-    if isinstance(cfg.activation, ListConfig | list | tuple):
-        return tuple(str(a) for a in cfg.activation)
-    return (str(cfg.activation),) * len(cfg.model.units)
+    return per_layer(cfg.activation, hidden_count(cfg))
 
 
 def activation_label(cfg: DictConfig) -> str:

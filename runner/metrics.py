@@ -3,7 +3,8 @@ diagnostic watches: shared by both training engines, the objective check and the
 
 - per epoch: ``loss`` and the task's metrics (``accuracy``; or ``mae`` and ``rmse``), the
   same with ``val_``, and the diagnostics ``grad_norm/hidden_i``, ``dead_fraction/hidden_i``
-  (relu family) and ``saturated_fraction/hidden_i`` (sigmoid, tanh);
+  (relu family) and ``saturated_fraction/hidden_i`` (sigmoid, tanh), one per hidden layer:
+  a CNN's conv blocks first (hidden_0...), then its Dense layers;
 - at the end: the same with ``test_``, and ``train_seconds``.
 """
 
@@ -11,8 +12,11 @@ from __future__ import annotations
 
 from runner.config import Task
 
-# Activations whose units can die (output <= 0 for every input).
-RELU_FAMILY = frozenset({"relu", "relu6", "leaky_relu", "elu", "selu"})
+# Activations whose units can die (output <= 0 for every input): relu, and its kin whose
+# negative side is small, flat, or learned.
+RELU_FAMILY = frozenset(
+    {"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "swish", "mish", "prelu"}
+)
 # Activations that saturate, each with where a unit's output sits in one of its flat tails,
 # as a mask. Plain operators, so that each engine applies it to its backend's tensors.
 SATURATED = {

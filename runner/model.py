@@ -1,19 +1,31 @@
 """The model: what a job's model is (:class:`ModelSpec`, with the output head that fits its
 loss and task) and the Keras model built from it (:func:`build_model`).
 
-:func:`build_model` is a function of the spec, the inputs and the seed only: a single job
-and each member of a fused group build their model with it, the same way. Keras is
-imported by the builder alone, so that a job's spec is resolved before its backend is.
+:func:`build_model` is a function of the spec, the inputs and the seed only: a single job,
+each member of a fused group, and the model a fused family's program traces (with its
+activations switched at run time) are built by it, the same way, on either backend. Keras
+is imported by the builder alone, so that a job's spec is resolved before its backend is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runner.config import Encoding, LossConfig, Task, UserError
+from runner.activations import LAYERS, short_name
+from runner.activations import function as activation_function
+from runner.config import (
+    DropoutKind,
+    Encoding,
+    LossConfig,
+    Normalization,
+    Position,
+    Task,
+    UserError,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -53,32 +65,91 @@ def output_head(
     return OutputHead(units=units, activation=output_activation, encoding=encoding)
 
 
+# model.kernel_initializer=auto: the initializer that keeps each activation's signal at a
+# steady scale through depth. He et al. (2015) derived he_normal for relu and its kin;
+# Klambauer et al. (2017) made lecun_normal part of SELU's self-normalization; anything
+# else, the output layer and a user's function included, gets Keras's default.
+AUTO_INITIALIZERS = {
+    **dict.fromkeys(
+        ("relu", "relu6", "leaky_relu", "elu", "celu", "gelu", "silu", "swish", "mish", "prelu"),
+        "he_normal",
+    ),
+    "selu": "lecun_normal",
+}
+DEFAULT_INITIALIZER = "glorot_uniform"
+
+
+def auto_initializer(activation: str) -> str:
+    """The initializer ``model.kernel_initializer=auto`` gives a layer of ``activation``."""
+    return AUTO_INITIALIZERS.get(activation, DEFAULT_INITIALIZER)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """A model: a Dense hidden layer per width in ``units``, each with its activation, the
-    ``head``, the initializer of every kernel, and whether the hidden layers compute in
-    float16 (``train.mixed_precision``)."""
+    """A model: a Conv2D block per entry of ``filters`` (on inputs of ``image_shape``,
+    height x width x channels), then a Dense hidden layer per width in ``units``; an
+    activation per hidden layer (conv blocks first); the ``head``; each kernel's
+    initializer (one per hidden layer, then the output layer's; empty: Keras's default for
+    all); each hidden layer's normalization and where it sits, the rate and kind of the
+    dropout at each hidden layer's end; and whether the hidden layers compute in float16
+    (``train.mixed_precision``)."""
 
     units: tuple[int, ...]
     activations: tuple[str, ...]
     head: OutputHead
-    kernel_initializer: str = "glorot_uniform"
+    kernel_initializers: tuple[str, ...] = ()
+    filters: tuple[int, ...] = ()
+    kernel_size: int = 3
+    image_shape: tuple[int, int, int] | None = None
+    normalization: Normalization = Normalization.none
+    normalization_position: Position = Position.before
+    dropout: float = 0.0
+    dropout_kind: DropoutKind = DropoutKind.dropout
     mixed_precision: bool = False
+
+    @property
+    def hidden(self) -> int:
+        """How many hidden layers: conv blocks and Dense layers."""
+        return len(self.filters) + len(self.units)
+
+    def initializers(self) -> tuple[str, ...]:
+        """Each hidden layer's kernel initializer, then the output layer's."""
+        return self.kernel_initializers or (DEFAULT_INITIALIZER,) * (self.hidden + 1)
 
 
 def weight_count(spec: ModelSpec, inputs: int) -> int:
-    """The weights (kernels and biases) of the model ``spec`` on ``inputs`` features."""
-    widths = [inputs, *spec.units, spec.head.units]
-    return sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+    """The weights of the model ``spec`` on ``inputs`` features: kernels and biases, and
+    the normalizations' and PReLU's (Keras's ``count_params``)."""
+    per_unit = {Normalization.none: 0, Normalization.batch: 4, Normalization.layer: 2}
+    height, width, fan_in = spec.image_shape if spec.filters else (1, 1, inputs)
+    count = 0
+    for i, activation in enumerate(spec.activations):
+        if i < len(spec.filters):
+            out = spec.filters[i]
+            count += spec.kernel_size**2 * fan_in * out
+            height, width = -(-height // 2), -(-width // 2)
+        else:
+            out = spec.units[i - len(spec.filters)]
+            count += height * width * fan_in * out
+            height = width = 1
+        bias = not (spec.normalization is Normalization.batch and before(spec))
+        count += out * (bias + per_unit[spec.normalization] + (activation in LAYERS))
+        fan_in = out
+    return count + (height * width * fan_in + 1) * spec.head.units
 
 
-def build_model(spec: ModelSpec, inputs: int, seed: int) -> keras.Model:
-    """Input -> Dense(units[i], activations[i]) for each hidden layer -> Dense(head), its
-    initial weights drawn from ``seed``.
+def build_model(
+    spec: ModelSpec, inputs: int, seed: int, functions: list[Callable | None] | None = None
+) -> keras.Model:
+    """Input -> each hidden layer (:func:`_hidden`) -> Dense(head), its initial weights
+    drawn from ``seed``. ``functions``: for each hidden layer, a callable that takes the
+    place of its activation (a fused family's run-time choice), or None.
 
-    Each layer's initializer gets its own seed, drawn from ``seed``, rather than the
-    process's global one (``keras.utils.set_random_seed``, which imports TensorFlow
-    whenever it is installed): the same model on either backend, in any order of jobs.
+    Each layer's initializer and dropout gets its own seed, drawn from ``seed``, rather
+    than the process's global one (``keras.utils.set_random_seed``, which imports
+    TensorFlow whenever it is installed): the same model on either backend, in any order
+    of jobs. The kernels' seeds are drawn first, as they were before the other layers
+    existed, so that a model without them keeps its weights.
 
     ``mixed_precision``: the hidden layers compute in float16 (Keras's ``mixed_float16``:
     float32 weights), the output layer in float32, so that softmax and the loss do too. The
@@ -86,26 +157,110 @@ def build_model(spec: ModelSpec, inputs: int, seed: int) -> keras.Model:
     each get their own."""
     import keras
 
-    hidden_dtype = "mixed_float16" if spec.mixed_precision else "float32"
-    seeds = iter(np.random.default_rng(seed).integers(2**31 - 1, size=len(spec.units) + 1))
+    rng = np.random.default_rng(seed)
+    kernels = iter(rng.integers(2**31 - 1, size=spec.hidden + 1))
+    dropouts = iter(rng.integers(2**31 - 1, size=spec.hidden))
+    functions = functions or [None] * spec.hidden
+    initializers = spec.initializers()
     x = features = keras.Input(shape=(inputs,), name="features")
-    for i, (width, activation) in enumerate(zip(spec.units, spec.activations, strict=True)):
-        x = keras.layers.Dense(
-            width,
-            activation=activation,
-            kernel_initializer=seeded(spec.kernel_initializer, int(next(seeds))),
-            dtype=hidden_dtype,
-            name=f"hidden_{i}_{activation}",
-        )(x)
+    if spec.filters:
+        x = keras.layers.Reshape(spec.image_shape, name="image")(x)
+    for i in range(spec.hidden):
+        if spec.filters and i == len(spec.filters):
+            x = keras.layers.Flatten(name="flatten")(x)
+        initializer = seeded(initializers[i], int(next(kernels)))
+        x = _hidden(x, spec, i, initializer, functions[i], int(next(dropouts)))
+    if spec.filters and not spec.units:
+        x = keras.layers.Flatten(name="flatten")(x)
     head = spec.head
     outputs = keras.layers.Dense(
         head.units,
-        activation=head.activation,
-        kernel_initializer=seeded(spec.kernel_initializer, int(next(seeds))),
+        activation=activation_function(head.activation),
+        kernel_initializer=seeded(initializers[-1], int(next(kernels))),
         dtype="float32",
-        name=f"output_{head.activation}",
+        name=f"output_{short_name(head.activation)}",
     )(x)
-    return keras.Model(features, outputs, name="mlp")
+    return keras.Model(features, outputs, name="cnn" if spec.filters else "mlp")
+
+
+def _hidden(x, spec: ModelSpec, i: int, initializer, function: Callable | None, seed: int):
+    """Hidden layer ``i``: its kernel (Dense, or Conv2D in a conv block), its normalization
+    before or after its activation, a conv block's pooling, and dropout. The activation
+    is the kernel layer's own (``hidden_{i}_{activation}``) unless it must come apart from
+    it, after a normalization or as a layer (PReLU): then the kernel layer is ``hidden_i``
+    and the activation a layer of that name."""
+    import keras
+
+    name = spec.activations[i]
+    conv = i < len(spec.filters)
+    dtype = "mixed_float16" if spec.mixed_precision else "float32"
+    norm = spec.normalization is not Normalization.none
+    apart = name in LAYERS or (norm and before(spec))
+    if function is None and name not in LAYERS:
+        function = activation_function(name)
+    # Batch normalization right after the kernel subtracts the batch's mean, the bias with
+    # it: its gradient is 0 but for rounding, which Adam's steps would turn into noise. As
+    # Keras's examples do, such a layer has none.
+    batch_first = spec.normalization is Normalization.batch and before(spec)
+    kernel = dict(
+        use_bias=not batch_first,
+        activation=None if apart else function,
+        kernel_initializer=initializer,
+        dtype=dtype,
+        name=f"hidden_{i}" if apart else activation_layer_name(i, name),
+    )
+    if conv:
+        x = keras.layers.Conv2D(spec.filters[i], spec.kernel_size, padding="same", **kernel)(x)
+    else:
+        x = keras.layers.Dense(spec.units[i - len(spec.filters)], **kernel)(x)
+    if norm and before(spec):
+        x = _normalization(spec, i, dtype)(x)
+    named = dict(dtype=dtype, name=activation_layer_name(i, name))
+    if name in LAYERS:
+        # One slope per channel in a conv block, as He et al. (2015) learn them.
+        x = keras.layers.PReLU(shared_axes=[1, 2] if conv else None, **named)(x)
+    elif apart:
+        x = keras.layers.Activation(function, **named)(x)
+    if norm and spec.normalization_position is Position.after:
+        x = _normalization(spec, i, dtype)(x)
+    if conv:
+        x = keras.layers.MaxPooling2D(2, padding="same", dtype=dtype, name=f"hidden_{i}_pool")(x)
+    if spec.dropout:
+        kind = {DropoutKind.dropout: "Dropout", DropoutKind.alpha_dropout: "AlphaDropout"}
+        layer = getattr(keras.layers, kind[spec.dropout_kind])
+        x = layer(spec.dropout, seed=seed, dtype=dtype, name=f"hidden_{i}_dropout")(x)
+    return x
+
+
+def before(spec: ModelSpec) -> bool:
+    """Whether each hidden layer's normalization comes before its activation."""
+    return spec.normalization_position is Position.before
+
+
+def _normalization(spec: ModelSpec, i: int, dtype: str) -> keras.layers.Layer:
+    import keras
+
+    layer = {
+        Normalization.batch: keras.layers.BatchNormalization,
+        Normalization.layer: keras.layers.LayerNormalization,
+    }[spec.normalization]
+    return layer(dtype=dtype, name=f"hidden_{i}_{spec.normalization.value}_normalization")
+
+
+def activation_layer_name(i: int, activation: str) -> str:
+    """The name of the layer whose output is hidden layer ``i``'s activation."""
+    return f"hidden_{i}_{short_name(activation)}"
+
+
+def hidden_layers(net: keras.Model, spec: ModelSpec) -> list[tuple[keras.layers.Layer, ...]]:
+    """Each hidden layer of ``net``, built from ``spec``, as (the layer with its kernel,
+    the layer whose output is its activation): what the diagnostics watch."""
+    layers = {layer.name: layer for layer in net.layers}
+    found = []
+    for i, activation in enumerate(spec.activations):
+        output = layers[activation_layer_name(i, activation)]
+        found.append((layers.get(f"hidden_{i}", output), output))
+    return found
 
 
 def seeded(identifier: str, seed: int) -> keras.initializers.Initializer:

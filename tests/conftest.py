@@ -34,6 +34,9 @@ from runner.sweep import Sweep
 
 register()
 
+# This folder: a runner subprocess finds tests/activations_for_tests.py on PYTHONPATH here.
+TESTS = Path(__file__).resolve().parent
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

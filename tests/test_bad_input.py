@@ -18,7 +18,7 @@ from runner import data, model
 from runner.checks import check_group_overrides, validate_names, validate_values
 from runner.config import UserError
 from runner.jobs.plan import check_objective
-from runner.jobs.spec import data_of, resolved_loss
+from runner.jobs.spec import DataShape, data_of, model_spec, resolved_loss
 from tests.conftest import CONF, running, search
 
 CLEAN = (UserError, HydraException, OmegaConfBaseException)
@@ -32,7 +32,11 @@ def check(*overrides: str) -> None:
     validate_names(cfg)
     dataset = data.load(data_of(cfg))
     loss = resolved_loss(cfg.loss, dataset.task)
-    model.output_head(loss, cfg.model.output_activation, dataset.task, dataset.classes)
+    head = model.output_head(loss, cfg.model.output_activation, dataset.task, dataset.classes)
+    shape = DataShape(
+        dataset.name, dataset.task, dataset.classes, dataset.features, dataset.image_shape
+    )
+    model_spec(cfg, head, shape)
     check_objective(None if cfg.objective is None else cfg.objective.value, dataset.task)
 
 
@@ -64,6 +68,49 @@ CASES = [
     (["activation=[relu,bar]", "model.units=[4,4]"], ["activation=bar", "relu"]),
     (["model.output_activation=bar"], ["model.output_activation=bar", "softmax"]),
     (["model.kernel_initializer=baz"], ["model.kernel_initializer=baz", "glorot_uniform"]),
+    (["model=resnet"], ["model/resnet", "cnn", "mlp"]),
+    (["model.normalization=group"], ["model.normalization", "group", "none, batch, layer"]),
+    (["model.normalization_position=inside"], ["model.normalization_position", "before, after"]),
+    (["model.dropout_kind=spatial"], ["model.dropout_kind", "spatial", "dropout, alpha_dropout"]),
+    (["model.dropout=high"], ["model.dropout", "high", "Float"]),
+    (["model.kernel_initializer=[he_normal,nope]"], ["model.kernel_initializer=nope", "auto"]),
+    (["model.output_activation=prelu"], ["model.output_activation=prelu", "softmax", "auto"]),
+    (["activation=nosuchmodule:fn"], ["activation=nosuchmodule:fn", "cannot import", "PYTHONPATH"]),
+    (
+        ["activation=tests.activations_for_tests:nothing"],
+        ["has no function nothing", "keras.ops"],
+    ),
+    (
+        ["activation=tests.activations_for_tests:numpy_relu"],
+        ["activation=tests.activations_for_tests:numpy_relu", "Write it with keras.ops"],
+    ),
+    (
+        ["activation=tests.activations_for_tests:flattening"],
+        ["flattening must return a tensor of its input's shape"],
+    ),
+    # what a model is made of
+    (
+        ["model=cnn", "dataset=iris"],
+        ["model=cnn needs images", "dataset=iris is 4 features", "mnist5k"],
+    ),
+    (["model.filters=[8]"], ["model.filters is set but model=mlp", "model=cnn"]),
+    (["model.kernel_size=5"], ["model.kernel_size is set but model=mlp", "model=cnn"]),
+    (["model=cnn", "model.filters=[]"], ["model.filters=[] is not allowed with model=cnn"]),
+    (["model=cnn", "model.filters=[8,0]"], ["model.filters=0", "positive"]),
+    (["model=cnn", "model.kernel_size=0"], ["model.kernel_size=0", "positive"]),
+    (["model.dropout=1.0"], ["model.dropout=1.0", "[0, 1)"]),
+    (["model.dropout=-0.1"], ["model.dropout=-0.1", "[0, 1)"]),
+    (
+        ["model=cnn", "activation=[relu,relu]"],
+        [
+            "activation=relu,relu names 2 activations",
+            "model.filters=[16, 32] and model.units=[64] make 3",
+        ],
+    ),
+    (
+        ["model.kernel_initializer=[he_normal]"],
+        ["model.kernel_initializer=he_normal names 1 initializers", "model.units=[64, 64] has 2"],
+    ),
     # out of range
     (["train.epochs=0"], ["train.epochs=0", "positive"]),
     (["train.epochs=-5"], ["train.epochs=-5", "positive"]),
@@ -126,6 +173,8 @@ def test_each_bad_input_gets_a_clean_error_naming_key_value_and_what_is_allowed(
          "a finite number."),
         ("seed=-1", "seed=-1 is not allowed: it must be an integer from 0 to 4294967295 "
          "(2**32 - 1)."),
+        ("model=cnn", "model=cnn needs images, but dataset=iris is 4 features with no image "
+         "shape."),
     ],
 )  # fmt: skip
 def test_an_absurd_value_exits_2_before_any_run_exists(cli, store, override, message):
@@ -184,7 +233,9 @@ def test_there_are_at_least_30_cases():
 
 KEYS = [
     "activation", "loss", "dataset", "optimizer", "seed", "device", "resume", "model.units",
-    "model.output_activation", "model.kernel_initializer", "train.epochs", "train.batch_size",
+    "model.output_activation", "model.kernel_initializer", "model", "model.filters",
+    "model.kernel_size", "model.normalization", "model.normalization_position",
+    "model.dropout", "model.dropout_kind", "train.epochs", "train.batch_size",
     "train.steps_per_execution", "train.threads", "optimizer.learning_rate",
     "optimizer.momentum", "dataset.test_size", "dataset.val_size", "dataset.scale",
     "dataset.subsample", "diagnostics.enabled", "tracking.experiment", "nope", "+new",

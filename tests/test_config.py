@@ -34,6 +34,7 @@ def test_the_groups_have_the_documented_options():
         "mnist fashion_mnist cifar10 csv npz".split()
     )
     assert options("optimizer") == ["adam", "rmsprop", "sgd"]
+    assert options("model") == ["cnn", "mlp"]
     assert set(options("loss")) >= {
         "mse",
         "mae",

@@ -32,9 +32,7 @@ def fit(digits, activations, epochs=2, dead_bias=False):
             if layer.name.startswith("hidden_"):
                 layer.bias.assign(np.full(layer.bias.shape, -100.0, dtype="float32"))
     optimizer = engine.OptimizerKind("adam")
-    member = engine.Member(
-        net, tuple(activations), "categorical_crossentropy", Encoding.onehot, 0.001, 0
-    )
+    member = engine.Member(net, spec, "categorical_crossentropy", Encoding.onehot, 0.001, 0)
     settings = engine.Settings(optimizer, epochs, 32, 256, steps_per_execution=8)
     (result,) = engine.train([member], ds, settings)
     return result

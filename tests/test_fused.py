@@ -4,6 +4,7 @@ grouped by what they share, and a fused sweep records every job as its own run."
 from __future__ import annotations
 
 import signal
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -91,6 +92,86 @@ def test_a_fused_model_trains_exactly_as_it_does_alone(make_cfg, dataset):
     # Per-layer diagnostics are each model's own, as alone.
     assert "dead_fraction/hidden_0" in fused[0].history
     assert "saturated_fraction/hidden_0" in fused[1].history
+
+
+# Each kind of layer, in a fused group whose members differ in seed, activation, initializer
+# or learning rate: (the group's overrides, each member's).
+USER = "tests.activations_for_tests"
+LAYER_KINDS = {
+    "initializers": ([], [
+        ["activation=relu", "model.kernel_initializer=auto"],
+        ["activation=relu", "model.kernel_initializer=[he_uniform,glorot_normal]", "seed=1"],
+        ["activation=selu", "model.kernel_initializer=lecun_normal", "seed=2"],
+    ]),
+    "batch norm before": (["model.normalization=batch"], [
+        ["activation=relu"], ["activation=relu", "seed=1"], ["activation=tanh"],
+    ]),
+    "batch norm after": (["model.normalization=batch", "model.normalization_position=after"], [
+        ["activation=relu"], ["activation=elu", "seed=1"],
+    ]),
+    "layer norm before": (["model.normalization=layer"], [
+        ["activation=relu"], ["activation=relu", "seed=1"],
+    ]),
+    "layer norm after": (["model.normalization=layer", "model.normalization_position=after"], [
+        ["activation=tanh"], ["activation=tanh", "seed=1"],
+    ]),
+    "dropout": (["model.dropout=0.3"], [
+        ["activation=relu"], ["activation=relu", "seed=1"], ["activation=tanh", "seed=2"],
+    ]),
+    "alpha dropout": (
+        ["model.dropout=0.1", "model.dropout_kind=alpha_dropout", "activation=selu"],
+        [["model.kernel_initializer=auto"], ["model.kernel_initializer=auto", "seed=1"]],
+    ),
+    "user activation": ([], [
+        [f"activation={USER}:penalized_tanh"],
+        [f"activation={USER}:penalized_tanh", "seed=1"],
+        [f"activation=[relu,{USER}:swish_beta]"],
+    ]),
+    "prelu": ([], [
+        ["activation=prelu"], ["activation=prelu", "seed=1", "optimizer.learning_rate=0.01"],
+        ["activation=[prelu,relu]"],
+    ]),
+    "cnn": (
+        ["model=cnn", "model.filters=[4,8]", "model.units=[16]", "model.normalization=batch",
+         "model.dropout=0.1"],
+        [["activation=relu"], ["activation=relu", "seed=1"], ["activation=[tanh,prelu,elu]"]],
+    ),
+}  # fmt: skip
+
+
+def _kept(plans, nets, together: bool):
+    """Train the jobs' ``nets`` together or one by one; their results, and every variable
+    of each trained model (weights, moving statistics, dropout seeds)."""
+    members = [
+        replace(execute.member(p.spec, net), keep_weights=True)
+        for p, net in zip(plans, nets, strict=True)
+    ]
+    dataset, settings = plans[0].dataset, execute.settings(plans[0].spec)
+    if together:
+        results = engine.train(members, dataset, settings)
+    else:
+        results = [engine.train([m], dataset, settings)[0] for m in members]
+    return results, [[np.asarray(v.value) for v in net.variables] for net in nets]
+
+
+@pytest.mark.parametrize("kind", LAYER_KINDS)
+def test_each_kind_of_layer_trains_fused_exactly_as_alone_with_its_own_state(make_cfg, kind):
+    common, own = LAYER_KINDS[kind]
+    base = ["model.units=[16,8]", f"train.epochs={EPOCHS}", "tracking.enabled=false"]
+    plans = [plan_job(make_cfg(*base, *common, *member)) for member in own]
+    alone, alone_state = _kept(plans, [execute.build(p) for p in plans], together=False)
+    fused, fused_state = _kept(plans, [execute.build(p) for p in plans], together=True)
+
+    for f, a in zip(fused, alone, strict=True):
+        _assert_same(f, a)
+        assert f.history["loss"][-1] < f.history["loss"][0]  # it learns
+    # Weights of about 0.1 agree to 1e-5 as the metrics do: Adam's steps, scaled by the
+    # gradients' root mean square, pass rounding on, so 1e-5 here is absolute.
+    for f, a in zip(fused_state, alone_state, strict=True):
+        for fv, av in zip(f, a, strict=True):
+            np.testing.assert_allclose(fv, av, rtol=1e-5, atol=1e-5)
+    # The members' state is their own: two seeds, two models, two sets of statistics.
+    assert not np.allclose(fused_state[0][-1], fused_state[1][-1])
 
 
 def test_a_diverging_model_drops_out_and_its_siblings_train_on_unaffected(make_cfg):

@@ -101,7 +101,7 @@ def test_the_probe_scales_the_loss_so_float16_gradients_match_float32_ones():
         )
         net = model.build_model(spec, ds.features, seed=0)
         # A learning rate too small to move the weights: the probe sees the initial model.
-        member = engine.Member(net, sigmoids, "categorical_crossentropy", Encoding.onehot, 1e-12, 0)
+        member = engine.Member(net, spec, "categorical_crossentropy", Encoding.onehot, 1e-12, 0)
         (result,) = engine.train([member], ds, engine.Settings(optimizer, 1, 32, 256))
         norms[half] = np.array([result.history[f"grad_norm/hidden_{i}"][0] for i in range(8)])
     # The first layer's gradient (about 1e-5 here) underflows to 0 in float16 unscaled.

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from runner.jobs import execute
-from tests.conftest import train_alone
+from tests.conftest import plan_job, train_alone
 from tests.test_fused import GROUPS, _assert_same, _fused, _jobs
 
 
@@ -34,6 +34,30 @@ def test_a_sweeps_jobs_share_one_program_and_train_as_single_runs_do(
     # takes both at run time, and each trains as a single run with them compiled in.
     combos = [c for c in GROUPS["digits"] if c[1] != "sparse_categorical_crossentropy"]
     plans = _jobs(make_cfg, "digits", combos)
+    single = _train(plans)
+    process_state.programs.clear()
+    swept = _train(plans, switching=True)
+
+    assert len(process_state.programs) == 1
+    for s, a in zip(swept, single, strict=True):
+        _assert_same(s, a)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["model.normalization=batch", "model.dropout=0.2", "model.units=[16,8]"],
+        ["model=cnn", "model.filters=[4]", "model.units=[8]", "model.normalization=layer"],
+    ],
+    ids=["batch norm and dropout", "cnn"],
+)
+def test_a_sweeps_jobs_of_any_model_share_one_program_and_train_as_single_runs_do(
+    make_cfg, programs_dir, process_state, model
+):
+    plans = [
+        plan_job(make_cfg(*model, f"activation={a}", "train.epochs=2", "tracking.enabled=false"))
+        for a in ("relu", "tanh", "gelu")
+    ]
     single = _train(plans)
     process_state.programs.clear()
     swept = _train(plans, switching=True)

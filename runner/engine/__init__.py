@@ -22,6 +22,7 @@ from runner.config import Encoding
 
 if TYPE_CHECKING:
     from runner.data import Dataset
+    from runner.model import ModelSpec
 
 # Rows per forward pass when evaluating: bounds memory on the large image sets.
 CHUNK = 4096
@@ -41,19 +42,24 @@ class OptimizerKind:
 
 @dataclass(frozen=True)
 class Member:
-    """One model to train: its Keras model (with its initial weights), its hidden layers'
-    activations, its loss and the target encoding that loss needs, its learning rate, and
+    """One model to train: its Keras model (with its initial weights) and the spec it was
+    built from, its loss and the target encoding that loss needs, its learning rate, and
     its seed, which fixes the order of its training batches. ``keep_weights``: ``net``
     holds the trained weights once training ends (Keras's ``fit`` trains ``net`` itself;
     the JAX engine trains copies, and writes them back only for the members that ask)."""
 
     net: Any
-    activations: tuple[str, ...]
+    model: ModelSpec
     loss: str
     encoding: Encoding
     learning_rate: float
     seed: int
     keep_weights: bool = False
+
+    @property
+    def activations(self) -> tuple[str, ...]:
+        """Its hidden layers' activations."""
+        return self.model.activations
 
 
 @dataclass(frozen=True)

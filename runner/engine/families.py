@@ -1,22 +1,26 @@
 """The families of a batch of models on JAX: which members one traced function serves
-(:class:`Cohort`), and that function as a program traces it (:class:`Family`), each hidden
-layer's activation a :class:`Choice` made at run time or compiled in (see
-runner/engine/jax_engine.py)."""
+(:class:`Cohort`: the same model spec but for its initial weights), and that function as a
+program traces it (:class:`Family`, built from the members' spec by the one model
+builder), each hidden layer's activation a :class:`Choice` made at run time or compiled in
+(see runner/engine/jax_engine.py)."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
 import keras
 import numpy as np
 
+from runner.activations import function as activation_function
+from runner.activations import is_user, source_digest
 from runner.config import Encoding, losses_by_encoding
 from runner.engine import Member, Settings
 from runner.engine.common import make_optimizer, mixed
 from runner.metrics import SATURATED
+from runner.model import ModelSpec, build_model, hidden_layers
 
 # What a sweep's single job's program can switch between at run time (a job with any other
 # activation or loss gets a program of its own): common activations, and the losses of the
@@ -29,11 +33,6 @@ ACTIVATIONS = (
 LOSSES = losses_by_encoding()
 
 
-def dense_layers(net: keras.Model) -> list[keras.layers.Dense]:
-    """The model's Dense layers, hidden ones then the output: what a family is made of."""
-    return [layer for layer in net.layers if isinstance(layer, keras.layers.Dense)]
-
-
 def _never(out: jax.Array) -> jax.Array:
     return jnp.zeros(out.shape, bool)
 
@@ -41,16 +40,14 @@ def _never(out: jax.Array) -> jax.Array:
 class Choice:
     """A hidden layer's activation: one of ``names``, the one ``index`` picks while the
     program is traced (a traced integer, so chosen when the program runs). With a single
-    name, that activation compiled in."""
+    name, the layer's own activation is compiled in, and the choice only says which it is."""
 
     def __init__(self, names: tuple[str, ...]):
         self.names = names
-        self.functions = [keras.activations.get(name) for name in names]
+        self.functions = [activation_function(name) for name in names] if len(names) > 1 else []
         self.index: jax.Array | None = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if len(self.functions) == 1:
-            return self.functions[0](x)
         return jax.lax.switch(self.index, self.functions, x)
 
     def saturated(self, out: jax.Array) -> jax.Array:
@@ -82,6 +79,11 @@ def fitting(limit: int) -> int:
     return count
 
 
+def _function(spec: ModelSpec) -> ModelSpec:
+    """What makes the function of a model of ``spec``: all of it but its initial weights."""
+    return replace(spec, kernel_initializers=())
+
+
 @dataclass(frozen=True)
 class Cohort:
     """The members of a batch that one family's function serves: their places in the batch,
@@ -100,11 +102,13 @@ class Cohort:
         return self.positions + (self.positions[0],) * padding
 
     def key(self, members: list[Member]) -> tuple:
-        """What the cohort's part of a program is traced for."""
-        net = members[self.positions[0]].net
-        shape = tuple((layer.units, layer.dtype_policy.name) for layer in dense_layers(net))
-        head = net.layers[-1].activation.__name__
-        return (shape, head, self.layers, self.losses, self.encoding.value, len(self.slots))
+        """What the cohort's part of a program is traced for: its model but its hidden
+        activations (``layers`` says those), and the code of the user's activations."""
+        spec = members[self.positions[0]].model
+        model = replace(_function(spec), activations=())
+        names = {*(n for names in self.layers for n in names), spec.head.activation}
+        code = tuple(source_digest(name) for name in sorted(names) if is_user(name))
+        return (model, self.layers, self.losses, self.encoding.value, len(self.slots), code)
 
     def activation_indices(self, members: list[Member]) -> np.ndarray:
         """The members' hidden activations (the same for all), as indices into ``layers``."""
@@ -122,13 +126,7 @@ def cohorts(members: list[Member], switching: bool) -> list[Cohort]:
     between the common activations and losses (see the module's docstring)."""
     by_function: dict[tuple, list[int]] = {}
     for position, member in enumerate(members):
-        layers = tuple(
-            # The activation's function name: get_config() would import TensorFlow to ask
-            # whether it is there.
-            (layer.units, layer.activation.__name__, layer.dtype_policy.name)
-            for layer in dense_layers(member.net)
-        )
-        by_function.setdefault((layers, member.encoding), []).append(position)
+        by_function.setdefault((_function(member.model), member.encoding), []).append(position)
     found = []
     for positions in by_function.values():
         first = members[positions[0]]
@@ -145,14 +143,18 @@ def cohorts(members: list[Member], switching: bool) -> list[Cohort]:
 
 @dataclass
 class Family:
-    """A cohort's function as a program traces it: ``net``, a model of the members' layers
-    that belongs to the program, each hidden layer's activation a :class:`Choice`; ``tap``,
-    the same model returning every hidden layer's output too; and an optimizer of the
-    members' kind, whose variables the members' states fill. Each member brings its own
-    weights, and scores its predictions with its own loss, one of ``losses``."""
+    """A cohort's function as a program traces it: ``net``, a model of the members' spec
+    built by :func:`runner.model.build_model` that belongs to the program, each hidden
+    layer's activation a :class:`Choice`; ``tap``, the same model returning every hidden
+    layer's activation too; ``kernels``, where the hidden layers' kernels are in its
+    trainable variables; and an optimizer of the members' kind, whose variables the
+    members' states fill. Each member brings its own weights and state (a normalization's
+    moving statistics, a dropout's seed), and scores its predictions with its own loss,
+    one of ``losses``."""
 
     net: keras.Model
     tap: keras.Model
+    kernels: list[int]
     choices: list[Choice]
     losses: tuple[str, ...]
     encoding: Encoding
@@ -162,34 +164,19 @@ class Family:
     def of(cls, cohort: Cohort, members: list[Member], settings: Settings) -> Family:
         first = members[cohort.positions[0]]
         choices = [Choice(names) for names in cohort.layers]
-        *hidden, output = dense_layers(first.net)
-        x = features = keras.Input(shape=first.net.input_shape[1:], name="features")
-        outputs = []
-        for layer, activation in [*zip(hidden, choices, strict=True), (output, output.activation)]:
-            x = keras.layers.Dense(
-                layer.units,
-                activation=activation,
-                kernel_initializer="zeros",  # the members bring their weights
-                dtype=layer.dtype_policy,
-                name=layer.name,
-            )(x)
-            outputs.append(x)
-        net = keras.Model(features, x)
-        tap = keras.Model(features, outputs)
+        # The members bring their weights: the program's own need not be drawn.
+        spec = replace(first.model, kernel_initializers=("zeros",) * (first.model.hidden + 1))
+        switched = [choice if len(choice.names) > 1 else None for choice in choices]
+        net = build_model(spec, first.net.input_shape[1], 0, switched)
+        hidden = hidden_layers(net, spec)
+        tap = keras.Model(net.inputs, [output.output for _, output in hidden] + [net.output])
+        where = {id(v): i for i, v in enumerate(net.trainable_variables)}
+        kernels = [where[id(kernel.kernel)] for kernel, _ in hidden]
         optimizer = make_optimizer(settings.optimizer, first.learning_rate)
         if mixed(net):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(net.trainable_variables)
-        return cls(net, tap, choices, cohort.losses, cohort.encoding, optimizer)
-
-    @property
-    def kernels(self) -> list[int]:
-        """Where the hidden layers' kernels are in the trainable variables."""
-        return [
-            i
-            for i, v in enumerate(self.net.trainable_variables)
-            if v.path.startswith("hidden_") and v.path.endswith("/kernel")
-        ]
+        return cls(net, tap, kernels, choices, cohort.losses, cohort.encoding, optimizer)
 
     @contextmanager
     def choosing(self, activations: jax.Array):

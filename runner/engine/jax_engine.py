@@ -49,7 +49,7 @@ from runner.engine import (
     TrainResult,
     batch_orders,
 )
-from runner.engine.families import Cohort, Family, cohorts, dense_layers, fitting
+from runner.engine.families import Cohort, Family, cohorts, fitting
 from runner.engine.handover import Handover, log_epoch, progress
 from runner.engine.program import Program
 
@@ -66,7 +66,7 @@ def bytes_per_model(member: Member, settings: Settings, samples: int) -> int:
     gradients and two optimizer slots) twice (before and after a step), and its layers'
     outputs for a training batch, an evaluation chunk and the probe."""
     weights = sum(int(np.prod(v.shape)) for v in member.net.trainable_variables)
-    widths = sum(layer.units for layer in dense_layers(member.net))
+    widths = sum(int(np.prod(layer.output.shape[1:])) for layer in member.net.layers[1:])
     rows = min(settings.batch_size, samples) * 3 + CHUNK + (settings.probe_size or 0) * 2
     return 4 * (8 * weights + rows * widths)
 

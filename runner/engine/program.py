@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from jax import export
 
-from runner import backend, metrics, stop
+from runner import activations, backend, metrics, model, stop
 from runner.config import Encoding, Task
 from runner.engine import CHUNK, Settings
 from runner.engine.families import Family
@@ -45,7 +45,9 @@ DIAGNOSTICS = ("grad_norm", "dead_fraction", "saturated_fraction")
 
 
 def _dead(out: jax.Array) -> jax.Array:
-    return jnp.mean(jnp.all(out <= 0, axis=0).astype("f4"))
+    """The share of units (a conv block's: channels) whose output is <= 0 for every probe
+    sample, everywhere in the image."""
+    return jnp.mean(jnp.all(out <= 0, axis=tuple(range(out.ndim - 1))).astype("f4"))
 
 
 class Traced:
@@ -113,11 +115,13 @@ def _fits(exported: export.Exported, args: tuple) -> bool:
 
 def program_path(key: tuple, name: str) -> Path:
     """Where the traced program ``name`` of a program for ``key`` is kept: named by a digest
-    of the key, the platform, the versions of JAX and Keras and the source of the engine,
-    so that any change that could change the program gives it a new file."""
+    of the key, the platform, the versions of JAX and Keras and the source of the engine
+    and of the model builder, so that any change that could change the program gives it a
+    new file."""
     digest = hashlib.sha256(repr(key).encode())
     digest.update(f"{jax.devices()[0].platform} {jax.__version__} {keras.__version__}".encode())
-    for source in [*sorted(Path(__file__).parent.glob("*.py")), Path(metrics.__file__)]:
+    builder = [Path(m.__file__) for m in (metrics, model, activations)]
+    for source in [*sorted(Path(__file__).parent.glob("*.py")), *builder]:
         digest.update(source.read_bytes())
     return backend.cache_dir() / "programs" / f"{digest.hexdigest()[:32]}.{name}"
 

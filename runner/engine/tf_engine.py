@@ -26,6 +26,7 @@ from runner.data import Dataset, encode_targets
 from runner.engine import CHUNK, Member, OnEpoch, Settings, TrainResult, batch_orders, epoch_line
 from runner.engine.common import make_optimizer, mixed
 from runner.metrics import RELU_FAMILY, SATURATED
+from runner.model import ModelSpec, hidden_layers
 
 log = logging.getLogger("runner.engine")
 
@@ -71,19 +72,19 @@ class Diagnostics(keras.callbacks.Callback):
     """Adds the diagnostics of every hidden layer (runner/metrics.py) to the epoch's logs,
     measured on a fixed probe batch with TensorFlow's gradients."""
 
-    def __init__(self, x_probe: np.ndarray, y_probe: np.ndarray, loss: str, activations):
+    def __init__(self, x_probe: np.ndarray, y_probe: np.ndarray, loss: str, spec: ModelSpec):
         super().__init__()
         self.x = tf.constant(x_probe)
         self.y = tf.constant(y_probe)
         self.loss = keras.losses.get(loss)
-        self.activations = activations
+        self.spec = spec
         self.probe = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        hidden = [layer for layer in self.model.layers if layer.name.startswith("hidden_")]
-        outputs = [layer.output for layer in hidden] + [self.model.output]
+        hidden = hidden_layers(self.model, self.spec)
+        outputs = [output.output for _, output in hidden] + [self.model.output]
         tap = keras.Model(self.model.inputs, outputs)
-        kernels = [layer.kernel for layer in hidden]
+        kernels = [kernel.kernel for kernel, _ in hidden]
         optimizer = self.model.optimizer
 
         # One traced function: a forward and backward pass per epoch, without eager overhead.
@@ -103,11 +104,12 @@ class Diagnostics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         gradients, outputs = self.probe(self.x, self.y)
         for i, (gradient, output, activation) in enumerate(
-            zip(gradients, outputs, self.activations, strict=True)
+            zip(gradients, outputs, self.spec.activations, strict=True)
         ):
             logs[f"grad_norm/hidden_{i}"] = float(tf.norm(tf.cast(gradient, tf.float32)))
             if activation in RELU_FAMILY:
-                dead = tf.reduce_all(output <= 0, axis=0)
+                # A unit, or a conv block's channel, that is <= 0 for every sample, anywhere.
+                dead = tf.reduce_all(output <= 0, axis=list(range(len(output.shape) - 1)))
                 logs[f"dead_fraction/hidden_{i}"] = float(tf.reduce_mean(tf.cast(dead, tf.float32)))
             elif activation in SATURATED:
                 saturated = SATURATED[activation](output)
@@ -250,7 +252,7 @@ def _fit(
     callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN(), _Unkept()]
     if settings.probe_size:
         size = settings.probe_size
-        callbacks.append(Diagnostics(x_train[:size], y_train[:size], loss, member.activations))
+        callbacks.append(Diagnostics(x_train[:size], y_train[:size], loss, member.model))
     val_metrics = task_metrics(task, member.encoding)
     result = TrainResult()
     callbacks.append(

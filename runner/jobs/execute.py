@@ -78,7 +78,7 @@ def member(spec: JobSpec, net: keras.Model) -> engine.Member:
     and whether it needs its trained weights back to log them."""
     return engine.Member(
         net,
-        spec.model.activations,
+        spec.model,
         spec.loss,
         spec.model.head.encoding,
         spec.learning_rate,

@@ -16,7 +16,7 @@ from runner import backend
 from runner.checks import validate_names, validate_values
 from runner.config import Task, UserError
 from runner.data import Dataset
-from runner.jobs.spec import Compute, JobContext, JobSpec, data_of
+from runner.jobs.spec import Compute, DataShape, JobContext, JobSpec, data_of
 from runner.jobs.state import STATE
 from runner.metrics import validation_metrics
 from runner.model import weight_count
@@ -52,7 +52,10 @@ def plan(cfg: DictConfig, context: JobContext) -> Plan:
     device = backend.use(compute.backend, compute.device, compute.threads, STATE.compute)
     validate_names(cfg)
     dataset = STATE.dataset(data_of(cfg))
-    spec = JobSpec.from_cfg(cfg, context, dataset.task, dataset.classes)
+    shape = DataShape(
+        dataset.name, dataset.task, dataset.classes, dataset.features, dataset.image_shape
+    )
+    spec = JobSpec.from_cfg(cfg, context, shape)
     if spec.model.mixed_precision and device == "cpu":
         log.warning(
             "train.mixed_precision=true on the CPU: it runs, but float16 speeds up GPUs, not CPUs"
@@ -96,9 +99,11 @@ def check_size(spec: JobSpec, inputs: int, memory: int | None) -> None:
     weights = weight_count(spec.model, inputs)
     needed = weights * BYTES_PER_WEIGHT
     if memory is not None and needed > memory:
-        units = list(spec.model.units)
+        layers = f"model.units={list(spec.model.units)}"
+        if spec.model.filters:
+            layers = f"model.filters={list(spec.model.filters)} and {layers}"
         raise UserError(
-            f"model.units={units} on {inputs} features makes a model of {weights:,} weights: "
+            f"{layers} on {inputs} features makes a model of {weights:,} weights: "
             f"training it takes at least {needed / 2**30:,.1f} GiB (each weight, its gradient "
             f"and its optimizer state), more than the {memory / 2**30:,.1f} GiB of memory it "
             "would train in. Use fewer or narrower hidden layers."

@@ -20,17 +20,21 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runner.config import (
+    ADDED,
     AUTO,
     CONF,
     DatasetConfig,
     LossConfig,
+    ModelName,
     Task,
+    UserError,
     activation_label,
     layer_activations,
     not_training,
+    per_layer,
 )
 from runner.engine import OptimizerKind
-from runner.model import ModelSpec, output_head
+from runner.model import ModelSpec, OutputHead, auto_initializer, output_head
 from runner.sweep import Sweep, position, sweep_of, threads_per_job
 from runner.tracking.store import masked, tracking_uri
 
@@ -58,15 +62,17 @@ def plain(value: Any) -> Any:
 def training_key(view: dict[str, Any], drop: tuple[str, ...] = ()) -> str:
     """A job's resolved config ``view`` (plain data, without Hydra's node) as canonical
     JSON, without the keys that do not change what it trains
-    (:func:`runner.config.not_training`) and the dotted keys in ``drop``: what a job's
-    fingerprint digests and a fused group's jobs share."""
+    (:func:`runner.config.not_training`), the keys of :data:`ADDED` at their first value,
+    and the dotted keys in ``drop``: what a job's fingerprint digests and a fused group's
+    jobs share."""
     view = json.loads(json.dumps(view, default=str))
-    for dotted in (*not_training(), *drop):
+    for dotted in (*not_training(), *drop, *ADDED):
         *parents, leaf = dotted.split(".")
         node = view
         for parent in parents:
             node = node.get(parent, {})
-        node.pop(leaf, None)
+        if dotted not in ADDED or node.get(leaf) == ADDED[dotted]:
+            node.pop(leaf, None)
     return json.dumps(view, sort_keys=True, default=str)
 
 
@@ -214,6 +220,8 @@ def _ref_fields(
     its activations, its ``loss``, its dataset and its seed."""
     activations = activation_label(cfg)
     name = f"{activations.replace(',', '+')}-{loss}-{cfg.dataset.name}-s{cfg.seed}"
+    if cfg.model.name is not ModelName.mlp:
+        name = f"{cfg.model.name.value}-{name}"
     where = context.position
     choices = {
         "activation": activations,
@@ -268,28 +276,25 @@ class JobSpec(JobRef):
     output_dir: Path | None
 
     @classmethod
-    def from_cfg(
-        cls, cfg: DictConfig, context: JobContext, task: Task, classes: int | None
-    ) -> JobSpec:
-        """The job ``cfg`` asks for, run in ``context``, on data of ``task`` with
-        ``classes``: ``loss=auto`` becomes the loss that fits the task, as if the user had
-        named it."""
-        loss = resolved_loss(cfg.loss, task)
+    def from_cfg(cls, cfg: DictConfig, context: JobContext, data: DataShape) -> JobSpec:
+        """The job ``cfg`` asks for, run in ``context``, on data of that ``data``:
+        ``loss=auto`` becomes the loss that fits the task, as if the user had named it, and
+        ``model.kernel_initializer=auto`` an initializer per layer (recorded as the param
+        ``model.kernel_initializer.resolved``)."""
+        loss = resolved_loss(cfg.loss, data.task)
         compute = Compute.from_cfg(cfg, context)
         view = _view(cfg)
         view["loss"] = OmegaConf.to_container(OmegaConf.structured(loss), enum_to_str=True)
         view["train"]["threads"] = compute.threads
+        head = output_head(loss, cfg.model.output_activation, data.task, data.classes)
+        model = model_spec(cfg, head, data)
+        ref = _ref_fields(cfg, context, view, loss.name)
+        ref["params"]["model.kernel_initializer.resolved"] = _label(model.kernel_initializers)
         return cls(
-            **_ref_fields(cfg, context, view, loss.name),
+            **ref,
             fingerprint=hashlib.sha256(training_key(view).encode()).hexdigest()[:16],
-            task=task,
-            model=ModelSpec(
-                units=tuple(cfg.model.units),
-                activations=layer_activations(cfg),
-                head=output_head(loss, cfg.model.output_activation, task, classes),
-                kernel_initializer=cfg.model.kernel_initializer,
-                mixed_precision=cfg.train.mixed_precision,
-            ),
+            task=data.task,
+            model=model,
             loss=loss.name,
             optimizer=OptimizerKind(cfg.optimizer.name, cfg.optimizer.momentum),
             learning_rate=cfg.optimizer.learning_rate,
@@ -307,6 +312,60 @@ class JobSpec(JobRef):
             overrides=context.overrides,
             output_dir=context.output_dir,
         )
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a job's spec needs to know of its data: the ``task``, the ``classes`` (None
+    for regression), the ``features`` and, for images, their shape."""
+
+    name: str
+    task: Task
+    classes: int | None
+    features: int
+    image_shape: tuple[int, int, int] | None = None
+
+
+def model_spec(cfg: DictConfig, head: OutputHead, data: DataShape) -> ModelSpec:
+    """The job's model, its initializers resolved; ``model=cnn`` on data that is not images
+    is refused, saying which datasets are."""
+    model = cfg.model
+    cnn = model.name is ModelName.cnn
+    if cnn and data.image_shape is None:
+        raise UserError(
+            f"model=cnn needs images, but dataset={data.name} is {data.features} features "
+            "with no image shape. Image datasets: digits, mnist5k, mnist, fashion_mnist, "
+            "cifar10, or npz with x of shape (samples, height, width[, channels]); or use "
+            "model=mlp."
+        )
+    activations = layer_activations(cfg)
+    given = per_layer(model.kernel_initializer, len(activations))
+    initializers = [
+        auto_initializer(a) if name == AUTO else name
+        for a, name in zip(activations, given, strict=True)
+    ]
+    # The output layer: the one name given for every layer, or auto's for its activation.
+    single = isinstance(model.kernel_initializer, str) and model.kernel_initializer != AUTO
+    initializers.append(model.kernel_initializer if single else auto_initializer(head.activation))
+    return ModelSpec(
+        units=tuple(model.units),
+        activations=activations,
+        head=head,
+        kernel_initializers=tuple(initializers),
+        filters=tuple(model.filters) if cnn else (),
+        kernel_size=model.kernel_size,
+        image_shape=data.image_shape if cnn else None,
+        normalization=model.normalization,
+        normalization_position=model.normalization_position,
+        dropout=model.dropout,
+        dropout_kind=model.dropout_kind,
+        mixed_precision=cfg.train.mixed_precision,
+    )
+
+
+def _label(names: tuple[str, ...]) -> str:
+    """Per-layer names as one param: the one name when all are equal, else them all."""
+    return names[0] if len(set(names)) == 1 else ",".join(names)
 
 
 def data_of(cfg: DictConfig) -> DatasetConfig:
