@@ -28,7 +28,8 @@ from runner.compare.report import conclusion, format_markdown, methods, power
 from runner.compare.runs import Histories
 from runner.compare.table import curves, seed_values
 from runner.metrics import lower_is_better
-from runner.stats import Spread, detectable, seeds_needed
+from runner.stats.intervals import Spread
+from runner.stats.power import detectable, seeds_needed
 from runner.tracking import STATUS, Reader
 
 LATEST = "multirun/2026-11-27/07-51-12"

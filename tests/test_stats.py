@@ -1,4 +1,4 @@
-"""runner/stats.py against values worked out by hand and against scipy.stats."""
+"""runner/stats/ against values worked out by hand and against scipy.stats."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from runner.stats import (
+from runner.stats.differences import (
+    against_best,
+    holm,
+    paired_difference,
+    pairwise,
+    shared_ranks,
+    unpaired_difference,
+)
+from runner.stats.intervals import (
     AHEAD_BY_RANKS,
     BEST,
     FEW,
@@ -25,22 +33,12 @@ from runner.stats import (
     WILCOXON,
     WORSE,
     Spread,
-    against_best,
-    curve_area,
-    detectable,
-    first_epoch,
-    holm,
     mean_interval,
-    median_epoch,
-    paired_difference,
-    pairwise,
-    pick_tuned,
     rounded,
-    seeds_needed,
-    shared_ranks,
-    speed,
-    unpaired_difference,
 )
+from runner.stats.power import detectable, seeds_needed
+from runner.stats.speed import curve_area, first_epoch, median_epoch, speed
+from runner.stats.tuning import pick_tuned
 
 
 def test_mean_interval_is_student_t_on_n_minus_1_degrees_of_freedom():

@@ -35,7 +35,8 @@ from runner.compare.table import (
 )
 from runner.config import UserError
 from runner.metrics import lower_is_better
-from runner.stats import MEAN, TESTS, pick_tuned
+from runner.stats.intervals import MEAN, TESTS
+from runner.stats.tuning import pick_tuned
 from runner.tracking import COMPLETED, Reader, tracking_uri
 
 
@@ -120,9 +121,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m runner.compare",
         description="Compare MLflow runs: one row per combination of params, the metric's "
-        "mean ± std over the completed runs, the lost runs and the rank; written as Markdown, "
+        "mean with its 95%% interval over the completed runs, the lost runs, the verdict "
+        "against the best and the rank; written as Markdown, "
         "CSV and a figure, and logged to the sweep's parent runs.",
     )
+    _which_runs(parser)
+    _how_compared(parser)
+    parser.add_argument("--out", default="comparison", help="output folder (default: %(default)s)")
+    parser.add_argument("--uri", help="MLflow tracking URI; default: as the runner tracks")
+    return parser.parse_args(argv)
+
+
+def _which_runs(parser: argparse.ArgumentParser) -> None:
+    """The options that pick the runs, their groups and the metric."""
     parser.add_argument(
         "--sweep",
         help="a sweep's name (multirun/DATE/TIME-PID) or id (its absolute directory); "
@@ -153,6 +164,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "runs of the value with the best mean last-epoch validation metric (val_accuracy for "
         "test_accuracy) and report their test metric; the test metric never picks",
     )
+
+
+def _how_compared(parser: argparse.ArgumentParser) -> None:
+    """The options that pick the tests, their direction and the speed measure."""
     parser.add_argument(
         "--speed",
         metavar="METRIC=LEVEL",
@@ -187,9 +202,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="rank the smallest mean first (or, with --no-lower-is-better, the largest); "
         "default: lower for losses, errors and seconds, higher for anything else",
     )
-    parser.add_argument("--out", default="comparison", help="output folder (default: %(default)s)")
-    parser.add_argument("--uri", help="MLflow tracking URI; default: as the runner tracks")
-    return parser.parse_args(argv)
 
 
 def check_out(out: Path) -> None:

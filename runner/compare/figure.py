@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
@@ -16,7 +17,7 @@ from matplotlib.ticker import MaxNLocator
 
 from runner.compare.report import minus
 from runner.compare.table import COUNTS, group_columns, group_labels
-from runner.stats import ALPHA, BEST, FEW, LEVEL, TIED
+from runner.stats.intervals import ALPHA, BEST, FEW, LEVEL, TIED
 
 STYLES = ("-", "--", ":", "-.")
 # The longest group name a figure shows whole; a longer one keeps its two ends.
@@ -93,54 +94,68 @@ def draw(
     top, its completed and lost runs and its verdict under its name; on the right
     ``curve_name`` per epoch, the seeds' mean as a line and their range as a band, one
     colour per group."""
-    metric = table.attrs["metric"]
-    direction = "lower" if table.attrs["lower_is_better"] else "higher"
-    by = group_columns(table)
-    labels = group_labels(table, by)
+    labels = group_labels(table, group_columns(table))
     colors, styles = _palette(len(labels))
     fig = Figure(figsize=(13, max(4.5, 0.55 * len(labels) + 2)), layout="constrained")
     FigureCanvasAgg(fig)
     seeds, lines = fig.subplots(1, 2, width_ratios=[1, 1.25])
+    _seeds_panel(seeds, table, values, colors)
+    _curves_panel(lines, table, curve, curve_name, (colors, styles))
+    fig.suptitle(title)
+    fig.savefig(path, dpi=120, pil_kwargs=FAST_PNG)
 
-    _seeds(seeds, table, values, colors)
-    seeds.set_yticks(np.arange(len(labels)), _ticks(table))
+
+def _seeds_panel(
+    axes: Axes, table: pd.DataFrame, values: dict[str, np.ndarray], colors: list
+) -> None:
+    """Each group's seeds over its mean and interval, best on top."""
+    metric = table.attrs["metric"]
+    direction = "lower" if table.attrs["lower_is_better"] else "higher"
+    count = len(table)
+    _seeds(axes, table, values, colors)
+    axes.set_yticks(np.arange(count), _ticks(table))
     # Best on top, and room for a group with no run at the bottom.
-    seeds.set_ylim(len(labels) - 0.5, -0.5)
-    seeds.set_xlabel(f"{metric}: each seed, the mean and its {LEVEL:.0%} CI; {direction} is better")
-    seeds.set_title(f"{metric}: each seed, mean, {LEVEL:.0%} CI")
-    seeds.grid(True, axis="x", alpha=0.3)
+    axes.set_ylim(count - 0.5, -0.5)
+    axes.set_xlabel(f"{metric}: each seed, the mean and its {LEVEL:.0%} CI; {direction} is better")
+    axes.set_title(f"{metric}: each seed, mean, {LEVEL:.0%} CI")
+    axes.grid(True, axis="x", alpha=0.3)
 
+
+def _curves_panel(
+    axes: Axes, table: pd.DataFrame, curve: pd.DataFrame, curve_name: str, palette: tuple
+) -> None:
+    """``curve_name`` per epoch: each group's mean over its seeds, and their range as a
+    band, in the group's colour and style of ``palette``."""
+    by = group_columns(table)
+    labels = group_labels(table, by)
     # A metric logged once per run (test_*, train_seconds) has no curve to show.
     steps = curve.index.get_level_values("step").nunique()
     if steps < 2:
         note = f"{curve_name}: one value per run, no curve" if steps else f"no {curve_name} logged"
-        lines.text(0.5, 0.5, note, ha="center", color="0.4", transform=lines.transAxes)
+        axes.text(0.5, 0.5, note, ha="center", color="0.4", transform=axes.transAxes)
     else:
         drawn = set(curve.index.get_level_values("group"))
-        for label, color, style in zip(labels, colors, styles, strict=True):
+        for label, color, style in zip(labels, *palette, strict=True):
             if label in drawn:
                 points = curve.loc[label]
                 # MLflow's step is Keras's epoch index; the runner's figures count from 1.
                 epochs = points.index + 1
                 band = (points["low"], points["high"])
-                lines.fill_between(epochs, *band, color=color, alpha=0.15, linewidth=0)
-                lines.plot(
+                axes.fill_between(epochs, *band, color=color, alpha=0.15, linewidth=0)
+                axes.plot(
                     epochs, points["mean"], c=color, ls=style, marker="o", ms=3, label=short(label)
                 )
         # Many groups would hide the curves: their legend goes beside the axes instead.
         outside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1)} if len(labels) > 6 else {}
-        lines.legend(title=", ".join(by), fontsize="small", **outside)
+        axes.legend(title=", ".join(by), fontsize="small", **outside)
     if curve_name.startswith("grad_norm/"):
         # Vanishing gradients span orders of magnitude: on a linear axis they all read 0.
-        lines.set_yscale("log")
-    lines.set_xlabel("epoch")
-    lines.xaxis.set_major_locator(MaxNLocator(integer=True))
-    lines.set_ylabel(f"{curve_name}: mean over completed runs, band: their range")
-    lines.set_title(f"{curve_name} per epoch")
-    lines.grid(True, alpha=0.3)
-
-    fig.suptitle(title)
-    fig.savefig(path, dpi=120, pil_kwargs=FAST_PNG)
+        axes.set_yscale("log")
+    axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel(f"{curve_name}: mean over completed runs, band: their range")
+    axes.set_title(f"{curve_name} per epoch")
+    axes.grid(True, alpha=0.3)
 
 
 def pair_matrix(pairs: pd.DataFrame, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ from runner.compare.report import (
 )
 from runner.compare.runs import Histories, distinct
 from runner.compare.table import COUNTS, curve_metric, curves, group_columns, seed_values
-from runner.stats import LEVEL
+from runner.stats.intervals import LEVEL
 from runner.tracking import Reader
 
 # MLflow keeps at most this many characters of a tag, the description included, and cuts

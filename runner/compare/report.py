@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from runner.compare.table import COUNTS, group_columns, group_labels
-from runner.stats import (
+from runner.stats.intervals import (
     AHEAD_BY_RANKS,
     ALPHA,
     BEST,
@@ -27,10 +27,9 @@ from runner.stats import (
     STUDENT,
     TIED,
     Spread,
-    detectable,
     method_for,
-    seeds_needed,
 )
+from runner.stats.power import detectable, seeds_needed
 
 # How many groups a sentence names before it counts the rest.
 NAMED = 10
@@ -65,7 +64,7 @@ def p_value(p: float) -> str:
 
 
 def effect(value: float, test: str | None) -> str:
-    """An effect size with its name (:data:`runner.stats.EFFECT`): ``d_z −1.23``."""
+    """An effect size with its name (:data:`runner.stats.intervals.EFFECT`): ``d_z −1.23``."""
     if pd.isna(value) or test is None:
         return "—"
     return f"{EFFECT[test]} {minus(f'{value:+.2f}')}"

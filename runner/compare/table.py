@@ -13,16 +13,9 @@ from pandas.api.typing import SeriesGroupBy
 from runner.compare.runs import Histories, outcomes
 from runner.config import Task, not_training
 from runner.metrics import bounds, lower_is_better
-from runner.stats import (
-    MEAN,
-    VERSUS,
-    against_best,
-    mean_interval,
-    pairwise,
-    rounded,
-    shared_ranks,
-    speed,
-)
+from runner.stats.differences import against_best, pairwise, shared_ranks
+from runner.stats.intervals import MEAN, VERSUS, mean_interval, rounded
+from runner.stats.speed import speed
 from runner.tracking import COMPLETED, DIVERGED, FAILED, INTERRUPTED
 
 # Params that repeat a run (its seed) or do not change what it trains (the schema says
@@ -77,7 +70,7 @@ def default_metric(runs: pd.DataFrame) -> str:
 
 def completed_values(runs: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
     """The completed runs that logged ``metric``, with ``value``, the metric rounded to
-    :data:`runner.stats.DIGITS` significant digits, and every column of ``keys`` (NaN
+    :data:`runner.stats.intervals.DIGITS` significant digits, and every column of ``keys`` (NaN
     where no run has one: a store of failed runs is then one group, not a KeyError)."""
     column = f"metrics.{metric}"
     runs = runs.assign(**{k: np.nan for k in keys if k not in runs.columns})
@@ -108,8 +101,8 @@ def summarize(
     interval, test, effect size, p-value and Holm-adjusted p-value (:func:`against_best`),
     its ``verdict`` (best, tied with the best, worse, or n < 3), and the rank within its
     dataset (1 is best, shared by the groups tied with the best and by equal means). Values
-    are compared to :data:`runner.stats.DIGITS` significant digits. ``lower`` overrides
-    :func:`lower_is_better`; ``test`` picks the tests (:data:`runner.stats.TESTS`). The
+    are compared to :data:`runner.stats.intervals.DIGITS` significant digits. ``lower`` overrides
+    :func:`lower_is_better`; ``test`` picks the tests (:data:`runner.stats.intervals.TESTS`). The
     table's ``attrs`` keep the metric, the direction, the metric's bounds, the test, the
     strata (the dataset columns among ``by``) and their spreads (for the power)."""
     by = by or varying_params(runs) or ["activation"]
@@ -154,7 +147,7 @@ def summarize(
 
 def pairs_table(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """Every pair of the summary ``table``'s groups within a dataset (see
-    :func:`runner.stats.pairwise`), from the same runs, metric, direction and test."""
+    :func:`runner.stats.differences.pairwise`), from the same runs, metric, direction and test."""
     by = group_columns(table)
     keys = [f"params.{p}" for p in by]
     completed = completed_values(runs, keys, table.attrs["metric"])
@@ -219,7 +212,7 @@ def speed_table(
 ) -> pd.DataFrame:
     """How fast each group of the summary ``table``, in its order, gets ``name``'s curve to
     ``level`` (at or above it; at or below for a loss or an error), from each completed
-    run's history in MLflow: see :func:`runner.stats.speed`. ``attrs`` keep the metric, the
+    run's history in MLflow: see :func:`runner.stats.speed.speed`. ``attrs`` keep the metric, the
     level and the direction."""
     by = group_columns(table)
     lower = lower_is_better(name)

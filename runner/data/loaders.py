@@ -217,6 +217,21 @@ def npz(cfg: DatasetConfig) -> Raw:
     """An ``.npz`` file with arrays ``x`` (samples x features) and ``y``; read without
     pickle, so object arrays are refused."""
     path = _require_path(cfg)
+    x, y = _npz_arrays(path, cfg)
+    # x of (samples, height, width[, channels]) is images, for model=cnn.
+    image_shape = (*x.shape[1:3], x.shape[3] if x.ndim == 4 else 1) if x.ndim in (3, 4) else None
+    # What float32 cannot hold becomes an infinity, refused below.
+    with np.errstate(over="ignore"):
+        x = x.reshape(len(x), -1).astype(np.float32)
+    bad = _unusable_rows(path.name, x, y, cfg.dropna)
+    x, y = x[~bad], y[~bad]
+    task = _infer_task(pd.Series(y), cfg.task)
+    return Raw(x, y, task, {"path": str(path)}, image_shape)
+
+
+def _npz_arrays(path: Path, cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The file's ``x`` and ``y``, refused unless x is numeric with one row per sample and
+    at least one feature, and y has one value per row."""
     try:
         with np.load(path, allow_pickle=False) as arrays:
             missing = {"x", "y"} - set(arrays.files)
@@ -249,37 +264,36 @@ def npz(cfg: DatasetConfig) -> Raw:
             f"({x.dtype}{example}), but x must be numeric (booleans, integers or floats): "
             "encode text and other features as numbers before saving."
         )
-    # x of (samples, height, width[, channels]) is images, for model=cnn.
-    image_shape = (*x.shape[1:3], x.shape[3] if x.ndim == 4 else 1) if x.ndim in (3, 4) else None
-    # What float32 cannot hold becomes an infinity, refused below.
-    with np.errstate(over="ignore"):
-        x = x.reshape(len(x), -1).astype(np.float32)
+    return x, y
+
+
+def _unusable_rows(name: str, x: np.ndarray, y: np.ndarray, dropna: bool) -> np.ndarray:
+    """The rows to drop, with NaN values, where ``dropna`` allows it; infinite values, and
+    NaN without ``dropna``, are refused."""
     infinite = np.isinf(x).any(axis=1)
     if y.dtype.kind == "f":
         infinite |= np.isinf(y)
     if infinite.any():
         raise UserError(
-            f"{path.name} has infinite values, or x values beyond float32's range "
+            f"{name} has infinite values, or x values beyond float32's range "
             f"(±{FLOAT32_MAX:.1e}), in {int(infinite.sum())} rows (first at row "
             f"{int(np.flatnonzero(infinite)[0])}): give finite numbers, or drop those rows."
         )
     bad = np.isnan(x).any(axis=1)
     if y.dtype.kind == "f":
         bad |= np.isnan(y)
-    if bad.any() and not cfg.dropna:
+    if bad.any() and not dropna:
         raise UserError(
-            f"{path.name} has NaN values in {int(bad.sum())} rows (first at row "
+            f"{name} has NaN values in {int(bad.sum())} rows (first at row "
             f"{int(np.flatnonzero(bad)[0])}): fix them, or set dataset.dropna=true to drop "
             "those rows."
         )
     if bad.all():
         raise UserError(
-            f"{path.name} has NaN values in every one of its {len(bad)} rows: "
+            f"{name} has NaN values in every one of its {len(bad)} rows: "
             "dataset.dropna=true leaves no row to train on. Fix the file's NaN values."
         )
-    x, y = x[~bad], y[~bad]
-    task = _infer_task(pd.Series(y), cfg.task)
-    return Raw(x, y, task, {"path": str(path)}, image_shape)
+    return bad
 
 
 LOADERS: dict[str, Loader] = {
