@@ -1,0 +1,113 @@
+"""The cost of a small fused sweep, as a new user runs it: where its wall time goes, cold
+and warm, and which parts the kept programs and JAX's persistent cache remove.
+
+The sweep: ``python -m runner -m activation=relu,tanh,sigmoid seed=0,1,2 train.epochs=5``
+(9 jobs, one fused group of 3 families), each time a whole process into a fresh SQLite
+store, in three states of the cache folder (``XDG_CACHE_HOME``):
+
+- cold: an empty folder, no kept program and no compiled one;
+- kept programs: the traced programs kept, JAX's persistent compilation cache emptied;
+- warm: both kept, as after a user's earlier sweep.
+
+Parts, from the log's timestamps (as in sweep_scaling.py): start and compose, plan and
+open, compile (the engine's own figure), train, record and table. Inside compiling, JAX's
+own durations (``jax.monitoring``): tracing to a jaxpr, lowering to MLIR, XLA's compile,
+and the persistent cache's hits. Each state runs ``--repeats`` times in turn; medians.
+
+    python bench/small_sweep.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_scaling import COMPILED, parts  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEP = ["-m", "activation=relu,tanh,sigmoid", "seed=0,1,2", "train.epochs=5"]
+# Runs the runner as ``python -m runner`` does, summing JAX's compile events on the way.
+WATCHED = """
+import atexit, collections, json, runpy, sys
+import jax.monitoring
+seconds, counts = collections.Counter(), collections.Counter()
+def duration(event, secs, **_):
+    seconds[event.rsplit("/", 1)[-1]] += secs
+def event(name, **_):
+    counts[name.rsplit("/", 1)[-1]] += 1
+jax.monitoring.register_event_duration_secs_listener(duration)
+jax.monitoring.register_event_listener(event)
+atexit.register(lambda: print("JAX " + json.dumps({**seconds, **counts}), file=sys.__stderr__))
+sys.argv = ["runner", *sys.argv[1:]]
+runpy.run_module("runner", run_name="__main__", alter_sys=True)
+"""
+STATES = ("cold", "kept programs", "warm")
+JAX_PARTS = {
+    "trace": "jaxpr_trace_duration",
+    "lower": "jaxpr_to_mlir_module_duration",
+    "XLA": "backend_compile_duration",
+}
+
+
+def run(cache: Path, folder: Path) -> dict[str, float]:
+    """One sweep with ``cache`` as its cache folder, into a fresh store under ``folder``."""
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache), MLFLOW_TRACKING_URI=store)
+    # JAX reads its cache's settings when imported, which the watcher does before the
+    # runner could set them: set them as the runner does (runner/backend.py).
+    env.update(
+        JAX_COMPILATION_CACHE_DIR=str(cache / "actlab" / "jax"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )
+    command = [sys.executable, "-c", WATCHED, *SWEEP, f"hydra.sweep.dir={folder / 'sweep'}"]
+    start = time.time()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    end = time.time()
+    if done.returncode != 0:
+        raise SystemExit(done.stdout[-3000:] + done.stderr[-3000:])
+    lines = (done.stdout + done.stderr).splitlines()
+    if not any(COMPILED.search(line) for line in lines):
+        raise SystemExit("no compile line in the sweep's log:\n" + "\n".join(lines[-30:]))
+    watched = json.loads(next(line[4:] for line in lines if line.startswith("JAX ")))
+    row = {"wall": end - start, **parts(lines, start, end)}
+    row.update({name: watched.get(key, 0.0) for name, key in JAX_PARTS.items()})
+    row["cache hits"] = watched.get("cache_hits", 0)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    rows: dict[str, list[dict[str, float]]] = {state: [] for state in STATES}
+    with tempfile.TemporaryDirectory() as top:
+        cache = Path(top) / "cache"
+        for repeat in range(args.repeats):
+            for state in STATES:
+                if state == "cold":
+                    shutil.rmtree(cache, ignore_errors=True)
+                elif state == "kept programs":
+                    shutil.rmtree(cache / "actlab" / "jax", ignore_errors=True)
+                folder = Path(top) / f"{repeat}-{state.replace(' ', '-')}"
+                folder.mkdir()
+                rows[state].append(run(cache, folder))
+                print(state, {k: round(v, 2) for k, v in rows[state][-1].items()}, flush=True)
+    names = list(rows["cold"][0])
+    print("\n| cache | " + " | ".join(names) + " |")
+    print("| --- " + "| ---: " * len(names) + "|")
+    for state, found in rows.items():
+        cells = [f"{statistics.median(r[name] for r in found):.2f}" for name in names]
+        print(f"| {state} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
