@@ -10,7 +10,12 @@ timestamps: start and compose (to Hydra's "Launching"), plan and open (to each g
 "training N models as one"), compile and train (the engine's own line per group), then
 the writer's record and the sweep's table (to the end). Each run must end FINISHED.
 
-    python bench/sweep_scaling.py [--jobs 24,240,2400] [--epochs 20]
+With ``--ui``, the largest sweep's link is then opened as a user would: ``mlflow server``
+over its store, the link the sweep printed, read by headless Chromium (as
+tests/test_ui.py does); timed from the request to the page's text, which must name the
+sweep's parent run.
+
+    python bench/sweep_scaling.py [--jobs 24,240,2400] [--epochs 20] [--ui]
 """
 
 from __future__ import annotations
@@ -76,7 +81,25 @@ def parts(lines: list[str], start: float, end: float) -> dict[str, float]:
 RATES = (0.0003, 0.001, 0.003, 0.01, 0.03)
 
 
-def sweep(jobs: int, epochs: int, folder: Path) -> dict[str, float]:
+def ui_seconds(store: str, lines: list[str], folder: Path) -> float:
+    """How long the sweep's link takes to render in headless Chromium, served by ``mlflow
+    server`` over ``store``."""
+    sys.path.insert(0, str(ROOT))
+    from tests.conftest import mlflow_server
+    from tests.test_ui import find_browser, rendered_text
+
+    link = next(line for line in lines if "the sweep in the MLflow UI" in line).split()[-1]
+    with mlflow_server(store, folder / "artifacts") as (uri, _):
+        url = uri + link[link.index("/#/") :]
+        start = time.time()
+        page = "\n".join(rendered_text(find_browser(), url, folder / "profile"))
+        seconds = time.time() - start
+    if url.split("/runs/")[1].split("?")[0] not in page:
+        raise SystemExit(f"the page of {url} does not name its run:\n{page[:2000]}")
+    return seconds
+
+
+def sweep(jobs: int, epochs: int, folder: Path, ui: bool = False) -> dict[str, float]:
     rates = RATES if jobs % (8 * len(RATES)) == 0 else (0.001,)
     seeds = jobs // (8 * len(rates))
     store = f"sqlite:///{folder / 'mlflow.db'}"
@@ -111,19 +134,24 @@ def sweep(jobs: int, epochs: int, folder: Path) -> dict[str, float]:
         max_results=50000,
     )
     finished = sum(run.info.status == "FINISHED" for run in runs)
-    return {"jobs": 8 * len(rates) * seeds, "finished": finished, "wall": end - start, "peak": peak,
-            **parts(lines, start, end)}  # fmt: skip
+    row = {"jobs": 8 * len(rates) * seeds, "finished": finished, "wall": end - start, "peak": peak,
+           **parts(lines, start, end)}  # fmt: skip
+    if ui:
+        row["ui"] = ui_seconds(store, lines, folder)
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", default="24,240,2400")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--ui", action="store_true", help="time the largest sweep's UI page")
     args = parser.parse_args()
     rows = []
-    for jobs in map(int, args.jobs.split(",")):
+    sizes = list(map(int, args.jobs.split(",")))
+    for jobs in sizes:
         with tempfile.TemporaryDirectory() as folder:
-            row = sweep(jobs, args.epochs, Path(folder))
+            row = sweep(jobs, args.epochs, Path(folder), args.ui and jobs == max(sizes))
         rows.append(row)
         print(row, flush=True)
     names = ["start + compose", "plan + open", "compile", "train", "record + table"]
@@ -134,6 +162,9 @@ def main() -> None:
                  f"{row['wall'] / row['jobs'] * 1000:.0f} ms", f"{row['peak'] / 2**30:.2f} GiB",
                  *(f"{row[n]:.1f} s" for n in names)]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
+    for row in rows:
+        if "ui" in row:
+            print(f"the {row['jobs']}-job sweep's page rendered in {row['ui']:.1f} s")
     for small, large in zip(rows, rows[1:], strict=False):
         marginal = (large["wall"] - small["wall"]) / (large["jobs"] - small["jobs"])
         print(
