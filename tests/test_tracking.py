@@ -352,7 +352,9 @@ def test_compare_fails_on_an_unreachable_server_within_seconds_as_the_runner_doe
     )
     way_out = "Point --uri (or MLFLOW_TRACKING_URI) at the MLflow store that the runner records in."
     assert (read.returncode, read.stderr) == (2, f"compare: {unreachable}{way_out}\n")
-    assert took < 30, f"compare took {took:.0f} s"
+    # MLflow's own retries take over 4 minutes; the process's start alone takes up to half
+    # a minute on two busy cores.
+    assert took < 90, f"compare took {took:.0f} s"
     run = cli(f"tracking.uri={uri}", "dataset=iris", "train.epochs=1")
     assert run.returncode == 2 and unreachable in run.stdout + run.stderr
 
@@ -386,4 +388,6 @@ def test_compare_gives_up_within_seconds_on_a_server_whose_calls_fail(tmp_path):
     took = time.monotonic() - start
     assert read.returncode == 2 and read.stderr.startswith(f"compare: cannot search {uri}")
     assert "too many 503 error responses" in read.stderr
-    assert took < 30, f"compare took {took:.0f} s"
+    # MLflow's own retries take over 4 minutes; the process's start alone takes up to half
+    # a minute on two busy cores.
+    assert took < 90, f"compare took {took:.0f} s"
