@@ -672,6 +672,25 @@ def test_untuned_at_one_rate_says_which_is_better(tuned_store, tmp_path, capsys)
     assert "| tanh | 0.9333 ± 0.0153 | [0.8954, 0.9713] |" in md
 
 
+def test_a_p_value_below_the_smallest_printed_reads_p_below_not_p_equals_below():
+    # Ten seeds a side, every one of b far behind a: the bootstrap's p is far below 0.0001.
+    runs = pd.DataFrame(
+        [
+            {
+                "params.activation": activation,
+                "params.seed": str(seed),
+                "metrics.test_accuracy": level + (seed * step) % 7 / 100,
+                "tags.outcome": "completed",
+            }
+            for activation, level, step in [("a", 0.9, 1), ("b", 0.5, 3)]
+            for seed in range(10)
+        ]
+    )
+    sentence = conclusion(summarize(runs))
+    assert "paired bootstrap, Holm-adjusted p < 0.0001)." in sentence
+    assert "p = <" not in sentence
+
+
 @pytest.mark.parametrize("speed", ["val_accuracy=0.62", "val_loss=0.38"])
 def test_speed_counts_epochs_to_a_level_and_the_area_per_epoch(sweeps, tmp_path, capsys, speed):
     args = ["--uri", sweeps["uri"], "--out", str(tmp_path), "--speed", speed]
