@@ -16,6 +16,8 @@ from statistics import mean, stdev
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -23,6 +25,7 @@ from scipy import stats as scipy_stats
 
 import runner.compat
 from runner.compare import distinct, main, record_sweep, summarize, sweep_runs
+from runner.compare.figure import headline
 from runner.compare.record import group_metrics, summary
 from runner.compare.report import conclusion, format_markdown, methods, power
 from runner.compare.runs import Histories
@@ -858,6 +861,23 @@ def test_the_figure_shows_each_seed_of_each_group(sweeps, latest):
     assert sorted(values[f"relu · {CCE}"]) == [0.95, 0.97]
     assert sorted(values["relu · mse"]) == [0.90, 0.92, 0.94]
     assert "sigmoid · mse" in values and len(values["sigmoid · mse"]) == 1
+
+
+@pytest.mark.parametrize("width", [6.5, 13])
+def test_a_long_title_is_wrapped_within_the_figure(width):
+    fig = Figure(figsize=(width, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    title = (
+        "sweep multirun/activations_tuned_digits/2026-12-02_21-24-14-27972: 40 runs, "
+        "test_accuracy (higher is better), optimizer.learning_rate picked per group on "
+        "validation"
+    )
+    headline(fig, title)
+    fig.canvas.draw()
+    text = fig.get_suptitle()
+    assert text.replace("\n", " ") == title
+    box = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width
 
 
 def fingerprinted(client, experiment_id, parent, runs) -> None:
