@@ -54,8 +54,8 @@ def test_the_slurm_preset_is_submitits_slurm_launcher_with_the_keys_a_cluster_se
     "config,command_line,size",
     [
         ([], ["activation=relu,tanh", "seed=0,1,2"], 6),
-        # The experiment's params sweep 4 activations and 3 seeds; the command line's seeds win.
-        (["experiment=activations"], [], 12),
+        # The experiment's params sweep 4 activations and 10 seeds; the command line's seeds win.
+        (["experiment=activations"], [], 40),
         (["experiment=activations"], ["seed=0,1"], 8),
         (["hparams_search=optuna"], ["dataset=wine"], 20),
         # The grid sweeper refuses an interval, in its own words.

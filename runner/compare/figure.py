@@ -3,6 +3,7 @@ per epoch and the seeds' band; and every pair's difference as a matrix."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,14 @@ LABEL = 40
 FAST_PNG = {"compress_level": 1}
 # Up to this many groups, each cell of the pairs' matrix shows its difference in figures.
 ANNOTATED = 12
+
+
+def headline(fig: Figure, title: str) -> None:
+    """``title`` over the whole figure, wrapped to the figure's width: a long sweep name with
+    a filter or a tuned param would otherwise run off both edges."""
+    # Matplotlib's default 12-point suptitle: about 11 characters to the inch.
+    width = max(40, int(fig.get_figwidth() * 11))
+    fig.suptitle(textwrap.fill(title, width=width, break_on_hyphens=False))
 
 
 def short(label: str) -> str:
@@ -101,7 +110,7 @@ def draw(
     seeds, lines = fig.subplots(1, 2, width_ratios=[1, 1.25])
     _seeds_panel(seeds, table, values, colors)
     _curves_panel(lines, table, curve, curve_name, (colors, styles))
-    fig.suptitle(title)
+    headline(fig, title)
     fig.savefig(path, dpi=120, pil_kwargs=FAST_PNG)
 
 
@@ -201,5 +210,5 @@ def draw_pairs(pairs: pd.DataFrame, table: pd.DataFrame, title: str, path: Path)
     bar = fig.colorbar(shown, ax=axes, shrink=0.8)
     bar.set_label(f"B − A in {metric}" + (", sign flipped: lower is better" if sign < 0 else ""))
     axes.set_title(f"{metric}: every pair, B − A; framed: Holm-adjusted p < {ALPHA:g}")
-    fig.suptitle(title)
+    headline(fig, title)
     fig.savefig(path, dpi=120, pil_kwargs=FAST_PNG)

@@ -63,6 +63,12 @@ def p_value(p: float) -> str:
     return "< 0.0001" if p < 0.0001 else f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
 
 
+def p_is(p: float) -> str:
+    """:func:`p_value` after "p" in a sentence: ``= 0.011``, or ``< 0.0001`` (not ``= <``)."""
+    text = p_value(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def effect(value: float, test: str | None) -> str:
     """An effect size with its name (:data:`runner.stats.intervals.EFFECT`): ``d_z −1.23``."""
     if pd.isna(value) or test is None:
@@ -198,7 +204,7 @@ def _conclude(ranked: pd.DataFrame, lower: bool) -> str:
         ci += "" if pd.isna(row["diff_low"]) else interval(row["diff_low"], row["diff_high"], True)
         detail = (
             f"{labels[second]} − {labels[best]} = {number(row['diff'], True)}{ci}, "
-            f"{row['test']}, Holm-adjusted p = {p_value(row['p_holm'])}"
+            f"{row['test']}, Holm-adjusted p {p_is(row['p_holm'])}"
         )
         claim = {
             TIED: f"{labels[best]} and {labels[second]} are indistinguishable",
