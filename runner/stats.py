@@ -197,14 +197,15 @@ def t_interval(estimate: float, se: float, df: float) -> Interval:
 
 
 def bootstrap(
-    samples: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray]
+    samples: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray], scale: float = 0.0
 ) -> tuple[Interval, float]:
     """The percentile bootstrap of ``statistic`` over ``samples`` (each resampled apart),
     seeded, so that a report comes out the same every time: its interval, and the p-value
     of "the statistic is 0" read off the same resamples (twice the smaller tail, each
     counted with the observed value, ties at 0 split), which is below 5% when the interval
     leaves 0 out, give or take one resample; past the last :data:`TAIL` resamples, from
-    the normal distribution with the resamples' sd."""
+    the normal distribution with the resamples' sd. A resample within the
+    :func:`resolution` of ``scale`` of 0 is a tie at 0."""
     result = stats.bootstrap(
         samples,
         statistic,
@@ -216,7 +217,12 @@ def bootstrap(
     )
     draws = result.bootstrap_distribution
     estimate = float(statistic(*samples, axis=-1))
-    below = np.sum(draws < 0) + np.sum(draws == 0) / 2
+    # A resample whose values cancel (differences of -1 and +1 test samples of 360) has a
+    # mean of 0 up to the values' rounding: a tie at 0, within the resolution of ``scale``
+    # (what the values were worked out from) or of the values themselves.
+    largest = max(float(np.max(np.abs(sample), initial=0.0)) for sample in samples)
+    zero = np.abs(draws) <= resolution(max(largest, scale))
+    below = np.sum((draws < 0) & ~zero) + np.sum(zero) / 2
     beyond = min(below, RESAMPLES - below)
     spread = draws.std(ddof=1)
     if beyond >= TAIL or not spread:
@@ -282,11 +288,12 @@ def _standardized(d: np.ndarray) -> float:
     return float(d.mean() / sd) if sd else np.nan
 
 
-def _paired_means(d: np.ndarray) -> tuple[Interval, float]:
+def _paired_means(d: np.ndarray, scale: float = 0.0) -> tuple[Interval, float]:
     """The mean of the differences ``d`` with its interval and the p-value of "it is 0":
-    paired t, or the paired bootstrap from :data:`BOOTSTRAP_FROM` pairs."""
+    paired t, or the paired bootstrap from :data:`BOOTSTRAP_FROM` pairs (``scale``: the
+    size of the values ``d`` was worked out from)."""
     if method_for(len(d)) == BOOTSTRAP:
-        return bootstrap((d,), _mean)
+        return bootstrap((d,), _mean, scale)
     n, estimate = len(d), float(d.mean())
     se = d.std(ddof=1) / np.sqrt(n)
     return t_interval(estimate, se, n - 1), float(2 * stats.t.sf(abs(estimate) / se, n - 1))
@@ -318,7 +325,9 @@ def paired_difference(
     effect = signed_rank_effect(d) if name in (SIGN, SIGNED_RANK) else _standardized(d)
     if n < MIN_N:
         return Difference(estimate, np.nan, np.nan, name, effect, np.nan)
-    interval, p = _paired_means(d) if spread else (Interval(estimate, np.nan, np.nan), np.nan)
+    interval, p = (
+        _paired_means(d, scale) if spread else (Interval(estimate, np.nan, np.nan), np.nan)
+    )
     if name == SIGN:
         p = sign_test(d)
     elif name == SIGNED_RANK:
