@@ -34,6 +34,7 @@ from runner.stats.intervals import (
     WORSE,
     Spread,
     mean_interval,
+    resolution,
     rounded,
 )
 from runner.stats.power import detectable, seeds_needed
@@ -172,9 +173,25 @@ def test_a_paired_difference_of_ten_seeds_is_bootstrapped_and_its_p_agrees_with_
     found, want = paired_difference(near, best), scipys_bootstrap(near - best)
     assert found.test == PAIRED_BOOTSTRAP
     assert found[1:3] == pytest.approx(tuple(want.confidence_interval))
-    past = np.sum(want.bootstrap_distribution >= 0)
+    # A resampled mean within the resolution of 0 (values compared on 6 digits) is a tie.
+    draws, tie = want.bootstrap_distribution, resolution(best.max())
+    past = np.sum(draws > tie) + np.sum(np.abs(draws) <= tie) / 2
     assert past > 100 and found.p == pytest.approx(2 * (past + 1) / 10_000)
     assert found.low < 0 < found.high and found.p > 0.05
+
+
+def test_a_resample_whose_differences_cancel_is_a_tie_at_0_not_float_noise_on_one_side():
+    # The activations report's relu − tanh, in test samples of 360, as Keras's float32
+    # accuracies give them: resamples such as (−1, +1, ...) cancel to a mean of ±1e-17.
+    tanh = np.float32(np.array([350, 347, 347, 352, 350, 349, 347, 347, 349, 347]) / 360)
+    relu = np.float32(np.array([349, 347, 346, 345, 346, 350, 346, 346, 343, 348]) / 360)
+    found = paired_difference(relu.astype(float), tanh.astype(float))
+    # The same resamples in whole samples, where a cancelling resample is exactly 0.
+    draws = scipys_bootstrap(np.round((relu - tanh) * 360).astype(float)).bootstrap_distribution
+    ties, past = np.sum(draws == 0), np.sum(draws > 0)
+    assert ties > 0
+    assert found.test == PAIRED_BOOTSTRAP
+    assert found.p == pytest.approx(2 * (past + ties / 2 + 1) / 10_000)
 
 
 def test_a_bootstrap_p_value_far_past_its_resamples_comes_from_their_normal_approximation():

@@ -78,11 +78,12 @@ def _standardized(d: np.ndarray) -> float:
     return float(d.mean() / sd) if sd else np.nan
 
 
-def _paired_means(d: np.ndarray) -> tuple[Interval, float]:
+def _paired_means(d: np.ndarray, scale: float = 0.0) -> tuple[Interval, float]:
     """The mean of the differences ``d`` with its interval and the p-value of "it is 0":
-    paired t, or the paired bootstrap from :data:`BOOTSTRAP_FROM` pairs."""
+    paired t, or the paired bootstrap from :data:`BOOTSTRAP_FROM` pairs (``scale``: the
+    size of the values ``d`` was worked out from)."""
     if method_for(len(d)) == BOOTSTRAP:
-        return bootstrap((d,), sample_mean)
+        return bootstrap((d,), sample_mean, scale)
     n, estimate = len(d), float(d.mean())
     se = d.std(ddof=1) / np.sqrt(n)
     return t_interval(estimate, se, n - 1), float(2 * stats.t.sf(abs(estimate) / se, n - 1))
@@ -114,7 +115,9 @@ def paired_difference(
     effect = signed_rank_effect(d) if name in (SIGN, SIGNED_RANK) else _standardized(d)
     if n < MIN_N:
         return Difference(estimate, np.nan, np.nan, name, effect, np.nan)
-    interval, p = _paired_means(d) if spread else (Interval(estimate, np.nan, np.nan), np.nan)
+    interval, p = (
+        _paired_means(d, scale) if spread else (Interval(estimate, np.nan, np.nan), np.nan)
+    )
     if name == SIGN:
         p = sign_test(d)
     elif name == SIGNED_RANK:

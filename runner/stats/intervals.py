@@ -181,14 +181,15 @@ def t_interval(estimate: float, se: float, df: float) -> Interval:
 
 
 def bootstrap(
-    samples: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray]
+    samples: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray], scale: float = 0.0
 ) -> tuple[Interval, float]:
     """The percentile bootstrap of ``statistic`` over ``samples`` (each resampled apart),
     seeded, so that a report comes out the same every time: its interval, and the p-value
     of "the statistic is 0" read off the same resamples (twice the smaller tail, each
     counted with the observed value, ties at 0 split), which is below 5% when the interval
     leaves 0 out, give or take one resample; past the last :data:`TAIL` resamples, from
-    the normal distribution with the resamples' sd."""
+    the normal distribution with the resamples' sd. A resample within the
+    :func:`resolution` of ``scale`` of 0 is a tie at 0."""
     result = stats.bootstrap(
         samples,
         statistic,
@@ -200,7 +201,12 @@ def bootstrap(
     )
     draws = result.bootstrap_distribution
     estimate = float(statistic(*samples, axis=-1))
-    below = np.sum(draws < 0) + np.sum(draws == 0) / 2
+    # A resample whose values cancel (differences of -1 and +1 test samples of 360) has a
+    # mean of 0 up to the values' rounding: a tie at 0, within the resolution of ``scale``
+    # (what the values were worked out from) or of the values themselves.
+    largest = max(float(np.max(np.abs(sample), initial=0.0)) for sample in samples)
+    zero = np.abs(draws) <= resolution(max(largest, scale))
+    below = np.sum((draws < 0) & ~zero) + np.sum(zero) / 2
     beyond = min(below, RESAMPLES - below)
     spread = draws.std(ddof=1)
     if beyond >= TAIL or not spread:
