@@ -4,11 +4,12 @@ peak memory, and where the time goes.
 The sweep: 4 activations x 2 losses x 5 learning rates x seeds on digits, hidden [128, 64],
 20 epochs, the default launcher (fused) into a fresh SQLite store; ``--jobs 24,240,2400``
 (the default) takes 3, 6 and 60 seeds, and one learning rate (0.001) where the jobs do not
-fill five. Peak memory is the largest resident memory of the sweep's
-process tree, sampled every 0.2 s from /proc (Linux). The parts come from the log's
-timestamps: start and compose (to Hydra's "Launching"), plan and open (to each group's
-"training N models as one"), compile and train (the engine's own line per group), then
-the writer's record and the sweep's table (to the end). Each run must end FINISHED.
+fill five. CPU is the sweep's processes' user and system time. Peak memory is the largest
+resident memory of the sweep's process tree, sampled every 0.2 s from /proc (Linux). The
+parts come from the log's timestamps: start and compose (to Hydra's "Launching"), plan
+and open (to each group's "training N models as one"), compile and train (the engine's
+own line per group), then the writer's record and the sweep's table (to the end). Each
+run must end FINISHED.
 
 With ``--ui``, the largest sweep's link is then opened as a user would: ``mlflow server``
 over its store, the link the sweep printed, read by headless Chromium (as
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -115,6 +117,7 @@ def sweep(jobs: int, epochs: int, folder: Path, ui: bool = False) -> dict[str, f
     ]  # fmt: skip
     log = folder / "log.txt"
     start = time.time()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "w") as out:
         process = subprocess.Popen(
             command, cwd=ROOT, env=dict(os.environ, MLFLOW_TRACKING_URI=store), stdout=out,
@@ -125,6 +128,8 @@ def sweep(jobs: int, epochs: int, folder: Path, ui: bool = False) -> dict[str, f
             peak = max(peak, tree_rss(process.pid))
             time.sleep(0.2)
     end = time.time()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     lines = log.read_text().splitlines()
     if process.returncode != 0:
         raise SystemExit("\n".join(lines[-40:]))
@@ -134,8 +139,8 @@ def sweep(jobs: int, epochs: int, folder: Path, ui: bool = False) -> dict[str, f
         max_results=50000,
     )
     finished = sum(run.info.status == "FINISHED" for run in runs)
-    row = {"jobs": 8 * len(rates) * seeds, "finished": finished, "wall": end - start, "peak": peak,
-           **parts(lines, start, end)}  # fmt: skip
+    row = {"jobs": 8 * len(rates) * seeds, "finished": finished, "wall": end - start,
+           "cpu": cpu, "peak": peak, **parts(lines, start, end)}  # fmt: skip
     if ui:
         row["ui"] = ui_seconds(store, lines, folder)
     return row
@@ -155,10 +160,11 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     names = ["start + compose", "plan + open", "compile", "train", "record + table"]
-    print("\n| jobs | finished | wall | per job | peak memory | " + " | ".join(names) + " |")
-    print("| ---: " * (5 + len(names)) + "|")
+    print("\n| jobs | finished | wall | CPU | per job | peak memory | " + " | ".join(names) + " |")
+    print("| ---: " * (6 + len(names)) + "|")
     for row in rows:
         cells = [f"{row['jobs']}", f"{row['finished']}", f"{row['wall']:.1f} s",
+                 f"{row['cpu']:.1f} s",
                  f"{row['wall'] / row['jobs'] * 1000:.0f} ms", f"{row['peak'] / 2**30:.2f} GiB",
                  *(f"{row[n]:.1f} s" for n in names)]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
