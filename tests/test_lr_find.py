@@ -116,3 +116,28 @@ def test_bad_input_exits_2_with_one_line_before_any_run(tmp_path, store, args, m
     assert "Traceback" not in result.stderr
     mlflow.set_tracking_uri(store)
     assert not Path(store.removeprefix("sqlite:///")).exists() or search(store).empty
+
+
+def test_the_compiled_steps_on_jax_equal_keras_train_on_batch(make_cfg, process_state, backend):
+    if backend != "jax":
+        pytest.skip("the compiled steps are JAX's")
+    from runner.data import encode_targets
+    from runner.engine.common import make_optimizer
+    from runner.jobs.execute import build
+    from runner.lr_find.jax_steps import jax_losses
+
+    job = plan_job(make_cfg("dataset=iris", "model.dropout=0.2", "tracking.enabled=false"))
+    tried = range_test.rates(1e-4, 1.0, 40)
+    y = encode_targets(job.dataset.y_train, job.spec.model.head.encoding, job.dataset.classes)
+    rows = range_test.batches(len(y), 16, len(tried), seed=0)
+    found = []
+    for way in (range_test.keras_losses, None):
+        net = build(job)
+        net.compile(optimizer=make_optimizer(job.spec.optimizer, 1e-4), loss=job.spec.loss)
+        if way is None:
+            found.append(jax_losses(net, job.spec.loss, job.dataset.x_train, y, tried, rows))
+        else:
+            found.append(way(net, job.dataset.x_train, y, tried, rows))
+    np.testing.assert_allclose(found[1], found[0], rtol=1e-4)
+    # It trained: the loss fell below its start before the largest rates blew it up.
+    assert found[0].min() < 0.5 * found[0][:5].mean() and found[0][-1] > found[0].min()

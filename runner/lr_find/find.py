@@ -36,9 +36,10 @@ def plan_all(cfgs: list[DictConfig]) -> list[Plan]:
 
 def curve_of(job: Plan, tried: np.ndarray) -> range_test.Curve:
     """The range test of the job's freshly built model (its seed's initial weights), with
-    its loss and optimizer, on its training split only, in batches of its batch size."""
+    its loss and optimizer, on its training split only, in batches of its batch size: on
+    JAX every step in one compiled program, on TensorFlow by Keras's ``train_on_batch``."""
     from runner.data import encode_targets
-    from runner.engine.common import make_optimizer
+    from runner.engine.common import make_optimizer, mixed
     from runner.jobs.execute import build, fresh_keras
 
     spec, data = job.spec, job.dataset
@@ -46,7 +47,15 @@ def curve_of(job: Plan, tried: np.ndarray) -> range_test.Curve:
     net = build(job)
     net.compile(optimizer=make_optimizer(spec.optimizer, float(tried[0])), loss=spec.loss)
     y = encode_targets(data.y_train, spec.model.head.encoding, data.classes)
-    return range_test.run(net, data.x_train, y, tried, spec.training.batch_size, spec.seed)
+    rows = range_test.batches(len(y), spec.training.batch_size, len(tried), spec.seed)
+    # A float16 model's loss scaling is Keras's own business: train_on_batch does it.
+    if spec.compute.backend == "jax" and not mixed(net):
+        from runner.lr_find.jax_steps import jax_losses
+
+        losses = jax_losses(net, spec.loss, data.x_train, y, tried, rows)
+    else:
+        losses = range_test.keras_losses(net, data.x_train, y, tried, rows)
+    return range_test.curve(losses, tried)
 
 
 def figure(curves: dict[str, range_test.Curve]) -> Figure:

@@ -76,25 +76,38 @@ def batches(samples: int, size: int, steps: int, seed: int) -> list[np.ndarray]:
     return found[:steps]
 
 
-def run(net, x: np.ndarray, y: np.ndarray, tried: np.ndarray, size: int, seed: int) -> Curve:
-    """Train ``net`` (compiled, its optimizer's rate a variable) one batch of ``x``, ``y``
-    per rate of ``tried``, until the rates end or the loss diverges (not finite, or the
-    smoothed loss :data:`DIVERGED` times its minimum); the curve up to there."""
-    losses: list[float] = []
+def cut(losses: np.ndarray) -> int:
+    """How many steps of ``losses`` the curve keeps: up to the first that is not finite, or
+    whose smoothed loss exceeds :data:`DIVERGED` times the smoothed minimum so far."""
     average, best = 0.0, math.inf
-    for rate, rows in zip(tried, batches(len(x), size, len(tried), seed), strict=True):
-        net.optimizer.learning_rate.assign(rate)
-        loss = float(np.asarray(net.train_on_batch(x[rows], y[rows])).reshape(-1)[0])
+    for i, loss in enumerate(losses, start=1):
         if not math.isfinite(loss):
-            break
-        losses.append(loss)
+            return i - 1
         # As smooth() does, one step at a time.
         average = SMOOTHING * average + (1 - SMOOTHING) * loss
-        smoothed = average / (1 - SMOOTHING ** len(losses))
+        smoothed = average / (1 - SMOOTHING**i)
         best = min(best, smoothed)
-        if len(losses) > 1 and smoothed > DIVERGED * best:
+        if i > 1 and smoothed > DIVERGED * best:
+            return i
+    return len(losses)
+
+
+def keras_losses(net, x: np.ndarray, y: np.ndarray, tried: np.ndarray, rows: list) -> np.ndarray:
+    """Each step's loss, training ``net`` (compiled, its optimizer's rate a variable) with
+    Keras's ``train_on_batch`` on the batch ``rows[i]`` at the rate ``tried[i]``; on any
+    backend. It stops at the first loss that is not finite, as :func:`cut` would."""
+    losses: list[float] = []
+    for rate, batch in zip(tried, rows, strict=True):
+        net.optimizer.learning_rate.assign(rate)
+        losses.append(float(np.asarray(net.train_on_batch(x[batch], y[batch])).reshape(-1)[0]))
+        if not math.isfinite(losses[-1]):
             break
-    kept = np.asarray(losses)
+    return np.asarray(losses)
+
+
+def curve(losses: np.ndarray, tried: np.ndarray) -> Curve:
+    """The curve of the steps :func:`cut` keeps, and its suggestion."""
+    kept = losses[: cut(losses)]
     smoothed = smooth(kept)
     if not len(kept):
         return Curve(tried[:0], kept, smoothed, math.nan, math.nan)
