@@ -4,6 +4,7 @@ curve as metrics, step = the step's index; one figure and one CSV of every curve
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from pathlib import Path
@@ -79,7 +80,7 @@ def figure(curves: dict[str, range_test.Curve]) -> Figure:
     return drawn
 
 
-def record(job: Plan, curve: range_test.Curve, settings: dict[str, float], drawn: Figure) -> None:
+def record(job: Plan, curve: range_test.Curve, settings: dict[str, float], image: bytes) -> None:
     """The job's lr_find run: its params and the test's, the curve per step, the suggested
     rate, the figure."""
     spec = job.spec
@@ -94,7 +95,7 @@ def record(job: Plan, curve: range_test.Curve, settings: dict[str, float], drawn
         run.log_metrics(
             {"suggested_learning_rate": curve.suggested, "min_loss_learning_rate": curve.minimum}
         )
-        run.log_figure(drawn, FIGURE)
+        run.log_bytes(image, FIGURE)
 
 
 def find(plans: list[Plan], steps: int, low: float, high: float, out: Path) -> None:
@@ -102,9 +103,11 @@ def find(plans: list[Plan], steps: int, low: float, high: float, out: Path) -> N
     ``lr_find.csv`` into ``out`` and record one run per job."""
     tried = range_test.rates(low, high, steps)
     curves = {job.spec.label: curve_of(job, tried) for job in plans}
-    drawn = figure(curves)
     out.mkdir(parents=True, exist_ok=True)
-    drawn.savefig(out / FIGURE)
+    # Rendered once, for the folder and every run.
+    image = io.BytesIO()
+    figure(curves).savefig(image, format="png")
+    (out / FIGURE).write_bytes(image.getvalue())
     rows = [
         {"configuration": label, "step": i, "learning_rate": r, "loss": v, "smoothed_loss": s}
         for label, c in curves.items()
@@ -113,7 +116,7 @@ def find(plans: list[Plan], steps: int, low: float, high: float, out: Path) -> N
     pd.DataFrame(rows).to_csv(out / "lr_find.csv", index=False)
     settings = {"lr_find.steps": steps, "lr_find.min_lr": low, "lr_find.max_lr": high}
     for job, curve in zip(plans, curves.values(), strict=True):
-        record(job, curve, settings, drawn)
+        record(job, curve, settings, image.getvalue())
     for job in plans:
         job.tracker.wait()
     width = max(len(label) for label in curves)
