@@ -89,6 +89,15 @@ def _fold(x, y, cfg: DatasetConfig, classify: bool):
     return x[train], x[val], y[train], y[val]
 
 
+def _train_val(x, y, cfg: DatasetConfig, classify: bool):
+    """What the test split leaves, cut into training and validation parts: by
+    ``cfg.val_size``, or as fold ``cfg.fold`` of ``cfg.folds`` (:func:`_fold`)."""
+    if cfg.folds is None:
+        size = cfg.val_size / (1 - cfg.test_size)
+        return _split(x, y, size, cfg.seed, classify, "validation split")
+    return _fold(x, y, cfg, classify)
+
+
 def load(cfg: DatasetConfig) -> Dataset:
     """Load the dataset ``cfg.name``, subsample it when asked, split it (stratified for
     classes) into train, validation and test parts, and scale it on the training part. With
@@ -114,17 +123,7 @@ def load(cfg: DatasetConfig) -> Dataset:
     if cfg.subsample is not None and cfg.subsample < len(y):
         x, _, y, _ = _split(x, y, len(y) - cfg.subsample, cfg.seed, classify, "subsample")
     x_rest, x_test, y_rest, y_test = _split(x, y, cfg.test_size, cfg.seed, classify, "test split")
-    if cfg.folds is None:
-        x_train, x_val, y_train, y_val = _split(
-            x_rest,
-            y_rest,
-            cfg.val_size / (1 - cfg.test_size),
-            cfg.seed,
-            classify,
-            "validation split",
-        )
-    else:
-        x_train, x_val, y_train, y_val = _fold(x_rest, y_rest, cfg, classify)
+    x_train, x_val, y_train, y_val = _train_val(x_rest, y_rest, cfg, classify)
 
     if cfg.scale is not Scale.none:
         scaler = (StandardScaler if cfg.scale is Scale.standard else MinMaxScaler)().fit(x_train)
