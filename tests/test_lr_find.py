@@ -141,3 +141,14 @@ def test_the_compiled_steps_on_jax_equal_keras_train_on_batch(make_cfg, process_
     np.testing.assert_allclose(found[1], found[0], rtol=1e-4)
     # It trained: the loss fell below its start before the largest rates blew it up.
     assert found[0].min() < 0.5 * found[0][:5].mean() and found[0][-1] > found[0].min()
+
+
+def test_options_and_overrides_mix_in_any_order():
+    from runner.lr_find.cli import parse_args
+
+    args = parse_args(["activation=relu,tanh", "--steps", "50", "dataset=iris", "--out", "x"])
+    assert (args.overrides, args.steps, args.out) == (
+        ["activation=relu,tanh", "dataset=iris"],
+        50,
+        "x",
+    )

@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-lr", type=float, default=1e-6, help="first rate (%(default)g)")
     parser.add_argument("--max-lr", type=float, default=1.0, help="last rate (%(default)g)")
     parser.add_argument("--out", default="lr_find", help="folder of lr_find.png and .csv")
-    args = parser.parse_args(argv)
+    # Overrides and options in any order, as a user mixes them.
+    args = parser.parse_intermixed_args(argv)
     if args.steps < 10:
         raise UserError(f"--steps {args.steps} is not allowed: give 10 or more steps.")
     low, high = args.min_lr, args.max_lr
