@@ -21,7 +21,7 @@ from runner import stop
 from runner.compat import launchers
 from runner.config import UserError
 from runner.jobs import outcome
-from runner.jobs.spec import TrackingSpec
+from runner.jobs.spec import TrackingSpec, data_of
 from runner.jobs.state import STATE, StartedSweep
 from runner.sweep import (
     SWEEP_SIZE,
@@ -56,6 +56,10 @@ class SweepCallback(Callback):
         prepare_workers(launcher_name(config))
         try:
             check_launch(config)
+            if config.dataset.get("folds") is not None:
+                # Loaded here, before the parent run exists, so that folds too many for
+                # the data refuse the sweep; the jobs of this process reuse it.
+                STATE.dataset(data_of(config))
         except UserError as error:
             log.error("%s", error)
             sys.exit(2)

@@ -204,6 +204,28 @@ def _check_dataset(cfg: DictConfig) -> None:
             f"{cfg.dataset.test_size + cfg.dataset.val_size} leaves no training data: "
             "their sum must be below 1."
         )
+    check_fold(cfg.dataset.folds, cfg.dataset.fold)
+
+
+def check_fold(folds: int | None, fold: int) -> None:
+    """``dataset.folds`` unset or 2 or more, and ``dataset.fold`` one of its folds."""
+    if folds is None:
+        if fold != 0:
+            raise UserError(
+                f"dataset.fold={fold} is not allowed without dataset.folds: set dataset.folds=K "
+                "(2 or more) to cut K folds, then dataset.fold is 0 to K-1."
+            )
+        return
+    if folds < 2:
+        raise UserError(
+            f"dataset.folds={folds} is not allowed: give 2 or more folds, or leave it unset "
+            "for one fixed validation split."
+        )
+    if not 0 <= fold < folds:
+        raise UserError(
+            f"dataset.fold={fold} is not allowed with dataset.folds={folds}: it must be an "
+            f"integer from 0 to {folds - 1}."
+        )
 
 
 def validate_names(cfg: DictConfig) -> None:

@@ -130,12 +130,16 @@ class DatasetConfig:
     """A registered dataset and how it is cut: ``test_size`` and ``val_size`` are fractions
     of all samples; ``seed`` fixes the data itself (the synthetic samples, the subsample,
     the split), apart from the training ``seed``, so that every training seed sees the
-    same data. The other keys apply to the datasets that name them in their YAML."""
+    same data. ``folds`` (unset: one fixed validation split of ``val_size``) cuts what the
+    test split leaves into that many folds, of which ``fold`` is the validation part. The
+    other keys apply to the datasets that name them in their YAML."""
 
     name: str = MISSING
     test_size: float = 0.2
     val_size: float = 0.2
     seed: int = 0
+    folds: int | None = None
+    fold: int = 0
     scale: Scale = Scale.standard
     subsample: int | None = None
     n_samples: int | None = None
@@ -322,6 +326,8 @@ ADDED = {
     "model.normalization_position": "before",
     "model.dropout": 0.0,
     "model.dropout_kind": "dropout",
+    "dataset.folds": None,
+    "dataset.fold": 0,
 }
 
 

@@ -142,11 +142,32 @@ def check_launch(config: DictConfig) -> None:
                 f"in this one process, and a process keeps {what}. Use "
                 f"hydra/launcher=joblib (a process per job), or run one sweep per {key}."
             )
+    check_swept_folds(config)
     if launcher == "FusedLauncher" and config.hydra.launcher.max_group < 1:
         raise UserError(
             f"hydra.launcher.max_group={config.hydra.launcher.max_group} is not allowed: it "
             "is the most jobs one fused group trains at once, 1 or more."
         )
+
+
+def check_swept_folds(config: DictConfig) -> None:
+    """Refuse a sweep whose ``dataset.fold`` values are not all folds of each
+    ``dataset.folds`` it gives (:func:`runner.checks.check_fold`). Values that are no
+    integers are left to Hydra's types, which refuse each job."""
+    from runner.checks import check_fold
+
+    def integers(key: str) -> list[int | None]:
+        found = []
+        for value in swept_values(config, key):
+            if value in ("", "None", "null"):
+                found.append(None)
+            elif value.lstrip("-").isdigit():
+                found.append(int(value))
+        return found
+
+    for folds in integers("dataset.folds"):
+        for fold in integers("dataset.fold"):
+            check_fold(folds, fold)
 
 
 def in_ray_task() -> bool:

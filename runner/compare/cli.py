@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from runner.compare.best import BEST, LAST, at_best
 from runner.compare.record import COMPARE_FOLDER, summary, write
 from runner.compare.report import (
     conclusion,
@@ -58,13 +59,20 @@ def check_columns(runs: pd.DataFrame, label: str, metric: str | None, by: list[s
 
 
 def tune(
-    runs: pd.DataFrame, label: str, by: list[str] | None, key: str, metric: str, lower: bool | None
+    runs: pd.DataFrame,
+    label: str,
+    by: list[str] | None,
+    key: str,
+    metric: str,
+    lower: bool | None,
+    at: str = LAST,
 ) -> tuple[pd.DataFrame, list[str], str]:
     """The runs of each group's chosen value of the param ``key``: for each combination of
     ``by`` (default: the params that vary, ``key`` aside), the value whose runs have the
-    best mean last-epoch validation twin of ``metric`` (``val_accuracy`` for
-    ``test_accuracy``), among the values with the fewest lost runs (:func:`pick_tuned`).
-    Test metrics play no part. Returns those runs, ``by`` with ``key`` last, and a sentence
+    best mean validation twin of ``metric`` (``val_accuracy`` for ``test_accuracy``), as the
+    runs hold it (``at`` says which epoch: ``last``, or ``best`` for its best value), among
+    the values with the fewest lost runs (:func:`pick_tuned`). Test metrics play no part.
+    Returns those runs, ``by`` with ``key`` last, and a sentence
     naming each group's choice. Raises :class:`UserError` when ``key`` is no param or is in
     ``by``, or ``metric`` has no validation twin."""
     check_columns(runs, label, metric, [key])
@@ -92,7 +100,7 @@ def tune(
         )
     )
     sentence = (
-        f"`{key}` chosen per group by the best mean last-epoch `{score}` (test metrics not "
+        f"`{key}` chosen per group by the best mean {at}-epoch `{score}` (test metrics not "
         f"consulted; {len(picked)} of {len(runs)} runs): {choices}."
     )
     return picked, [*by, key], sentence
@@ -156,6 +164,14 @@ def _which_runs(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="take a per-epoch metric at this epoch index (0 is the first) instead of its "
         "last value",
+    )
+    parser.add_argument(
+        "--at",
+        choices=(LAST, BEST),
+        default=LAST,
+        help="last (default): each run's last epoch; best: each run at its best validation "
+        "epoch (by the metric's val_ twin, else val_loss), its test metric that of the "
+        "restored best weights where the run restored them, else of the last epoch's",
     )
     parser.add_argument(
         "--tune",
@@ -245,9 +261,11 @@ def request(args: argparse.Namespace, uri: str, histories: Histories) -> Request
     # table of what became of the runs.
     check_columns(selection.runs, selection.label, args.metric, by)
     asked = Request(selection, by, metric, metric, metric)
+    if args.at == BEST:
+        best(args, asked, histories)
     if args.tune:
         selection.runs, asked.by, chosen = tune(
-            selection.runs, selection.label, by, args.tune, metric, args.lower_is_better
+            selection.runs, selection.label, by, args.tune, metric, args.lower_is_better, args.at
         )
         asked.notes.append(chosen)
     if args.speed:
@@ -257,6 +275,23 @@ def request(args: argparse.Namespace, uri: str, histories: Histories) -> Request
         asked.label = f"{metric} at epoch {args.step + 1}"
         asked.name = f"{metric}_epoch{args.step + 1}"
     return asked
+
+
+def best(args: argparse.Namespace, asked: Request, histories: Histories) -> None:
+    """Take ``asked``'s runs at their best validation epochs (:func:`at_best`), and the
+    validation metric that ``--tune`` picks on at its best too. Raises :class:`UserError`
+    with ``--step``, which picks the epoch otherwise."""
+    if args.step is not None:
+        raise UserError("--at best and --step each pick the epoch to compare at: give one")
+    selection = asked.selection
+    columns = selection.runs.columns
+    logged = [c.removeprefix("metrics.") for c in columns if c.startswith("metrics.")]
+    selection.runs, asked.label, sentence = at_best(histories, selection.runs, asked.metric, logged)
+    asked.name = f"{asked.metric}_best"
+    asked.notes.append(sentence)
+    score = curve_metric(asked.metric, logged)
+    if args.tune and score != asked.metric and score.startswith("val_"):
+        selection.runs = at_best(histories, selection.runs, score, logged)[0]
 
 
 def heading(args: argparse.Namespace, asked: Request, table: pd.DataFrame) -> str:

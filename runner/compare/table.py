@@ -18,18 +18,19 @@ from runner.stats.intervals import MEAN, VERSUS, mean_interval, rounded
 from runner.stats.speed import speed
 from runner.tracking import COMPLETED, DIVERGED, FAILED, INTERRUPTED
 
-# Params that repeat a run (its seed) or do not change what it trains (the schema says
-# which: where it is recorded, whether it was resumed, the threads it had...): never what
-# a comparison is about.
-NOT_COMPARED = ("seed", *not_training())
+# Params that repeat a run (its seed, its fold of k-fold splits) or do not change what it
+# trains (the schema says which: where it is recorded, whether it was resumed, the threads
+# it had...): never what a comparison is about.
+NOT_COMPARED = ("seed", "dataset.fold", *not_training())
 CHOICES = ("activation", "loss", "dataset", "optimizer")
 COUNTS = (DIVERGED, FAILED, INTERRUPTED)
 STATS = ("mean", "std", "min", "max")
 # Each mean's interval.
 INTERVAL = ("ci_low", "ci_high")
 SUMMARY_COLUMNS = {*STATS, *INTERVAL, "n", *COUNTS, *VERSUS, "rank"}
-# The params that say which runs can be paired: the same training seed on the same data.
-PAIRS = ("seed", "dataset.seed", "dataset")
+# The params that say which runs can be paired: the same training seed on the same data,
+# and the same fold of it.
+PAIRS = ("seed", "dataset.seed", "dataset", "dataset.fold")
 # What a comparison stays within: runs on different datasets are never ranked together.
 STRATA = ("dataset",)
 TASK = "tags.task"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from runner.config import DatasetConfig, Encoding, Scale, Task, UserError
@@ -61,9 +61,48 @@ def _split(x, y, size, seed: int, classify: bool, what: str):
         ) from None
 
 
+def _fold(x, y, cfg: DatasetConfig, classify: bool):
+    """Fold ``cfg.fold`` of ``cfg.folds`` (stratified for classes, shuffled by
+    ``cfg.seed``) as the validation part, the other folds as the training part. Raises
+    :class:`UserError` when a class has fewer samples than there are folds: some fold's
+    validation part would then miss it."""
+    if classify:
+        labels, counts = np.unique(y, return_counts=True)
+        if counts.min() < cfg.folds:
+            raise UserError(
+                f"dataset.folds={cfg.folds} is too many for dataset={cfg.name}: after the test "
+                "split, every class needs at least one sample per fold. Samples per class: "
+                + ", ".join(
+                    f"{label}: {count}" for label, count in zip(labels, counts, strict=True)
+                )
+                + f". Give dataset.folds={int(counts.min())} or fewer, or more data."
+            )
+        splitter = StratifiedKFold(cfg.folds, shuffle=True, random_state=cfg.seed)
+    else:
+        if len(y) < cfg.folds:
+            raise UserError(
+                f"dataset.folds={cfg.folds} is too many for dataset={cfg.name}: the test split "
+                f"leaves {len(y)} samples. Give dataset.folds={len(y)} or fewer."
+            )
+        splitter = KFold(cfg.folds, shuffle=True, random_state=cfg.seed)
+    train, val = list(splitter.split(x, y))[cfg.fold]
+    return x[train], x[val], y[train], y[val]
+
+
+def _train_val(x, y, cfg: DatasetConfig, classify: bool):
+    """What the test split leaves, cut into training and validation parts: by
+    ``cfg.val_size``, or as fold ``cfg.fold`` of ``cfg.folds`` (:func:`_fold`)."""
+    if cfg.folds is None:
+        size = cfg.val_size / (1 - cfg.test_size)
+        return _split(x, y, size, cfg.seed, classify, "validation split")
+    return _fold(x, y, cfg, classify)
+
+
 def load(cfg: DatasetConfig) -> Dataset:
     """Load the dataset ``cfg.name``, subsample it when asked, split it (stratified for
-    classes) into train, validation and test parts, and scale it on the training part."""
+    classes) into train, validation and test parts, and scale it on the training part. With
+    ``cfg.folds``, the test part is cut as without it, and the folds cut the rest
+    (:func:`_fold`)."""
     if cfg.name not in LOADERS:
         raise UserError(f"dataset={cfg.name} is unknown. Allowed: {', '.join(sorted(LOADERS))}.")
     raw = LOADERS[cfg.name](cfg)
@@ -84,9 +123,7 @@ def load(cfg: DatasetConfig) -> Dataset:
     if cfg.subsample is not None and cfg.subsample < len(y):
         x, _, y, _ = _split(x, y, len(y) - cfg.subsample, cfg.seed, classify, "subsample")
     x_rest, x_test, y_rest, y_test = _split(x, y, cfg.test_size, cfg.seed, classify, "test split")
-    x_train, x_val, y_train, y_val = _split(
-        x_rest, y_rest, cfg.val_size / (1 - cfg.test_size), cfg.seed, classify, "validation split"
-    )
+    x_train, x_val, y_train, y_val = _train_val(x_rest, y_rest, cfg, classify)
 
     if cfg.scale is not Scale.none:
         scaler = (StandardScaler if cfg.scale is Scale.standard else MinMaxScaler)().fit(x_train)

@@ -237,10 +237,14 @@ class Run:
         run may draw over the same figure before the writer writes it."""
         image = io.BytesIO()
         figure.savefig(image, format=Path(path).suffix.lstrip("."))
+        self.log_bytes(image.getvalue(), path)
+
+    def log_bytes(self, data: bytes, path: str) -> None:
+        """``data`` as the artifact ``path``: a file rendered once for several runs."""
 
         def write() -> None:
             with tempfile.TemporaryDirectory() as staging:
-                Path(staging, path).write_bytes(image.getvalue())
+                Path(staging, path).write_bytes(data)
                 self.client.log_artifact(self.run_id, str(Path(staging, path)))
 
         self._writer.do(self, lambda: self._artifact(path, write))

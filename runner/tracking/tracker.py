@@ -231,13 +231,15 @@ class Tracker:
         tags: dict[str, str],
         parent_id: str | None = None,
         deferred: bool = False,
+        role: str = "job",
     ) -> Run:
         """A job's run, nested in ``parent_id`` (a sweep's parent run) when given, created
         by the writer thread. ``deferred``: a sweep's job, whose values may wait longer to
-        be written (:data:`runner.tracking.run.FLUSH_SWEEP`)."""
+        be written (:data:`runner.tracking.run.FLUSH_SWEEP`). ``role``: ``job``, which
+        ``runner.compare`` reads, or another kind of run (``lr_find``) that it never does."""
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-        tags = dict(tags, **{ROLE: "job"}, **_process_tags())
+        tags = dict(tags, **{ROLE: role}, **_process_tags())
         if parent_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent_id
         flush_every = FLUSH_SWEEP if deferred else FLUSH_SINGLE
@@ -252,12 +254,13 @@ class Tracker:
         parent_id: str | None = None,
         output_dir: Path | None = None,
         deferred: bool = False,
+        role: str = "job",
     ) -> Iterator[Run]:
-        """Start a run (:meth:`start_run`), and end it on every path
+        """Start a run (:meth:`start_run`, ``role`` as there), and end it on every path
         (:meth:`Run.recording`). What the store did not take is kept in
         ``unrecorded.json`` in ``output_dir`` (the current directory when None).
         ``deferred``: a sweep's job, whose record the sweep goes on without waiting for."""
-        run = self.start_run(experiment_id, name, tags, parent_id, deferred)
+        run = self.start_run(experiment_id, name, tags, parent_id, deferred, role)
         with run.recording(self.uri, (output_dir or Path.cwd()) / UNRECORDED_FILE, deferred):
             yield run
 

@@ -72,5 +72,8 @@ class UntrackedRun:
     def log_figure(self, figure: object, path: str) -> None:
         pass
 
+    def log_bytes(self, data: bytes, path: str) -> None:
+        pass
+
     def log_model(self, net: object, step: int) -> None:
         pass
