@@ -162,7 +162,8 @@ def _check_per_layer(cfg: DictConfig, key: str, what: str, example: str) -> None
 
 
 def _check_training(cfg: DictConfig) -> None:
-    """Epochs, batches, threads, the probe, and the optimizer's rate and momentum."""
+    """Epochs, batches, threads, the probe, early stopping, and the optimizer's rate and
+    momentum."""
     _check_positive("train.epochs", cfg.train.epochs)
     if cfg.train.epochs > MAX_EPOCHS:
         raise UserError(
@@ -174,6 +175,12 @@ def _check_training(cfg: DictConfig) -> None:
     _check_positive("diagnostics.probe_size", cfg.diagnostics.probe_size)
     if cfg.train.threads is not None:
         _check_positive("train.threads", cfg.train.threads)
+    stopping = cfg.train.early_stopping
+    for key in ("patience", "min_delta"):
+        if stopping[key] < 0:
+            raise UserError(
+                f"train.early_stopping.{key}={stopping[key]} is not allowed: it must be 0 or more."
+            )
     _check_positive("optimizer.learning_rate", cfg.optimizer.learning_rate)
     if cfg.optimizer.momentum is not None:
         if cfg.optimizer.name not in ("sgd", "rmsprop"):

@@ -108,8 +108,9 @@ class Scale(Enum):
 
 
 class Objective(Enum):
-    """What a search (``hparams_search``) optimises: a validation metric at the last epoch.
-    Never a test metric, so that the test split stays unseen until the final comparison."""
+    """A validation metric: what a search (``hparams_search``) optimises at the last epoch,
+    and what early stopping watches. Never a test metric, so that the test split stays
+    unseen until the final comparison."""
 
     val_loss = "val_loss"
     val_accuracy = "val_accuracy"
@@ -205,6 +206,20 @@ class ModelConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Keras's EarlyStopping: a job stops once ``monitor`` has not improved by more than
+    ``min_delta`` for ``patience`` epochs; ``restore_best``: its test metrics (and logged
+    model) are those of the weights of its best epoch. In a fused group each member
+    stops on its own."""
+
+    enabled: bool = False
+    monitor: Objective = Objective.val_loss
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best: bool = False
+
+
+@dataclass
 class TrainConfig:
     """``steps_per_execution`` batches run in one TensorFlow call: fewer round trips from
     Python, the same updates (JAX runs a whole epoch in one call)."""
@@ -220,6 +235,7 @@ class TrainConfig:
     # in float32, with loss scaling: Keras's mixed_float16, set per layer (runner/model.py).
     # For GPUs: on a CPU it runs, with a warning, but is no faster.
     mixed_precision: bool = False
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass
@@ -322,6 +338,13 @@ ADDED = {
     "model.normalization_position": "before",
     "model.dropout": 0.0,
     "model.dropout_kind": "dropout",
+    "train.early_stopping": {
+        "enabled": False,
+        "monitor": "val_loss",
+        "patience": 5,
+        "min_delta": 0.0,
+        "restore_best": False,
+    },
 }
 
 

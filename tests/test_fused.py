@@ -192,6 +192,41 @@ def test_a_diverging_model_drops_out_and_its_siblings_train_on_unaffected(make_c
         assert fused[i].test == healthy[i].test
 
 
+# Stops at the second epoch: no later val_loss improves on the first by 10.
+STOPS = [
+    "train.early_stopping.enabled=true",
+    "train.early_stopping.patience=0",
+    "train.early_stopping.min_delta=10",
+]
+
+
+def test_a_member_that_stops_early_trains_fused_as_alone_and_its_siblings_train_on(make_cfg):
+    base = ["dataset=iris", "model.units=[8]", "tracking.enabled=false"]
+    restores = "train.early_stopping.restore_best=true"
+    plans = [
+        plan_job(make_cfg(*base, "train.epochs=4", *own))
+        for own in ([], [*STOPS, "seed=1"], [*STOPS, restores, "activation=tanh"], ["seed=2"])
+    ]
+    alone = [train_alone(p) for p in plans]
+    fused = _fused(plans, [execute.build(p) for p in plans])
+
+    for f, a in zip(fused, alone, strict=True):
+        _assert_same(f, a)
+    assert [len(f.history["loss"]) for f in fused] == [4, 2, 2, 4]
+    assert [(f.stopped_epoch, f.best_epoch) for f in fused] == [
+        (None, None),
+        (1, 0),
+        (1, 0),
+        (None, None),
+    ]
+    # A stopped member's test metrics are those of its weights when it stopped (the same
+    # job trained 2 epochs), or with restore_best, of its best epoch's (trained 1).
+    two = train_alone(plan_job(make_cfg(*base, "train.epochs=2", "seed=1")))
+    one = train_alone(plan_job(make_cfg(*base, "train.epochs=1", "activation=tanh")))
+    for f, short in ((fused[1], two), (fused[2], one)):
+        assert f.test == pytest.approx(short.test, rel=1e-5, abs=1e-6)
+
+
 def test_jobs_fuse_when_only_their_own_keys_differ(make_cfg):
     base = ["model.units=[8]", "train.epochs=2"]
     cfgs = [
@@ -211,6 +246,8 @@ def test_jobs_fuse_when_only_their_own_keys_differ(make_cfg):
     assert fusable_groups(cfgs, max_group=24) == [[0, 1, 2, 3], [4], [5], [6], [7], [8], [9], [10]]
     assert fusable_groups(cfgs[:4], max_group=3) == [[0, 1, 2], [3]]
     assert fusable_groups([cfgs[0], rate], max_group=24) == [[0, 1]]
+    stopping = make_cfg(*base, *STOPS, "train.early_stopping.restore_best=true")
+    assert fusable_groups([cfgs[0], stopping], max_group=24) == [[0, 1]]
 
 
 def test_each_job_of_a_fused_group_logs_its_own_trained_model(make_cfg, store, tmp_path):

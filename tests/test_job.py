@@ -88,6 +88,35 @@ def test_the_same_seed_gives_identical_test_metrics(make_cfg):
     assert first != other
 
 
+# Stops at the second epoch: no later val_loss improves on the first by 10.
+STOPS = [
+    "train.early_stopping.enabled=true",
+    "train.early_stopping.patience=0",
+    "train.early_stopping.min_delta=10",
+]
+
+
+def test_early_stopping_ends_a_run_finished_with_the_test_metrics_of_its_best_weights(
+    make_cfg, store
+):
+    iris = ["dataset=iris", "model.units=[8]"]
+    stopped = run(
+        make_cfg(*iris, "train.epochs=5", *STOPS, "train.early_stopping.restore_best=true")
+    )
+    one_epoch = run(make_cfg(*iris, "train.epochs=1"))
+
+    runs = search(store).set_index("params.train.epochs")
+    row = runs.loc["5"]
+    assert [row["status"], row["tags.outcome"]] == ["FINISHED", "completed"]
+    assert [row["metrics.stopped_epoch"], row["metrics.best_epoch"]] == [2, 1]
+    assert row["params.train.early_stopping.restore_best"] == "True"
+    assert len(MlflowClient(store).get_metric_history(row["run_id"], "loss")) == 2
+    # Restored to its first epoch's weights: the test metrics of the same job trained one.
+    assert stopped["test_loss"] == pytest.approx(one_epoch["test_loss"], rel=1e-5)
+    assert stopped["test_accuracy"] == pytest.approx(one_epoch["test_accuracy"], abs=1e-6)
+    assert "metrics.stopped_epoch" not in runs or math.isnan(runs.loc["1", "metrics.stopped_epoch"])
+
+
 def test_a_nan_loss_ends_the_run_failed_and_diverged_without_a_model(make_cfg, store, caplog):
     # Regression: a classifier's clipped cross-entropy stays finite on JAX (test_cli.py).
     overrides = ("dataset=diabetes", "loss=mse", "optimizer=sgd", "optimizer.learning_rate=1e6")

@@ -33,7 +33,7 @@ from runner.config import (
     not_training,
     per_layer,
 )
-from runner.engine import OptimizerKind
+from runner.engine import EarlyStopping, OptimizerKind
 from runner.model import ModelSpec, OutputHead, auto_initializer, output_head
 from runner.sweep import Sweep, position, sweep_of, threads_per_job
 from runner.tracking.store import masked, tracking_uri
@@ -48,6 +48,7 @@ PER_MEMBER = (
     "model.output_activation",
     "model.kernel_initializer",
     "optimizer.learning_rate",
+    "train.early_stopping",
 )
 
 
@@ -66,12 +67,13 @@ def training_key(view: dict[str, Any], drop: tuple[str, ...] = ()) -> str:
     and the dotted keys in ``drop``: what a job's fingerprint digests and a fused group's
     jobs share."""
     view = json.loads(json.dumps(view, default=str))
-    for dotted in (*not_training(), *drop, *ADDED):
+    dropped = (*not_training(), *drop)
+    for dotted in (*dropped, *ADDED):
         *parents, leaf = dotted.split(".")
         node = view
         for parent in parents:
             node = node.get(parent, {})
-        if dotted not in ADDED or node.get(leaf) == ADDED[dotted]:
+        if dotted in dropped or node.get(leaf) == ADDED[dotted]:
             node.pop(leaf, None)
     return json.dumps(view, sort_keys=True, default=str)
 
@@ -255,9 +257,10 @@ class Training:
 class JobSpec(JobRef):
     """A checked job, resolved for its data's ``task``: the model (widths, an activation
     per hidden layer, the initializer, the output head), the loss, the optimizer with the
-    job's own learning rate, the seed, the data it trains on, how it trains, where it runs,
-    and what it records (the config as ``config_yaml``, the ``overrides`` Hydra gave it, its
-    output directory, None outside Hydra). ``fingerprint``: equal for two jobs that train
+    job's own learning rate, the seed, when it stops early (None: never), the data it
+    trains on, how it trains, where it runs, and what it records (the config as
+    ``config_yaml``, the ``overrides`` Hydra gave it, its output directory, None outside
+    Hydra). ``fingerprint``: equal for two jobs that train
     the same model on the same data."""
 
     fingerprint: str
@@ -267,6 +270,7 @@ class JobSpec(JobRef):
     optimizer: OptimizerKind
     learning_rate: float
     seed: int
+    early_stopping: EarlyStopping | None
     training: Training
     data: DatasetConfig
     compute: Compute
@@ -299,6 +303,7 @@ class JobSpec(JobRef):
             optimizer=OptimizerKind(cfg.optimizer.name, cfg.optimizer.momentum),
             learning_rate=cfg.optimizer.learning_rate,
             seed=cfg.seed,
+            early_stopping=early_stopping(cfg),
             training=Training(
                 epochs=cfg.train.epochs,
                 batch_size=cfg.train.batch_size,
@@ -366,6 +371,14 @@ def model_spec(cfg: DictConfig, head: OutputHead, data: DataShape) -> ModelSpec:
 def _label(names: tuple[str, ...]) -> str:
     """Per-layer names as one param: the one name when all are equal, else them all."""
     return names[0] if len(set(names)) == 1 else ",".join(names)
+
+
+def early_stopping(cfg: DictConfig) -> EarlyStopping | None:
+    """``train.early_stopping``, resolved: None when it is off."""
+    rule = cfg.train.early_stopping
+    if not rule.enabled:
+        return None
+    return EarlyStopping(rule.monitor.value, rule.patience, rule.min_delta, rule.restore_best)
 
 
 def data_of(cfg: DictConfig) -> DatasetConfig:
