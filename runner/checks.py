@@ -182,6 +182,7 @@ def _check_training(cfg: DictConfig) -> None:
                 f"train.early_stopping.{key}={stopping[key]} is not allowed: it must be 0 or more."
             )
     _check_positive("optimizer.learning_rate", cfg.optimizer.learning_rate)
+    _check_schedule(cfg)
     if cfg.optimizer.momentum is not None:
         if cfg.optimizer.name not in ("sgd", "rmsprop"):
             raise UserError(
@@ -192,6 +193,26 @@ def _check_training(cfg: DictConfig) -> None:
             raise UserError(
                 f"optimizer.momentum={cfg.optimizer.momentum} is not allowed: it must be in [0, 1)."
             )
+
+
+def _check_schedule(cfg: DictConfig) -> None:
+    """The schedule's arguments: a positive decay length, a decay rate in (0, 1], a last
+    fraction in [0, 1], and a warmup that leaves epochs to decay in."""
+    optimizer = cfg.optimizer
+    if optimizer.decay_epochs is not None:
+        _check_positive("optimizer.decay_epochs", optimizer.decay_epochs)
+    if not 0 < optimizer.decay_rate <= 1:
+        raise UserError(
+            f"optimizer.decay_rate={optimizer.decay_rate} is not allowed: it must be in (0, 1]."
+        )
+    if not 0 <= optimizer.alpha <= 1:
+        raise UserError(f"optimizer.alpha={optimizer.alpha} is not allowed: it must be in [0, 1].")
+    warmup, epochs = optimizer.warmup_epochs, cfg.train.epochs
+    if optimizer.schedule.value == "warmup_cosine" and not 0 < warmup < epochs:
+        raise UserError(
+            f"optimizer.warmup_epochs={warmup} is not allowed with train.epochs={epochs}: "
+            "optimizer.schedule=warmup_cosine warms up for 1 to train.epochs - 1 epochs."
+        )
 
 
 def _check_dataset(cfg: DictConfig) -> None:

@@ -91,14 +91,35 @@ class LossConfig:
     regression: Head | None = None
 
 
+class ScheduleName(Enum):
+    """``optimizer.schedule``: how the learning rate changes as a job trains, by Keras's
+    schedules (keras.optimizers.schedules)."""
+
+    constant = "constant"
+    cosine = "cosine"
+    step = "step"
+    exponential = "exponential"
+    warmup_cosine = "warmup_cosine"
+
+
 @dataclass
 class OptimizerConfig:
     """A Keras optimizer by identifier, at the learning rate its YAML in conf/optimizer/
-    sets; ``momentum`` applies to sgd and rmsprop only."""
+    sets; ``momentum`` applies to sgd and rmsprop only. The schedule's keys, in epochs,
+    apply to the schedules that name them (docs/configuration.md)."""
 
     name: str = MISSING
     learning_rate: float = MISSING
     momentum: float | None = None
+    schedule: ScheduleName = ScheduleName.constant
+    # cosine, warmup_cosine: the epochs the cosine decays over (after the warmup); step and
+    # exponential: the epochs over which the rate is multiplied by decay_rate. null: the
+    # rest of the training (step: a third of it).
+    decay_epochs: int | None = None
+    decay_rate: float = 0.1
+    # cosine, warmup_cosine: the last rate, as a fraction of learning_rate.
+    alpha: float = 0.0
+    warmup_epochs: int = 1
 
 
 class Scale(Enum):
@@ -338,6 +359,11 @@ ADDED = {
     "model.normalization_position": "before",
     "model.dropout": 0.0,
     "model.dropout_kind": "dropout",
+    "optimizer.schedule": "constant",
+    "optimizer.decay_epochs": None,
+    "optimizer.decay_rate": 0.1,
+    "optimizer.alpha": 0.0,
+    "optimizer.warmup_epochs": 1,
     "train.early_stopping": {
         "enabled": False,
         "monitor": "val_loss",

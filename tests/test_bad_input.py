@@ -164,6 +164,18 @@ CASES = [
         ],
         ["train.early_stopping.monitor=val_accuracy", "regression", "val_loss, val_mae, val_rmse"],
     ),
+    (
+        ["optimizer.schedule=linear"],
+        ["optimizer.schedule", "linear", "constant, cosine, step, exponential, warmup_cosine"],
+    ),
+    (["optimizer.decay_epochs=0"], ["optimizer.decay_epochs=0", "positive"]),
+    (["optimizer.decay_rate=0"], ["optimizer.decay_rate=0", "(0, 1]"]),
+    (["optimizer.decay_rate=1.5"], ["optimizer.decay_rate=1.5", "(0, 1]"]),
+    (["optimizer.alpha=-0.5"], ["optimizer.alpha=-0.5", "[0, 1]"]),
+    (
+        ["optimizer.schedule=warmup_cosine", "optimizer.warmup_epochs=3", "train.epochs=3"],
+        ["optimizer.warmup_epochs=3", "train.epochs=3", "1 to train.epochs - 1"],
+    ),
     (["objective=val_auc"], ["objective", "val_auc", "val_loss, val_accuracy, val_mae"]),
     (
         ["dataset=diabetes", "loss=mse", "objective=val_accuracy"],

@@ -3,6 +3,7 @@ grouped by what they share, and a fused sweep records every job as its own run."
 
 from __future__ import annotations
 
+import math
 import signal
 from dataclasses import replace
 
@@ -227,6 +228,46 @@ def test_a_member_that_stops_early_trains_fused_as_alone_and_its_siblings_train_
         assert f.test == pytest.approx(short.test, rel=1e-5, abs=1e-6)
 
 
+# Each schedule over 4 epochs: its overrides, and the rate it gives at the end of epoch e
+# (counted from 0), from the base rate, as its formula has it.
+SCHEDULES = {
+    "constant": ([], lambda base, e: base),
+    "cosine": (["optimizer.alpha=0.1"], lambda base, e: base * (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (e + 1) / 4)))),
+    "step": (["optimizer.decay_epochs=2"], lambda base, e: base * 0.1 ** ((e + 1) // 2)),
+    "exponential": (["optimizer.decay_rate=0.5"], lambda base, e: base * 0.5 ** ((e + 1) / 4)),
+    "warmup_cosine": (["optimizer.warmup_epochs=1"], lambda base, e: base * 0.5 * (
+        1 + math.cos(math.pi * e / 3))),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_each_member_follows_its_own_schedule_from_its_own_rate_fused_as_alone(make_cfg, schedule):
+    args, rate_at = SCHEDULES[schedule]
+    base = ["dataset=iris", "model.units=[8]", "train.epochs=4", "tracking.enabled=false"]
+    rates = (0.01, 0.003)
+    plans = [
+        plan_job(
+            make_cfg(
+                *base,
+                f"optimizer.schedule={schedule}",
+                *args,
+                f"optimizer.learning_rate={rate}",
+                f"seed={seed}",
+            )
+        )
+        for seed, rate in enumerate(rates)
+    ]
+    alone = [train_alone(p) for p in plans]
+    fused = _fused(plans, [execute.build(p) for p in plans])
+
+    for f, a, rate in zip(fused, alone, rates, strict=True):
+        _assert_same(f, a)
+        expected = [rate_at(rate, e) for e in range(4)]
+        np.testing.assert_allclose(f.history["learning_rate"], expected, rtol=1e-5, atol=1e-9)
+        assert f.history["loss"][-1] < f.history["loss"][0]
+
+
 def test_jobs_fuse_when_only_their_own_keys_differ(make_cfg):
     base = ["model.units=[8]", "train.epochs=2"]
     cfgs = [
@@ -248,6 +289,9 @@ def test_jobs_fuse_when_only_their_own_keys_differ(make_cfg):
     assert fusable_groups([cfgs[0], rate], max_group=24) == [[0, 1]]
     stopping = make_cfg(*base, *STOPS, "train.early_stopping.restore_best=true")
     assert fusable_groups([cfgs[0], stopping], max_group=24) == [[0, 1]]
+    cosine = [*base, "optimizer.schedule=cosine"]
+    scheduled = [make_cfg(*cosine), make_cfg(*cosine, "optimizer.learning_rate=0.1"), cfgs[0]]
+    assert fusable_groups(scheduled, max_group=24) == [[0, 1], [2]]
 
 
 def test_each_job_of_a_fused_group_logs_its_own_trained_model(make_cfg, store, tmp_path):

@@ -117,6 +117,28 @@ def test_early_stopping_ends_a_run_finished_with_the_test_metrics_of_its_best_we
     assert "metrics.stopped_epoch" not in runs or math.isnan(runs.loc["1", "metrics.stopped_epoch"])
 
 
+def test_a_warmup_cosine_schedule_logs_the_rate_of_each_epoch_and_its_resolved_length(
+    make_cfg, store
+):
+    cfg = make_cfg(
+        "dataset=iris",
+        "model.units=[8]",
+        "train.epochs=5",
+        "optimizer.schedule=warmup_cosine",
+        "optimizer.warmup_epochs=1",
+    )
+    run(cfg)
+
+    row = search(store).iloc[0]
+    assert row["params.optimizer.schedule"] == "warmup_cosine"
+    assert row["params.optimizer.decay_epochs.resolved"] == "4"
+    history = MlflowClient(store).get_metric_history(row["run_id"], "learning_rate")
+    rates = [metric.value for metric in sorted(history, key=lambda m: m.step)]
+    # Warmed up to 0.001 by the first epoch's end, then down a cosine over 4 epochs to 0.
+    expected = [0.001 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(5)]
+    assert rates == pytest.approx(expected, rel=1e-5, abs=1e-9)
+
+
 def test_a_nan_loss_ends_the_run_failed_and_diverged_without_a_model(make_cfg, store, caplog):
     # Regression: a classifier's clipped cross-entropy stays finite on JAX (test_cli.py).
     overrides = ("dataset=diabetes", "loss=mse", "optimizer=sgd", "optimizer.learning_rate=1e6")

@@ -32,12 +32,26 @@ OnEpoch = Callable[[int, int, dict[str, float]], None]
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """How the learning rate changes, by epochs: ``name`` (``constant``, ``cosine``,
+    ``step``, ``exponential``, ``warmup_cosine``) and the arguments of Keras's schedule
+    (runner/engine/common.py), counted in epochs."""
+
+    name: str = "constant"
+    decay_epochs: int = 1
+    decay_rate: float = 0.1
+    alpha: float = 0.0
+    warmup_epochs: int = 0
+
+
+@dataclass(frozen=True)
 class OptimizerKind:
-    """A Keras optimizer by identifier, and its momentum (sgd and rmsprop); the learning
-    rate is each member's own."""
+    """A Keras optimizer by identifier, its momentum (sgd and rmsprop) and its schedule;
+    the learning rate the schedule starts from is each member's own."""
 
     name: str
     momentum: float | None = None
+    schedule: Schedule = Schedule()
 
 
 @dataclass(frozen=True)

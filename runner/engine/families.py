@@ -18,7 +18,7 @@ from runner.activations import function as activation_function
 from runner.activations import is_user, source_digest
 from runner.config import Encoding, losses_by_encoding
 from runner.engine import Member, Settings
-from runner.engine.common import make_optimizer, mixed
+from runner.engine.common import make_optimizer, mixed, schedule
 from runner.metrics import SATURATED
 from runner.model import ModelSpec, build_model, hidden_layers
 
@@ -150,7 +150,9 @@ class Family:
     trainable variables; and an optimizer of the members' kind, whose variables the
     members' states fill. Each member brings its own weights and state (a normalization's
     moving statistics, a dropout's seed), and scores its predictions with its own loss,
-    one of ``losses``."""
+    one of ``losses``. The optimizer's learning rate is a variable: each member's state
+    holds its own rate, from which its ``schedule`` (with ``steps`` an epoch) computes the
+    rate of each step."""
 
     net: keras.Model
     tap: keras.Model
@@ -159,9 +161,11 @@ class Family:
     losses: tuple[str, ...]
     encoding: Encoding
     optimizer: keras.optimizers.Optimizer
+    settings: Settings
+    steps: int
 
     @classmethod
-    def of(cls, cohort: Cohort, members: list[Member], settings: Settings) -> Family:
+    def of(cls, cohort: Cohort, members: list[Member], settings: Settings, steps: int) -> Family:
         first = members[cohort.positions[0]]
         choices = [Choice(names) for names in cohort.layers]
         # The members bring their weights: the program's own need not be drawn.
@@ -176,7 +180,31 @@ class Family:
         if mixed(net):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(net.trainable_variables)
-        return cls(net, tap, kernels, choices, cohort.losses, cohort.encoding, optimizer)
+        return cls(
+            net, tap, kernels, choices, cohort.losses, cohort.encoding, optimizer, settings, steps
+        )
+
+    def _slot(self, variable: keras.Variable) -> int:
+        return next(i for i, v in enumerate(self.optimizer.variables) if v is variable)
+
+    def rate(self, opt_vars: list) -> jax.Array:
+        """The learning rate a member's next step takes, from its optimizer state: its own
+        rate, or where its schedule has brought it."""
+        own = opt_vars[self._slot(self.optimizer.learning_rate)]
+        rule = schedule(self.settings.optimizer.schedule, own, self.steps)
+        return own if rule is None else rule(opt_vars[self._slot(self.optimizer.iterations)])
+
+    def apply(self, opt_vars: list, grads: list, trainable: list) -> tuple[list, list]:
+        """The optimizer's ``stateless_apply`` for one member, at the rate its schedule gives
+        this step (as Keras's optimizer holding the schedule computes it); the state it
+        returns keeps the member's own rate."""
+        slot = self._slot(self.optimizer.learning_rate)
+        stepping = list(opt_vars)
+        stepping[slot] = self.rate(opt_vars)
+        trainable_after, opt_after = self.optimizer.stateless_apply(stepping, grads, trainable)
+        opt_after = list(opt_after)
+        opt_after[slot] = opt_vars[slot]
+        return trainable_after, opt_after
 
     @contextmanager
     def choosing(self, activations: jax.Array):

@@ -145,7 +145,7 @@ def _train_batch(
             logs = jax.device_get(logs)
             clock.tick()
             batch.hand_over(epoch, logs, on_epoch)
-            if best is not None:
+            if best is not None and batch.improved.any():
                 best = _select(best, inputs.states, batch.improved_slots())
             if bar.disable:
                 log_epoch(epoch, settings.epochs, batch.results, batch.alive)
@@ -184,8 +184,7 @@ def _program(
     data shapes, or a new one traced for them and kept there."""
     key = (
         tuple(cohort.key(members) for cohort in found),
-        settings.optimizer.name,
-        settings.optimizer.momentum,
+        settings.optimizer,
         settings.batch_size,
         settings.probe_size,
         dataset.task.value,
@@ -195,7 +194,8 @@ def _program(
         dataset.x_test.shape,
     )
     if key not in programs:
-        families = [Family.of(cohort, members, settings) for cohort in found]
+        steps = math.ceil(len(dataset.x_train) / settings.batch_size)
+        families = [Family.of(cohort, members, settings, steps) for cohort in found]
         programs[key] = Program(families, dataset.task, settings, len(dataset.x_train), key)
     return programs[key]
 

@@ -147,6 +147,8 @@ class _EpochEnd(keras.callbacks.Callback):
         stop.raise_if_signalled()
         logs = logs if logs is not None else {}
         logs.update({f"val_{name}": value for name, value in self.validation().items()})
+        # The rate the next step takes, where the schedule has brought it.
+        logs["learning_rate"] = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         values = {name: float(value) for name, value in logs.items()}
         log.info("%s", epoch_line(epoch, self.epochs, values))
         self.result.add(epoch, values)
@@ -251,7 +253,7 @@ def _fit(
     )
     epochs, batch_size = settings.epochs, settings.batch_size
     steps = math.ceil(len(x_train) / batch_size)
-    optimizer = make_optimizer(settings.optimizer, member.learning_rate)
+    optimizer = make_optimizer(settings.optimizer, member.learning_rate, steps)
     net.compile(
         loss=loss,
         optimizer=keras.optimizers.LossScaleOptimizer(optimizer) if mixed(net) else optimizer,

@@ -33,7 +33,7 @@ from runner.config import (
     not_training,
     per_layer,
 )
-from runner.engine import EarlyStopping, OptimizerKind
+from runner.engine import EarlyStopping, OptimizerKind, Schedule
 from runner.model import ModelSpec, OutputHead, auto_initializer, output_head
 from runner.sweep import Sweep, position, sweep_of, threads_per_job
 from runner.tracking.store import masked, tracking_uri
@@ -284,7 +284,8 @@ class JobSpec(JobRef):
         """The job ``cfg`` asks for, run in ``context``, on data of that ``data``:
         ``loss=auto`` becomes the loss that fits the task, as if the user had named it, and
         ``model.kernel_initializer=auto`` an initializer per layer (recorded as the param
-        ``model.kernel_initializer.resolved``)."""
+        ``model.kernel_initializer.resolved``), and a schedule's ``optimizer.decay_epochs``
+        its epochs (``optimizer.decay_epochs.resolved``)."""
         loss = resolved_loss(cfg.loss, data.task)
         compute = Compute.from_cfg(cfg, context)
         view = _view(cfg)
@@ -294,13 +295,16 @@ class JobSpec(JobRef):
         model = model_spec(cfg, head, data)
         ref = _ref_fields(cfg, context, view, loss.name)
         ref["params"]["model.kernel_initializer.resolved"] = _label(model.kernel_initializers)
+        schedule = schedule_of(cfg)
+        if schedule.name != "constant":
+            ref["params"]["optimizer.decay_epochs.resolved"] = schedule.decay_epochs
         return cls(
             **ref,
             fingerprint=hashlib.sha256(training_key(view).encode()).hexdigest()[:16],
             task=data.task,
             model=model,
             loss=loss.name,
-            optimizer=OptimizerKind(cfg.optimizer.name, cfg.optimizer.momentum),
+            optimizer=OptimizerKind(cfg.optimizer.name, cfg.optimizer.momentum, schedule),
             learning_rate=cfg.optimizer.learning_rate,
             seed=cfg.seed,
             early_stopping=early_stopping(cfg),
@@ -371,6 +375,24 @@ def model_spec(cfg: DictConfig, head: OutputHead, data: DataShape) -> ModelSpec:
 def _label(names: tuple[str, ...]) -> str:
     """Per-layer names as one param: the one name when all are equal, else them all."""
     return names[0] if len(set(names)) == 1 else ",".join(names)
+
+
+def schedule_of(cfg: DictConfig) -> Schedule:
+    """``optimizer.schedule`` with its arguments, ``decay_epochs`` resolved: when null, the
+    rest of the training after the warmup (``step``: a third of it, rounded up)."""
+    optimizer, epochs = cfg.optimizer, cfg.train.epochs
+    name = optimizer.schedule.value
+    if name == "constant":
+        return Schedule()
+    warmup = optimizer.warmup_epochs if name == "warmup_cosine" else 0
+    default = -(-epochs // 3) if name == "step" else epochs - warmup
+    return Schedule(
+        name,
+        optimizer.decay_epochs or default,
+        optimizer.decay_rate,
+        optimizer.alpha,
+        warmup,
+    )
 
 
 def early_stopping(cfg: DictConfig) -> EarlyStopping | None:
