@@ -130,6 +130,8 @@ def _check_model(cfg: DictConfig) -> None:
     _check_positive("model.kernel_size", model.kernel_size)
     if not 0 <= model.dropout < 1:
         raise UserError(f"model.dropout={model.dropout} is not allowed: it must be in [0, 1).")
+    if model.l2 < 0:
+        raise UserError(f"model.l2={model.l2} is not allowed: it must be 0 or more.")
     for key, what, example in (
         ("activation", "activation", "activation=relu or activation=[relu,tanh]"),
         ("model.kernel_initializer", "initializer", "model.kernel_initializer=he_normal"),
@@ -183,6 +185,7 @@ def _check_training(cfg: DictConfig) -> None:
             )
     _check_positive("optimizer.learning_rate", cfg.optimizer.learning_rate)
     _check_schedule(cfg)
+    _check_clipping(cfg)
     if cfg.optimizer.momentum is not None:
         if cfg.optimizer.name not in ("sgd", "rmsprop"):
             raise UserError(
@@ -193,6 +196,29 @@ def _check_training(cfg: DictConfig) -> None:
             raise UserError(
                 f"optimizer.momentum={cfg.optimizer.momentum} is not allowed: it must be in [0, 1)."
             )
+
+
+def _check_clipping(cfg: DictConfig) -> None:
+    """Clipping by norm or by value (not both, as Keras), Nesterov's momentum for sgd only,
+    and a weight decay of 0 or more."""
+    optimizer = cfg.optimizer
+    for key in ("clipnorm", "clipvalue"):
+        if optimizer[key] is not None:
+            _check_positive(f"optimizer.{key}", optimizer[key])
+    if optimizer.clipnorm is not None and optimizer.clipvalue is not None:
+        raise UserError(
+            "optimizer.clipnorm and optimizer.clipvalue are both set: Keras clips gradients "
+            "one way. Set one of them."
+        )
+    if optimizer.nesterov and optimizer.name != "sgd":
+        raise UserError(
+            f"optimizer.nesterov=true is not allowed with optimizer={optimizer.name}: it "
+            "applies to optimizer=sgd."
+        )
+    if optimizer.weight_decay is not None and optimizer.weight_decay < 0:
+        raise UserError(
+            f"optimizer.weight_decay={optimizer.weight_decay} is not allowed: it must be 0 or more."
+        )
 
 
 def _check_schedule(cfg: DictConfig) -> None:

@@ -120,6 +120,13 @@ class OptimizerConfig:
     # cosine, warmup_cosine: the last rate, as a fraction of learning_rate.
     alpha: float = 0.0
     warmup_epochs: int = 1
+    # Keras's gradient clipping, by each gradient's norm or by value (one of them, or none).
+    clipnorm: float | None = None
+    clipvalue: float | None = None
+    # sgd: Nesterov's momentum.
+    nesterov: bool = False
+    # Keras's decoupled weight decay (adamw's YAML sets 0.004, Keras's default for it).
+    weight_decay: float | None = None
 
 
 class Scale(Enum):
@@ -224,6 +231,9 @@ class ModelConfig:
     # The rate of dropout after every hidden layer; 0: none.
     dropout: float = 0.0
     dropout_kind: DropoutKind = DropoutKind.dropout
+    # The L2 penalty on every kernel (Keras's L2 kernel_regularizer), output layer included;
+    # 0: none.
+    l2: float = 0.0
 
 
 @dataclass
@@ -364,6 +374,11 @@ ADDED = {
     "optimizer.decay_rate": 0.1,
     "optimizer.alpha": 0.0,
     "optimizer.warmup_epochs": 1,
+    "optimizer.clipnorm": None,
+    "optimizer.clipvalue": None,
+    "optimizer.nesterov": False,
+    "optimizer.weight_decay": None,
+    "model.l2": 0.0,
     "train.early_stopping": {
         "enabled": False,
         "monitor": "val_loss",

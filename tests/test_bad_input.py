@@ -176,6 +176,14 @@ CASES = [
         ["optimizer.schedule=warmup_cosine", "optimizer.warmup_epochs=3", "train.epochs=3"],
         ["optimizer.warmup_epochs=3", "train.epochs=3", "1 to train.epochs - 1"],
     ),
+    (["optimizer.clipnorm=0"], ["optimizer.clipnorm=0", "positive"]),
+    (
+        ["optimizer.clipnorm=1", "optimizer.clipvalue=1"],
+        ["optimizer.clipnorm and optimizer.clipvalue are both set", "Set one"],
+    ),
+    (["optimizer.nesterov=true"], ["optimizer.nesterov=true", "optimizer=adam", "optimizer=sgd"]),
+    (["optimizer=adamw", "optimizer.weight_decay=-1"], ["optimizer.weight_decay=-1", "0 or more"]),
+    (["model.l2=-0.1"], ["model.l2=-0.1", "0 or more"]),
     (["objective=val_auc"], ["objective", "val_auc", "val_loss, val_accuracy, val_mae"]),
     (
         ["dataset=diabetes", "loss=mse", "objective=val_accuracy"],

@@ -268,6 +268,42 @@ def test_each_member_follows_its_own_schedule_from_its_own_rate_fused_as_alone(m
         assert f.history["loss"][-1] < f.history["loss"][0]
 
 
+# Fused groups whose members differ in clipping, Nesterov's momentum, weight decay or the
+# L2 penalty: (the group's overrides, each member's).
+OPTIMIZERS = {
+    "adam": ([], [
+        [], ["optimizer.clipnorm=0.5"], ["optimizer.clipvalue=0.01", "seed=1"],
+        ["optimizer.weight_decay=0.1"], ["model.l2=0.1"],
+    ]),
+    "adamw": (["optimizer=adamw"], [[], ["optimizer.weight_decay=0.1", "seed=1"]]),
+    "sgd": (["optimizer=sgd", "optimizer.momentum=0.9"], [
+        [], ["optimizer.nesterov=true"], ["optimizer.nesterov=true", "optimizer.clipnorm=0.1"],
+    ]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_members_with_their_own_clipping_and_decay_train_fused_as_alone(make_cfg, optimizer):
+    common, own = OPTIMIZERS[optimizer]
+    base = ["dataset=iris", "model.units=[8]", "train.epochs=3", "tracking.enabled=false"]
+    cfgs = [make_cfg(*base, *common, *member) for member in own]
+    assert fusable_groups(cfgs, max_group=24) == [list(range(len(own)))]
+    plans = [plan_job(cfg) for cfg in cfgs]
+    alone, alone_state = _kept(plans, [execute.build(p) for p in plans], together=False)
+    fused, fused_state = _kept(plans, [execute.build(p) for p in plans], together=True)
+
+    for f, a in zip(fused, alone, strict=True):
+        _assert_same(f, a)
+    for f, a in zip(fused_state, alone_state, strict=True):
+        for fv, av in zip(f, a, strict=True):
+            np.testing.assert_allclose(fv, av, rtol=1e-5, atol=1e-5)
+    if optimizer == "adam":
+        # Weight decay and the L2 penalty keep the first kernel smaller than plain Adam does
+        # from the same initial weights.
+        norms = [float(np.linalg.norm(state[0])) for state in fused_state]
+        assert norms[3] < norms[0] and norms[4] < norms[0]
+
+
 def test_jobs_fuse_when_only_their_own_keys_differ(make_cfg):
     base = ["model.units=[8]", "train.epochs=2"]
     cfgs = [

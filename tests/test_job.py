@@ -139,6 +139,20 @@ def test_a_warmup_cosine_schedule_logs_the_rate_of_each_epoch_and_its_resolved_l
     assert rates == pytest.approx(expected, rel=1e-5, abs=1e-9)
 
 
+def test_model_l2_adds_its_penalty_to_the_training_loss_with_adamw_and_clipping(make_cfg, store):
+    iris = ["dataset=iris", "model.units=[8]", "train.epochs=2", "optimizer=adamw"]
+    plain = run(make_cfg(*iris, "optimizer.clipnorm=1.0"))
+    penalized = run(make_cfg(*iris, "optimizer.clipnorm=1.0", "model.l2=10"))
+
+    runs = search(store).set_index("params.model.l2")
+    assert set(runs["status"]) == {"FINISHED"}
+    assert runs.loc["10.0", "params.optimizer.weight_decay"] == "0.004"
+    assert runs.loc["10.0", "params.optimizer.clipnorm"] == "1.0"
+    # 10 times the kernels' squared sum dwarfs the cross-entropy; the test loss has none.
+    assert runs.loc["10.0", "metrics.loss"] > runs.loc["0.0", "metrics.loss"] + 1
+    assert penalized["test_loss"] < 5 and plain["test_loss"] < 5
+
+
 def test_a_nan_loss_ends_the_run_failed_and_diverged_without_a_model(make_cfg, store, caplog):
     # Regression: a classifier's clipped cross-entropy stays finite on JAX (test_cli.py).
     overrides = ("dataset=diabetes", "loss=mse", "optimizer=sgd", "optimizer.learning_rate=1e6")

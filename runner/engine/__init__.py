@@ -47,11 +47,17 @@ class Schedule:
 @dataclass(frozen=True)
 class OptimizerKind:
     """A Keras optimizer by identifier, its momentum (sgd and rmsprop) and its schedule;
-    the learning rate the schedule starts from is each member's own."""
+    the learning rate the schedule starts from is each member's own. Then the keys each
+    member of a fused group may have its own of (a family of its own): Keras's gradient
+    clipping, Nesterov's momentum (sgd) and weight decay."""
 
     name: str
     momentum: float | None = None
     schedule: Schedule = Schedule()
+    clipnorm: float | None = None
+    clipvalue: float | None = None
+    nesterov: bool = False
+    weight_decay: float | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,8 @@ class Member:
     its seed, which fixes the order of its training batches. ``keep_weights``: ``net``
     holds the trained weights once training ends (Keras's ``fit`` trains ``net`` itself;
     the JAX engine trains copies, and writes them back only for the members that ask).
-    ``early_stopping``: when it stops before the last epoch (None: never)."""
+    ``early_stopping``: when it stops before the last epoch (None: never). ``optimizer``:
+    its own optimizer (None: the training's, :attr:`Settings.optimizer`)."""
 
     net: Any
     model: ModelSpec
@@ -83,6 +90,11 @@ class Member:
     seed: int
     keep_weights: bool = False
     early_stopping: EarlyStopping | None = None
+    optimizer: OptimizerKind | None = None
+
+    def optimizer_of(self, settings: Settings) -> OptimizerKind:
+        """Its own optimizer, or the training's."""
+        return self.optimizer or settings.optimizer
 
     @property
     def activations(self) -> tuple[str, ...]:

@@ -39,8 +39,11 @@ def make_optimizer(
     optimizer steps), its rate follows ``kind``'s schedule."""
     rate = steps and schedule(kind.schedule, learning_rate, steps)
     config: dict = {"learning_rate": rate or learning_rate}
-    if kind.momentum is not None:
-        config["momentum"] = kind.momentum
+    for key in ("momentum", "clipnorm", "clipvalue", "weight_decay"):
+        if getattr(kind, key) is not None:
+            config[key] = getattr(kind, key)
+    if kind.nesterov:
+        config["nesterov"] = True
     return keras.optimizers.get({"class_name": kind.name, "config": config})
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from runner.activations import function as activation_function
 from runner.activations import is_user, source_digest
 from runner.config import Encoding, losses_by_encoding
-from runner.engine import Member, Settings
+from runner.engine import Member, OptimizerKind, Settings
 from runner.engine.common import make_optimizer, mixed, schedule
 from runner.metrics import SATURATED
 from runner.model import ModelSpec, build_model, hidden_layers
@@ -103,12 +103,22 @@ class Cohort:
 
     def key(self, members: list[Member]) -> tuple:
         """What the cohort's part of a program is traced for: its model but its hidden
-        activations (``layers`` says those), and the code of the user's activations."""
+        activations (``layers`` says those), its optimizer, and the code of the user's
+        activations."""
         spec = members[self.positions[0]].model
+        optimizer = members[self.positions[0]].optimizer
         model = replace(_function(spec), activations=())
         names = {*(n for names in self.layers for n in names), spec.head.activation}
         code = tuple(source_digest(name) for name in sorted(names) if is_user(name))
-        return (model, self.layers, self.losses, self.encoding.value, len(self.slots), code)
+        return (
+            model,
+            self.layers,
+            self.losses,
+            self.encoding.value,
+            len(self.slots),
+            optimizer,
+            code,
+        )
 
     def activation_indices(self, members: list[Member]) -> np.ndarray:
         """The members' hidden activations (the same for all), as indices into ``layers``."""
@@ -122,11 +132,13 @@ class Cohort:
 
 def cohorts(members: list[Member], switching: bool) -> list[Cohort]:
     """The batch's members by family: those whose models compute the same function of their
-    weights, from targets of the same encoding. With ``switching``, a batch of one switches
-    between the common activations and losses (see the module's docstring)."""
+    weights, from targets of the same encoding, with optimizers of the same kind. With
+    ``switching``, a batch of one switches between the common activations and losses (see
+    the module's docstring)."""
     by_function: dict[tuple, list[int]] = {}
     for position, member in enumerate(members):
-        by_function.setdefault((_function(member.model), member.encoding), []).append(position)
+        own = (_function(member.model), member.encoding, member.optimizer)
+        by_function.setdefault(own, []).append(position)
     found = []
     for positions in by_function.values():
         first = members[positions[0]]
@@ -161,7 +173,7 @@ class Family:
     losses: tuple[str, ...]
     encoding: Encoding
     optimizer: keras.optimizers.Optimizer
-    settings: Settings
+    kind: OptimizerKind
     steps: int
 
     @classmethod
@@ -176,12 +188,13 @@ class Family:
         tap = keras.Model(net.inputs, [output.output for _, output in hidden] + [net.output])
         where = {id(v): i for i, v in enumerate(net.trainable_variables)}
         kernels = [where[id(kernel.kernel)] for kernel, _ in hidden]
-        optimizer = make_optimizer(settings.optimizer, first.learning_rate)
+        kind = first.optimizer_of(settings)
+        optimizer = make_optimizer(kind, first.learning_rate)
         if mixed(net):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(net.trainable_variables)
         return cls(
-            net, tap, kernels, choices, cohort.losses, cohort.encoding, optimizer, settings, steps
+            net, tap, kernels, choices, cohort.losses, cohort.encoding, optimizer, kind, steps
         )
 
     def _slot(self, variable: keras.Variable) -> int:
@@ -191,7 +204,7 @@ class Family:
         """The learning rate a member's next step takes, from its optimizer state: its own
         rate, or where its schedule has brought it."""
         own = opt_vars[self._slot(self.optimizer.learning_rate)]
-        rule = schedule(self.settings.optimizer.schedule, own, self.steps)
+        rule = schedule(self.kind.schedule, own, self.steps)
         return own if rule is None else rule(opt_vars[self._slot(self.optimizer.iterations)])
 
     def apply(self, opt_vars: list, grads: list, trainable: list) -> tuple[list, list]:

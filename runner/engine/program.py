@@ -173,10 +173,11 @@ class Program:
         scale = self._scale(family, opt_vars)
 
         def objective(trainable):
-            p, non_trainable_after = family.net.stateless_call(
-                trainable, non_trainable, xb, training=True
+            p, non_trainable_after, penalties = family.net.stateless_call(
+                trainable, non_trainable, xb, training=True, return_losses=True
             )
-            loss = jnp.mean(self._loss(family, loss_index, yb, p))
+            # As Keras's fit: the loss with the kernels' penalties (model.l2) added.
+            loss = jnp.mean(self._loss(family, loss_index, yb, p)) + sum(penalties)
             return loss * scale, (loss, p, non_trainable_after)
 
         with family.choosing(activations):

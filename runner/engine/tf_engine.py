@@ -253,7 +253,7 @@ def _fit(
     )
     epochs, batch_size = settings.epochs, settings.batch_size
     steps = math.ceil(len(x_train) / batch_size)
-    optimizer = make_optimizer(settings.optimizer, member.learning_rate, steps)
+    optimizer = make_optimizer(member.optimizer_of(settings), member.learning_rate, steps)
     net.compile(
         loss=loss,
         optimizer=keras.optimizers.LossScaleOptimizer(optimizer) if mixed(net) else optimizer,

@@ -85,6 +85,7 @@ def member(spec: JobSpec, net: keras.Model) -> engine.Member:
         spec.seed,
         spec.tracking.logs_model,
         spec.early_stopping,
+        spec.optimizer,
     )
 
 

@@ -49,6 +49,11 @@ PER_MEMBER = (
     "model.kernel_initializer",
     "optimizer.learning_rate",
     "train.early_stopping",
+    "optimizer.clipnorm",
+    "optimizer.clipvalue",
+    "optimizer.nesterov",
+    "optimizer.weight_decay",
+    "model.l2",
 )
 
 
@@ -304,7 +309,15 @@ class JobSpec(JobRef):
             task=data.task,
             model=model,
             loss=loss.name,
-            optimizer=OptimizerKind(cfg.optimizer.name, cfg.optimizer.momentum, schedule),
+            optimizer=OptimizerKind(
+                cfg.optimizer.name,
+                cfg.optimizer.momentum,
+                schedule,
+                cfg.optimizer.clipnorm,
+                cfg.optimizer.clipvalue,
+                cfg.optimizer.nesterov,
+                cfg.optimizer.weight_decay,
+            ),
             learning_rate=cfg.optimizer.learning_rate,
             seed=cfg.seed,
             early_stopping=early_stopping(cfg),
@@ -369,6 +382,7 @@ def model_spec(cfg: DictConfig, head: OutputHead, data: DataShape) -> ModelSpec:
         dropout=model.dropout,
         dropout_kind=model.dropout_kind,
         mixed_precision=cfg.train.mixed_precision,
+        l2=model.l2,
     )
 
 
