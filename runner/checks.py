@@ -130,6 +130,8 @@ def _check_model(cfg: DictConfig) -> None:
     _check_positive("model.kernel_size", model.kernel_size)
     if not 0 <= model.dropout < 1:
         raise UserError(f"model.dropout={model.dropout} is not allowed: it must be in [0, 1).")
+    if model.l2 < 0:
+        raise UserError(f"model.l2={model.l2} is not allowed: it must be 0 or more.")
     for key, what, example in (
         ("activation", "activation", "activation=relu or activation=[relu,tanh]"),
         ("model.kernel_initializer", "initializer", "model.kernel_initializer=he_normal"),
@@ -162,7 +164,8 @@ def _check_per_layer(cfg: DictConfig, key: str, what: str, example: str) -> None
 
 
 def _check_training(cfg: DictConfig) -> None:
-    """Epochs, batches, threads, the probe, and the optimizer's rate and momentum."""
+    """Epochs, batches, threads, the probe, early stopping, and the optimizer's rate and
+    momentum."""
     _check_positive("train.epochs", cfg.train.epochs)
     if cfg.train.epochs > MAX_EPOCHS:
         raise UserError(
@@ -174,7 +177,15 @@ def _check_training(cfg: DictConfig) -> None:
     _check_positive("diagnostics.probe_size", cfg.diagnostics.probe_size)
     if cfg.train.threads is not None:
         _check_positive("train.threads", cfg.train.threads)
+    stopping = cfg.train.early_stopping
+    for key in ("patience", "min_delta"):
+        if stopping[key] < 0:
+            raise UserError(
+                f"train.early_stopping.{key}={stopping[key]} is not allowed: it must be 0 or more."
+            )
     _check_positive("optimizer.learning_rate", cfg.optimizer.learning_rate)
+    _check_schedule(cfg)
+    _check_clipping(cfg)
     if cfg.optimizer.momentum is not None:
         if cfg.optimizer.name not in ("sgd", "rmsprop"):
             raise UserError(
@@ -185,6 +196,49 @@ def _check_training(cfg: DictConfig) -> None:
             raise UserError(
                 f"optimizer.momentum={cfg.optimizer.momentum} is not allowed: it must be in [0, 1)."
             )
+
+
+def _check_clipping(cfg: DictConfig) -> None:
+    """Clipping by norm or by value (not both, as Keras), Nesterov's momentum for sgd only,
+    and a weight decay of 0 or more."""
+    optimizer = cfg.optimizer
+    for key in ("clipnorm", "clipvalue"):
+        if optimizer[key] is not None:
+            _check_positive(f"optimizer.{key}", optimizer[key])
+    if optimizer.clipnorm is not None and optimizer.clipvalue is not None:
+        raise UserError(
+            "optimizer.clipnorm and optimizer.clipvalue are both set: Keras clips gradients "
+            "one way. Set one of them."
+        )
+    if optimizer.nesterov and optimizer.name != "sgd":
+        raise UserError(
+            f"optimizer.nesterov=true is not allowed with optimizer={optimizer.name}: it "
+            "applies to optimizer=sgd."
+        )
+    if optimizer.weight_decay is not None and optimizer.weight_decay < 0:
+        raise UserError(
+            f"optimizer.weight_decay={optimizer.weight_decay} is not allowed: it must be 0 or more."
+        )
+
+
+def _check_schedule(cfg: DictConfig) -> None:
+    """The schedule's arguments: a positive decay length, a decay rate in (0, 1], a last
+    fraction in [0, 1], and a warmup that leaves epochs to decay in."""
+    optimizer = cfg.optimizer
+    if optimizer.decay_epochs is not None:
+        _check_positive("optimizer.decay_epochs", optimizer.decay_epochs)
+    if not 0 < optimizer.decay_rate <= 1:
+        raise UserError(
+            f"optimizer.decay_rate={optimizer.decay_rate} is not allowed: it must be in (0, 1]."
+        )
+    if not 0 <= optimizer.alpha <= 1:
+        raise UserError(f"optimizer.alpha={optimizer.alpha} is not allowed: it must be in [0, 1].")
+    warmup, epochs = optimizer.warmup_epochs, cfg.train.epochs
+    if optimizer.schedule.value == "warmup_cosine" and not 0 < warmup < epochs:
+        raise UserError(
+            f"optimizer.warmup_epochs={warmup} is not allowed with train.epochs={epochs}: "
+            "optimizer.schedule=warmup_cosine warms up for 1 to train.epochs - 1 epochs."
+        )
 
 
 def _check_dataset(cfg: DictConfig) -> None:

@@ -91,14 +91,42 @@ class LossConfig:
     regression: Head | None = None
 
 
+class ScheduleName(Enum):
+    """``optimizer.schedule``: how the learning rate changes as a job trains, by Keras's
+    schedules (keras.optimizers.schedules)."""
+
+    constant = "constant"
+    cosine = "cosine"
+    step = "step"
+    exponential = "exponential"
+    warmup_cosine = "warmup_cosine"
+
+
 @dataclass
 class OptimizerConfig:
     """A Keras optimizer by identifier, at the learning rate its YAML in conf/optimizer/
-    sets; ``momentum`` applies to sgd and rmsprop only."""
+    sets; ``momentum`` applies to sgd and rmsprop only. The schedule's keys, in epochs,
+    apply to the schedules that name them (docs/configuration.md)."""
 
     name: str = MISSING
     learning_rate: float = MISSING
     momentum: float | None = None
+    schedule: ScheduleName = ScheduleName.constant
+    # cosine, warmup_cosine: the epochs the cosine decays over (after the warmup); step and
+    # exponential: the epochs over which the rate is multiplied by decay_rate. null: the
+    # rest of the training (step: a third of it).
+    decay_epochs: int | None = None
+    decay_rate: float = 0.1
+    # cosine, warmup_cosine: the last rate, as a fraction of learning_rate.
+    alpha: float = 0.0
+    warmup_epochs: int = 1
+    # Keras's gradient clipping, by each gradient's norm or by value (one of them, or none).
+    clipnorm: float | None = None
+    clipvalue: float | None = None
+    # sgd: Nesterov's momentum.
+    nesterov: bool = False
+    # Keras's decoupled weight decay (adamw's YAML sets 0.004, Keras's default for it).
+    weight_decay: float | None = None
 
 
 class Scale(Enum):
@@ -108,8 +136,9 @@ class Scale(Enum):
 
 
 class Objective(Enum):
-    """What a search (``hparams_search``) optimises: a validation metric at the last epoch.
-    Never a test metric, so that the test split stays unseen until the final comparison."""
+    """A validation metric: what a search (``hparams_search``) optimises at the last epoch,
+    and what early stopping watches. Never a test metric, so that the test split stays
+    unseen until the final comparison."""
 
     val_loss = "val_loss"
     val_accuracy = "val_accuracy"
@@ -206,6 +235,23 @@ class ModelConfig:
     # The rate of dropout after every hidden layer; 0: none.
     dropout: float = 0.0
     dropout_kind: DropoutKind = DropoutKind.dropout
+    # The L2 penalty on every kernel (Keras's L2 kernel_regularizer), output layer included;
+    # 0: none.
+    l2: float = 0.0
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Keras's EarlyStopping: a job stops once ``monitor`` has not improved by more than
+    ``min_delta`` for ``patience`` epochs; ``restore_best``: its test metrics (and logged
+    model) are those of the weights of its best epoch. In a fused group each member
+    stops on its own."""
+
+    enabled: bool = False
+    monitor: Objective = Objective.val_loss
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best: bool = False
 
 
 @dataclass
@@ -224,6 +270,7 @@ class TrainConfig:
     # in float32, with loss scaling: Keras's mixed_float16, set per layer (runner/model.py).
     # For GPUs: on a CPU it runs, with a warning, but is no faster.
     mixed_precision: bool = False
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass
@@ -328,6 +375,23 @@ ADDED = {
     "model.dropout_kind": "dropout",
     "dataset.folds": None,
     "dataset.fold": 0,
+    "optimizer.schedule": "constant",
+    "optimizer.decay_epochs": None,
+    "optimizer.decay_rate": 0.1,
+    "optimizer.alpha": 0.0,
+    "optimizer.warmup_epochs": 1,
+    "optimizer.clipnorm": None,
+    "optimizer.clipvalue": None,
+    "optimizer.nesterov": False,
+    "optimizer.weight_decay": None,
+    "model.l2": 0.0,
+    "train.early_stopping": {
+        "enabled": False,
+        "monitor": "val_loss",
+        "patience": 5,
+        "min_delta": 0.0,
+        "restore_best": False,
+    },
 }
 
 

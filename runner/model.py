@@ -91,8 +91,8 @@ class ModelSpec:
     activation per hidden layer (conv blocks first); the ``head``; each kernel's
     initializer (one per hidden layer, then the output layer's; empty: Keras's default for
     all); each hidden layer's normalization and where it sits, the rate and kind of the
-    dropout at each hidden layer's end; and whether the hidden layers compute in float16
-    (``train.mixed_precision``)."""
+    dropout at each hidden layer's end; whether the hidden layers compute in float16
+    (``train.mixed_precision``); and the L2 penalty on every kernel (0: none)."""
 
     units: tuple[int, ...]
     activations: tuple[str, ...]
@@ -106,6 +106,7 @@ class ModelSpec:
     dropout: float = 0.0
     dropout_kind: DropoutKind = DropoutKind.dropout
     mixed_precision: bool = False
+    l2: float = 0.0
 
     @property
     def hidden(self) -> int:
@@ -177,10 +178,18 @@ def build_model(
         head.units,
         activation=activation_function(head.activation),
         kernel_initializer=seeded(initializers[-1], int(next(kernels))),
+        kernel_regularizer=_regularizer(spec),
         dtype="float32",
         name=f"output_{short_name(head.activation)}",
     )(x)
     return keras.Model(features, outputs, name="cnn" if spec.filters else "mlp")
+
+
+def _regularizer(spec: ModelSpec):
+    """``model.l2`` as Keras's L2 kernel regularizer; None at 0."""
+    import keras
+
+    return keras.regularizers.L2(spec.l2) if spec.l2 else None
 
 
 def _hidden(x, spec: ModelSpec, i: int, initializer, function: Callable | None, seed: int):
@@ -206,6 +215,7 @@ def _hidden(x, spec: ModelSpec, i: int, initializer, function: Callable | None, 
         use_bias=not batch_first,
         activation=None if apart else function,
         kernel_initializer=initializer,
+        kernel_regularizer=_regularizer(spec),
         dtype=dtype,
         name=f"hidden_{i}" if apart else activation_layer_name(i, name),
     )

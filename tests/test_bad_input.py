@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from runner import data, model
 from runner.checks import check_group_overrides, validate_names, validate_values
 from runner.config import UserError
-from runner.jobs.plan import check_objective
+from runner.jobs.plan import check_monitor, check_objective
 from runner.jobs.spec import DataShape, data_of, model_spec, resolved_loss
 from tests.conftest import CONF, running, search
 
@@ -38,6 +38,8 @@ def check(*overrides: str) -> None:
     )
     model_spec(cfg, head, shape)
     check_objective(None if cfg.objective is None else cfg.objective.value, dataset.task)
+    stopping = cfg.train.early_stopping
+    check_monitor(stopping.monitor.value if stopping.enabled else None, dataset.task)
 
 
 CASES = [
@@ -147,6 +149,41 @@ CASES = [
     (["dataset=npz", "dataset.path=/"], ["dataset.path=/ is a directory", ".npz file"]),
     (["dataset=diabetes", "loss=categorical_crossentropy"], ["loss=categorical_crossentropy"]),
     (["loss=binary_crossentropy"], ["loss=binary_crossentropy", "10 classes"]),
+    (
+        ["train.early_stopping.monitor=val_auc"],
+        ["train.early_stopping.monitor", "val_auc", "val_loss, val_accuracy, val_mae, val_rmse"],
+    ),
+    (["train.early_stopping.patience=-1"], ["train.early_stopping.patience=-1", "0 or more"]),
+    (["train.early_stopping.min_delta=-0.1"], ["train.early_stopping.min_delta=-0.1", "0 or more"]),
+    (["train.early_stopping.patience=1.5"], ["train.early_stopping.patience", "1.5", "Integer"]),
+    (
+        [
+            "dataset=diabetes",
+            "train.early_stopping.enabled=true",
+            "train.early_stopping.monitor=val_accuracy",
+        ],
+        ["train.early_stopping.monitor=val_accuracy", "regression", "val_loss, val_mae, val_rmse"],
+    ),
+    (
+        ["optimizer.schedule=linear"],
+        ["optimizer.schedule", "linear", "constant, cosine, step, exponential, warmup_cosine"],
+    ),
+    (["optimizer.decay_epochs=0"], ["optimizer.decay_epochs=0", "positive"]),
+    (["optimizer.decay_rate=0"], ["optimizer.decay_rate=0", "(0, 1]"]),
+    (["optimizer.decay_rate=1.5"], ["optimizer.decay_rate=1.5", "(0, 1]"]),
+    (["optimizer.alpha=-0.5"], ["optimizer.alpha=-0.5", "[0, 1]"]),
+    (
+        ["optimizer.schedule=warmup_cosine", "optimizer.warmup_epochs=3", "train.epochs=3"],
+        ["optimizer.warmup_epochs=3", "train.epochs=3", "1 to train.epochs - 1"],
+    ),
+    (["optimizer.clipnorm=0"], ["optimizer.clipnorm=0", "positive"]),
+    (
+        ["optimizer.clipnorm=1", "optimizer.clipvalue=1"],
+        ["optimizer.clipnorm and optimizer.clipvalue are both set", "Set one"],
+    ),
+    (["optimizer.nesterov=true"], ["optimizer.nesterov=true", "optimizer=adam", "optimizer=sgd"]),
+    (["optimizer=adamw", "optimizer.weight_decay=-1"], ["optimizer.weight_decay=-1", "0 or more"]),
+    (["model.l2=-0.1"], ["model.l2=-0.1", "0 or more"]),
     (["objective=val_auc"], ["objective", "val_auc", "val_loss, val_accuracy, val_mae"]),
     (
         ["dataset=diabetes", "loss=mse", "objective=val_accuracy"],
@@ -175,6 +212,8 @@ def test_each_bad_input_gets_a_clean_error_naming_key_value_and_what_is_allowed(
          "(2**32 - 1)."),
         ("model=cnn", "model=cnn needs images, but dataset=iris is 4 features with no image "
          "shape."),
+        ("train.early_stopping.patience=-2", "train.early_stopping.patience=-2 is not allowed: "
+         "it must be 0 or more."),
     ],
 )  # fmt: skip
 def test_an_absurd_value_exits_2_before_any_run_exists(cli, store, override, message):

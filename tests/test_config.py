@@ -33,7 +33,7 @@ def test_the_groups_have_the_documented_options():
         "iris wine breast_cancer digits diabetes circles moons xor friedman mnist5k "
         "mnist fashion_mnist cifar10 csv npz".split()
     )
-    assert options("optimizer") == ["adam", "rmsprop", "sgd"]
+    assert options("optimizer") == ["adam", "adamw", "rmsprop", "sgd"]
     assert options("model") == ["cnn", "mlp"]
     assert set(options("loss")) >= {
         "mse",

@@ -3,6 +3,7 @@ grouped by what they share, and a fused sweep records every job as its own run."
 
 from __future__ import annotations
 
+import math
 import signal
 from dataclasses import replace
 
@@ -192,6 +193,117 @@ def test_a_diverging_model_drops_out_and_its_siblings_train_on_unaffected(make_c
         assert fused[i].test == healthy[i].test
 
 
+# Stops at the second epoch: no later val_loss improves on the first by 10.
+STOPS = [
+    "train.early_stopping.enabled=true",
+    "train.early_stopping.patience=0",
+    "train.early_stopping.min_delta=10",
+]
+
+
+def test_a_member_that_stops_early_trains_fused_as_alone_and_its_siblings_train_on(make_cfg):
+    base = ["dataset=iris", "model.units=[8]", "tracking.enabled=false"]
+    restores = "train.early_stopping.restore_best=true"
+    plans = [
+        plan_job(make_cfg(*base, "train.epochs=4", *own))
+        for own in ([], [*STOPS, "seed=1"], [*STOPS, restores, "activation=tanh"], ["seed=2"])
+    ]
+    alone = [train_alone(p) for p in plans]
+    fused = _fused(plans, [execute.build(p) for p in plans])
+
+    for f, a in zip(fused, alone, strict=True):
+        _assert_same(f, a)
+    assert [len(f.history["loss"]) for f in fused] == [4, 2, 2, 4]
+    assert [(f.stopped_epoch, f.best_epoch) for f in fused] == [
+        (None, None),
+        (1, 0),
+        (1, 0),
+        (None, None),
+    ]
+    # A stopped member's test metrics are those of its weights when it stopped (the same
+    # job trained 2 epochs), or with restore_best, of its best epoch's (trained 1).
+    two = train_alone(plan_job(make_cfg(*base, "train.epochs=2", "seed=1")))
+    one = train_alone(plan_job(make_cfg(*base, "train.epochs=1", "activation=tanh")))
+    for f, short in ((fused[1], two), (fused[2], one)):
+        assert f.test == pytest.approx(short.test, rel=1e-5, abs=1e-6)
+
+
+# Each schedule over 4 epochs: its overrides, and the rate it gives at the end of epoch e
+# (counted from 0), from the base rate, as its formula has it.
+SCHEDULES = {
+    "constant": ([], lambda base, e: base),
+    "cosine": (["optimizer.alpha=0.1"], lambda base, e: base * (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (e + 1) / 4)))),
+    "step": (["optimizer.decay_epochs=2"], lambda base, e: base * 0.1 ** ((e + 1) // 2)),
+    "exponential": (["optimizer.decay_rate=0.5"], lambda base, e: base * 0.5 ** ((e + 1) / 4)),
+    "warmup_cosine": (["optimizer.warmup_epochs=1"], lambda base, e: base * 0.5 * (
+        1 + math.cos(math.pi * e / 3))),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_each_member_follows_its_own_schedule_from_its_own_rate_fused_as_alone(make_cfg, schedule):
+    args, rate_at = SCHEDULES[schedule]
+    base = ["dataset=iris", "model.units=[8]", "train.epochs=4", "tracking.enabled=false"]
+    rates = (0.01, 0.003)
+    plans = [
+        plan_job(
+            make_cfg(
+                *base,
+                f"optimizer.schedule={schedule}",
+                *args,
+                f"optimizer.learning_rate={rate}",
+                f"seed={seed}",
+            )
+        )
+        for seed, rate in enumerate(rates)
+    ]
+    alone = [train_alone(p) for p in plans]
+    fused = _fused(plans, [execute.build(p) for p in plans])
+
+    for f, a, rate in zip(fused, alone, rates, strict=True):
+        _assert_same(f, a)
+        expected = [rate_at(rate, e) for e in range(4)]
+        np.testing.assert_allclose(f.history["learning_rate"], expected, rtol=1e-5, atol=1e-9)
+        assert f.history["loss"][-1] < f.history["loss"][0]
+
+
+# Fused groups whose members differ in clipping, Nesterov's momentum, weight decay or the
+# L2 penalty: (the group's overrides, each member's).
+OPTIMIZERS = {
+    "adam": ([], [
+        [], ["optimizer.clipnorm=0.5"], ["optimizer.clipvalue=0.01", "seed=1"],
+        ["optimizer.weight_decay=0.1"], ["model.l2=0.1"],
+    ]),
+    "adamw": (["optimizer=adamw"], [[], ["optimizer.weight_decay=0.1", "seed=1"]]),
+    "sgd": (["optimizer=sgd", "optimizer.momentum=0.9"], [
+        [], ["optimizer.nesterov=true"], ["optimizer.nesterov=true", "optimizer.clipnorm=0.1"],
+    ]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_members_with_their_own_clipping_and_decay_train_fused_as_alone(make_cfg, optimizer):
+    common, own = OPTIMIZERS[optimizer]
+    base = ["dataset=iris", "model.units=[8]", "train.epochs=3", "tracking.enabled=false"]
+    cfgs = [make_cfg(*base, *common, *member) for member in own]
+    assert fusable_groups(cfgs, max_group=24) == [list(range(len(own)))]
+    plans = [plan_job(cfg) for cfg in cfgs]
+    alone, alone_state = _kept(plans, [execute.build(p) for p in plans], together=False)
+    fused, fused_state = _kept(plans, [execute.build(p) for p in plans], together=True)
+
+    for f, a in zip(fused, alone, strict=True):
+        _assert_same(f, a)
+    for f, a in zip(fused_state, alone_state, strict=True):
+        for fv, av in zip(f, a, strict=True):
+            np.testing.assert_allclose(fv, av, rtol=1e-5, atol=1e-5)
+    if optimizer == "adam":
+        # Weight decay and the L2 penalty keep the first kernel smaller than plain Adam does
+        # from the same initial weights.
+        norms = [float(np.linalg.norm(state[0])) for state in fused_state]
+        assert norms[3] < norms[0] and norms[4] < norms[0]
+
+
 def test_jobs_fuse_when_only_their_own_keys_differ(make_cfg):
     base = ["model.units=[8]", "train.epochs=2"]
     cfgs = [
@@ -211,6 +323,11 @@ def test_jobs_fuse_when_only_their_own_keys_differ(make_cfg):
     assert fusable_groups(cfgs, max_group=24) == [[0, 1, 2, 3], [4], [5], [6], [7], [8], [9], [10]]
     assert fusable_groups(cfgs[:4], max_group=3) == [[0, 1, 2], [3]]
     assert fusable_groups([cfgs[0], rate], max_group=24) == [[0, 1]]
+    stopping = make_cfg(*base, *STOPS, "train.early_stopping.restore_best=true")
+    assert fusable_groups([cfgs[0], stopping], max_group=24) == [[0, 1]]
+    cosine = [*base, "optimizer.schedule=cosine"]
+    scheduled = [make_cfg(*cosine), make_cfg(*cosine, "optimizer.learning_rate=0.1"), cfgs[0]]
+    assert fusable_groups(scheduled, max_group=24) == [[0, 1], [2]]
 
 
 def test_each_job_of_a_fused_group_logs_its_own_trained_model(make_cfg, store, tmp_path):

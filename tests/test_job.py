@@ -88,6 +88,71 @@ def test_the_same_seed_gives_identical_test_metrics(make_cfg):
     assert first != other
 
 
+# Stops at the second epoch: no later val_loss improves on the first by 10.
+STOPS = [
+    "train.early_stopping.enabled=true",
+    "train.early_stopping.patience=0",
+    "train.early_stopping.min_delta=10",
+]
+
+
+def test_early_stopping_ends_a_run_finished_with_the_test_metrics_of_its_best_weights(
+    make_cfg, store
+):
+    iris = ["dataset=iris", "model.units=[8]"]
+    stopped = run(
+        make_cfg(*iris, "train.epochs=5", *STOPS, "train.early_stopping.restore_best=true")
+    )
+    one_epoch = run(make_cfg(*iris, "train.epochs=1"))
+
+    runs = search(store).set_index("params.train.epochs")
+    row = runs.loc["5"]
+    assert [row["status"], row["tags.outcome"]] == ["FINISHED", "completed"]
+    assert [row["metrics.stopped_epoch"], row["metrics.best_epoch"]] == [2, 1]
+    assert row["params.train.early_stopping.restore_best"] == "True"
+    assert len(MlflowClient(store).get_metric_history(row["run_id"], "loss")) == 2
+    # Restored to its first epoch's weights: the test metrics of the same job trained one.
+    assert stopped["test_loss"] == pytest.approx(one_epoch["test_loss"], rel=1e-5)
+    assert stopped["test_accuracy"] == pytest.approx(one_epoch["test_accuracy"], abs=1e-6)
+    assert "metrics.stopped_epoch" not in runs or math.isnan(runs.loc["1", "metrics.stopped_epoch"])
+
+
+def test_a_warmup_cosine_schedule_logs_the_rate_of_each_epoch_and_its_resolved_length(
+    make_cfg, store
+):
+    cfg = make_cfg(
+        "dataset=iris",
+        "model.units=[8]",
+        "train.epochs=5",
+        "optimizer.schedule=warmup_cosine",
+        "optimizer.warmup_epochs=1",
+    )
+    run(cfg)
+
+    row = search(store).iloc[0]
+    assert row["params.optimizer.schedule"] == "warmup_cosine"
+    assert row["params.optimizer.decay_epochs.resolved"] == "4"
+    history = MlflowClient(store).get_metric_history(row["run_id"], "learning_rate")
+    rates = [metric.value for metric in sorted(history, key=lambda m: m.step)]
+    # Warmed up to 0.001 by the first epoch's end, then down a cosine over 4 epochs to 0.
+    expected = [0.001 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(5)]
+    assert rates == pytest.approx(expected, rel=1e-5, abs=1e-9)
+
+
+def test_model_l2_adds_its_penalty_to_the_training_loss_with_adamw_and_clipping(make_cfg, store):
+    iris = ["dataset=iris", "model.units=[8]", "train.epochs=2", "optimizer=adamw"]
+    plain = run(make_cfg(*iris, "optimizer.clipnorm=1.0"))
+    penalized = run(make_cfg(*iris, "optimizer.clipnorm=1.0", "model.l2=10"))
+
+    runs = search(store).set_index("params.model.l2")
+    assert set(runs["status"]) == {"FINISHED"}
+    assert runs.loc["10.0", "params.optimizer.weight_decay"] == "0.004"
+    assert runs.loc["10.0", "params.optimizer.clipnorm"] == "1.0"
+    # 10 times the kernels' squared sum dwarfs the cross-entropy; the test loss has none.
+    assert runs.loc["10.0", "metrics.loss"] > runs.loc["0.0", "metrics.loss"] + 1
+    assert penalized["test_loss"] < 5 and plain["test_loss"] < 5
+
+
 def test_a_nan_loss_ends_the_run_failed_and_diverged_without_a_model(make_cfg, store, caplog):
     # Regression: a classifier's clipped cross-entropy stays finite on JAX (test_cli.py).
     overrides = ("dataset=diabetes", "loss=mse", "optimizer=sgd", "optimizer.learning_rate=1e6")

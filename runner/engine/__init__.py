@@ -32,12 +32,44 @@ OnEpoch = Callable[[int, int, dict[str, float]], None]
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """How the learning rate changes, by epochs: ``name`` (``constant``, ``cosine``,
+    ``step``, ``exponential``, ``warmup_cosine``) and the arguments of Keras's schedule
+    (runner/engine/common.py), counted in epochs."""
+
+    name: str = "constant"
+    decay_epochs: int = 1
+    decay_rate: float = 0.1
+    alpha: float = 0.0
+    warmup_epochs: int = 0
+
+
+@dataclass(frozen=True)
 class OptimizerKind:
-    """A Keras optimizer by identifier, and its momentum (sgd and rmsprop); the learning
-    rate is each member's own."""
+    """A Keras optimizer by identifier, its momentum (sgd and rmsprop) and its schedule;
+    the learning rate the schedule starts from is each member's own. Then the keys each
+    member of a fused group may have its own of (a family of its own): Keras's gradient
+    clipping, Nesterov's momentum (sgd) and weight decay."""
 
     name: str
     momentum: float | None = None
+    schedule: Schedule = Schedule()
+    clipnorm: float | None = None
+    clipvalue: float | None = None
+    nesterov: bool = False
+    weight_decay: float | None = None
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """When a member stops training, as Keras's EarlyStopping decides it: once
+    ``monitor`` (a validation metric) has not improved by more than ``min_delta`` for
+    ``patience`` epochs; ``restore_best``: it ends with the weights of its best epoch."""
+
+    monitor: str
+    patience: int
+    min_delta: float
+    restore_best: bool
 
 
 @dataclass(frozen=True)
@@ -46,7 +78,9 @@ class Member:
     built from, its loss and the target encoding that loss needs, its learning rate, and
     its seed, which fixes the order of its training batches. ``keep_weights``: ``net``
     holds the trained weights once training ends (Keras's ``fit`` trains ``net`` itself;
-    the JAX engine trains copies, and writes them back only for the members that ask)."""
+    the JAX engine trains copies, and writes them back only for the members that ask).
+    ``early_stopping``: when it stops before the last epoch (None: never). ``optimizer``:
+    its own optimizer (None: the training's, :attr:`Settings.optimizer`)."""
 
     net: Any
     model: ModelSpec
@@ -55,6 +89,12 @@ class Member:
     learning_rate: float
     seed: int
     keep_weights: bool = False
+    early_stopping: EarlyStopping | None = None
+    optimizer: OptimizerKind | None = None
+
+    def optimizer_of(self, settings: Settings) -> OptimizerKind:
+        """Its own optimizer, or the training's."""
+        return self.optimizer or settings.optimizer
 
     @property
     def activations(self) -> tuple[str, ...]:
@@ -86,7 +126,8 @@ KEPT_EPOCHS = 1000
 class TrainResult:
     """The per-epoch history (Keras's names) of the ``epochs`` kept (counted from 0), the
     ``last`` epoch's values, the test metrics (``test_`` + Keras's names), the seconds
-    training took, and the epoch whose loss stopped being finite, if one did.
+    training took, the epoch whose loss stopped being finite, if one did, and with early
+    stopping, the epoch it stopped at (None: it trained every epoch) and its best one.
 
     A run of up to :data:`KEPT_EPOCHS` epochs keeps every one; a longer one keeps every
     2nd, then every 4th... (``stride``), so that its curves keep their shape in bounded
@@ -98,6 +139,8 @@ class TrainResult:
     test: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
     diverged_epoch: int | None = None
+    stopped_epoch: int | None = None
+    best_epoch: int | None = None
     stride: int = 1
 
     def add(self, epoch: int, values: dict[str, float]) -> None:

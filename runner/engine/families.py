@@ -17,8 +17,8 @@ import numpy as np
 from runner.activations import function as activation_function
 from runner.activations import is_user, source_digest
 from runner.config import Encoding, losses_by_encoding
-from runner.engine import Member, Settings
-from runner.engine.common import make_optimizer, mixed
+from runner.engine import Member, OptimizerKind, Settings
+from runner.engine.common import make_optimizer, mixed, schedule
 from runner.metrics import SATURATED
 from runner.model import ModelSpec, build_model, hidden_layers
 
@@ -103,12 +103,22 @@ class Cohort:
 
     def key(self, members: list[Member]) -> tuple:
         """What the cohort's part of a program is traced for: its model but its hidden
-        activations (``layers`` says those), and the code of the user's activations."""
+        activations (``layers`` says those), its optimizer, and the code of the user's
+        activations."""
         spec = members[self.positions[0]].model
+        optimizer = members[self.positions[0]].optimizer
         model = replace(_function(spec), activations=())
         names = {*(n for names in self.layers for n in names), spec.head.activation}
         code = tuple(source_digest(name) for name in sorted(names) if is_user(name))
-        return (model, self.layers, self.losses, self.encoding.value, len(self.slots), code)
+        return (
+            model,
+            self.layers,
+            self.losses,
+            self.encoding.value,
+            len(self.slots),
+            optimizer,
+            code,
+        )
 
     def activation_indices(self, members: list[Member]) -> np.ndarray:
         """The members' hidden activations (the same for all), as indices into ``layers``."""
@@ -122,11 +132,13 @@ class Cohort:
 
 def cohorts(members: list[Member], switching: bool) -> list[Cohort]:
     """The batch's members by family: those whose models compute the same function of their
-    weights, from targets of the same encoding. With ``switching``, a batch of one switches
-    between the common activations and losses (see the module's docstring)."""
+    weights, from targets of the same encoding, with optimizers of the same kind. With
+    ``switching``, a batch of one switches between the common activations and losses (see
+    the module's docstring)."""
     by_function: dict[tuple, list[int]] = {}
     for position, member in enumerate(members):
-        by_function.setdefault((_function(member.model), member.encoding), []).append(position)
+        own = (_function(member.model), member.encoding, member.optimizer)
+        by_function.setdefault(own, []).append(position)
     found = []
     for positions in by_function.values():
         first = members[positions[0]]
@@ -150,7 +162,9 @@ class Family:
     trainable variables; and an optimizer of the members' kind, whose variables the
     members' states fill. Each member brings its own weights and state (a normalization's
     moving statistics, a dropout's seed), and scores its predictions with its own loss,
-    one of ``losses``."""
+    one of ``losses``. The optimizer's learning rate is a variable: each member's state
+    holds its own rate, from which its ``schedule`` (with ``steps`` an epoch) computes the
+    rate of each step."""
 
     net: keras.Model
     tap: keras.Model
@@ -159,9 +173,11 @@ class Family:
     losses: tuple[str, ...]
     encoding: Encoding
     optimizer: keras.optimizers.Optimizer
+    kind: OptimizerKind
+    steps: int
 
     @classmethod
-    def of(cls, cohort: Cohort, members: list[Member], settings: Settings) -> Family:
+    def of(cls, cohort: Cohort, members: list[Member], settings: Settings, steps: int) -> Family:
         first = members[cohort.positions[0]]
         choices = [Choice(names) for names in cohort.layers]
         # The members bring their weights: the program's own need not be drawn.
@@ -172,11 +188,36 @@ class Family:
         tap = keras.Model(net.inputs, [output.output for _, output in hidden] + [net.output])
         where = {id(v): i for i, v in enumerate(net.trainable_variables)}
         kernels = [where[id(kernel.kernel)] for kernel, _ in hidden]
-        optimizer = make_optimizer(settings.optimizer, first.learning_rate)
+        kind = first.optimizer_of(settings)
+        optimizer = make_optimizer(kind, first.learning_rate)
         if mixed(net):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(net.trainable_variables)
-        return cls(net, tap, kernels, choices, cohort.losses, cohort.encoding, optimizer)
+        return cls(
+            net, tap, kernels, choices, cohort.losses, cohort.encoding, optimizer, kind, steps
+        )
+
+    def _slot(self, variable: keras.Variable) -> int:
+        return next(i for i, v in enumerate(self.optimizer.variables) if v is variable)
+
+    def rate(self, opt_vars: list) -> jax.Array:
+        """The learning rate a member's next step takes, from its optimizer state: its own
+        rate, or where its schedule has brought it."""
+        own = opt_vars[self._slot(self.optimizer.learning_rate)]
+        rule = schedule(self.kind.schedule, own, self.steps)
+        return own if rule is None else rule(opt_vars[self._slot(self.optimizer.iterations)])
+
+    def apply(self, opt_vars: list, grads: list, trainable: list) -> tuple[list, list]:
+        """The optimizer's ``stateless_apply`` for one member, at the rate its schedule gives
+        this step (as Keras's optimizer holding the schedule computes it); the state it
+        returns keeps the member's own rate."""
+        slot = self._slot(self.optimizer.learning_rate)
+        stepping = list(opt_vars)
+        stepping[slot] = self.rate(opt_vars)
+        trainable_after, opt_after = self.optimizer.stateless_apply(stepping, grads, trainable)
+        opt_after = list(opt_after)
+        opt_after[slot] = opt_vars[slot]
+        return trainable_after, opt_after
 
     @contextmanager
     def choosing(self, activations: jax.Array):

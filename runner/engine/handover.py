@@ -17,6 +17,7 @@ from runner import stop
 from runner.engine import Member, OnEpoch, TrainResult, epoch_line
 from runner.engine.families import Cohort
 from runner.engine.program import Program
+from runner.engine.stopping import Watch
 from runner.metrics import diagnostic_names
 
 log = logging.getLogger("runner.engine")
@@ -25,7 +26,9 @@ log = logging.getLogger("runner.engine")
 @dataclass
 class Handover:
     """A batch's members while they train: who is still training (``alive``: a diverged
-    member drops out), each one's results so far, and the diagnostics each one logs."""
+    member drops out, and so does one that early stopping stops), each one's results so
+    far, the diagnostics each one logs, and whose weights of the latest epoch are its best
+    so far (``improved``, for the members that restore their best)."""
 
     members: list[Member]
     found: list[Cohort]
@@ -38,16 +41,46 @@ class Handover:
         self.results = [TrainResult() for _ in self.members]
         self.names = [self.program.log_names(f) for f in self.program.families]
         self.diagnostics = [own_diagnostics(m) for m in self.members]
+        self.watches = [m.early_stopping and Watch(m.early_stopping) for m in self.members]
+        self.improved = np.zeros(len(self.members), bool)
+
+    @property
+    def restoring(self) -> bool:
+        """Whether a member ends with the weights of its best epoch."""
+        return any(m.early_stopping and m.early_stopping.restore_best for m in self.members)
+
+    def _slots(self, flags: np.ndarray) -> list[np.ndarray]:
+        """Per-member ``flags`` as each cohort's slots, in its order (padding as its first
+        member)."""
+        return [flags[list(cohort.slots)] for cohort in self.found]
 
     def living(self) -> list[np.ndarray]:
-        """Each cohort's slots still training, in its order (padding as its first member)."""
-        return [self.alive[list(cohort.slots)] for cohort in self.found]
+        """Each cohort's slots still training."""
+        return self._slots(self.alive)
+
+    def improved_slots(self) -> list[np.ndarray]:
+        """Each cohort's slots whose latest epoch's weights are their best so far."""
+        return self._slots(self.improved)
+
+    def restored_slots(self) -> list[np.ndarray]:
+        """Each cohort's slots that end with their best epoch's weights: those that restore
+        their best, have one, and did not diverge."""
+        restored = np.array(
+            [
+                bool(m.early_stopping and m.early_stopping.restore_best)
+                and r.best_epoch is not None
+                and r.diverged_epoch is None
+                for m, r in zip(self.members, self.results, strict=True)
+            ]
+        )
+        return self._slots(restored)
 
     def hand_over(self, epoch: int, logs: list, on_epoch: OnEpoch | None) -> None:
         """Keep each living member's logs of ``epoch`` and hand them to ``on_epoch``; a
         member whose loss stopped being finite drops out. Every member hands over the same
         epochs: a signal waits until this epoch's logs are all handed over, so that a
         stopped group's runs keep as many epochs each."""
+        self.improved[:] = False
         with stop.held():
             for cohort, names, rows in zip(self.found, self.names, logs, strict=True):
                 columns = _columns(names, rows)
@@ -66,6 +99,12 @@ class Handover:
         if not math.isfinite(values["loss"]):
             result.diverged_epoch = epoch
             self.alive[m] = False
+        elif self.watches[m]:
+            self.improved[m], stops = self.watches[m].update(epoch, values)
+            result.best_epoch = self.watches[m].best_epoch
+            if stops:
+                result.stopped_epoch = epoch
+                self.alive[m] = False
         return values
 
     def set_test(self, test: list, share: float) -> None:

@@ -34,8 +34,10 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from runner import stop
@@ -128,6 +130,8 @@ def _train_batch(
     samples = len(dataset.x_train)
     orders = [batch_orders(samples, m.seed) for m in members]
     clock = _Clock()
+    # The members that restore their best weights keep them here, on the device.
+    best = jax.tree.map(jnp.copy, inputs.states) if batch.restoring else None
     with progress(len(members), settings.epochs) as bar:
         for epoch in range(settings.epochs):
             # A signal whose KeyboardInterrupt was lost (raised inside a finalizer, such as
@@ -141,17 +145,36 @@ def _train_batch(
             logs = jax.device_get(logs)
             clock.tick()
             batch.hand_over(epoch, logs, on_epoch)
+            if best is not None and batch.improved.any():
+                best = _select(best, inputs.states, batch.improved_slots())
             if bar.disable:
                 log_epoch(epoch, settings.epochs, batch.results, batch.alive)
             bar.set_postfix_str(f"{batch.alive.sum()} training", refresh=False)
             bar.update()
             if not batch.alive.any():
                 break
-    test = jax.device_get(program.test(inputs.states, *inputs.fixed(), inputs.data))
+    states = inputs.states
+    if best is not None:
+        states = _select(states, best, batch.restored_slots())
+    test = jax.device_get(program.test(states, *inputs.fixed(), inputs.data))
     seconds = _training_seconds(clock, len(members))
-    _write_back(found, members, inputs.states)
+    _write_back(found, members, states)
     batch.set_test(test, seconds / len(members))
     return batch.results
+
+
+@partial(jax.jit, donate_argnums=0)
+def _select(base: list, chosen: list, masks: list) -> list:
+    """Each cohort's states: a slot's from ``chosen`` where its mask is set, else from
+    ``base`` (whose buffers are reused)."""
+
+    def pick(mask, kept, new):
+        return jnp.where(mask.reshape(-1, *(1,) * (kept.ndim - 1)), new, kept)
+
+    return [
+        jax.tree.map(partial(pick, mask), kept, new)
+        for kept, new, mask in zip(base, chosen, masks, strict=True)
+    ]
 
 
 def _program(
@@ -161,8 +184,7 @@ def _program(
     data shapes, or a new one traced for them and kept there."""
     key = (
         tuple(cohort.key(members) for cohort in found),
-        settings.optimizer.name,
-        settings.optimizer.momentum,
+        settings.optimizer,
         settings.batch_size,
         settings.probe_size,
         dataset.task.value,
@@ -172,7 +194,8 @@ def _program(
         dataset.x_test.shape,
     )
     if key not in programs:
-        families = [Family.of(cohort, members, settings) for cohort in found]
+        steps = math.ceil(len(dataset.x_train) / settings.batch_size)
+        families = [Family.of(cohort, members, settings, steps) for cohort in found]
         programs[key] = Program(families, dataset.task, settings, len(dataset.x_train), key)
     return programs[key]
 

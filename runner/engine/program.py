@@ -173,15 +173,16 @@ class Program:
         scale = self._scale(family, opt_vars)
 
         def objective(trainable):
-            p, non_trainable_after = family.net.stateless_call(
-                trainable, non_trainable, xb, training=True
+            p, non_trainable_after, penalties = family.net.stateless_call(
+                trainable, non_trainable, xb, training=True, return_losses=True
             )
-            loss = jnp.mean(self._loss(family, loss_index, yb, p))
+            # As Keras's fit: the loss with the kernels' penalties (model.l2) added.
+            loss = jnp.mean(self._loss(family, loss_index, yb, p)) + sum(penalties)
             return loss * scale, (loss, p, non_trainable_after)
 
         with family.choosing(activations):
             grads, (loss, p, non_trainable_after) = jax.grad(objective, has_aux=True)(trainable)
-        trainable_after, opt_after = family.optimizer.stateless_apply(opt_vars, grads, trainable)
+        trainable_after, opt_after = family.apply(opt_vars, grads, trainable)
         # A frozen (diverged) model keeps its state; the others never depend on it.
         new = jax.tree.map(
             lambda after, before: jnp.where(alive, after, before),
@@ -234,7 +235,7 @@ class Program:
         scored = ["loss", *metric_names(self.task)]
         if split == "test":
             return scored
-        names = [*scored, *(f"val_{name}" for name in scored)]
+        names = [*scored, *(f"val_{name}" for name in scored), "learning_rate"]
         if self.probe:
             for i in range(len(family.choices)):
                 names += [f"{kind}/hidden_{i}" for kind in DIAGNOSTICS]
@@ -279,6 +280,7 @@ class Program:
             evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, 0, None, None, None))
             val = evaluate(states[f], losses[f], activations[f], x["val"], y["val"])
             family_logs.update({f"val_{k}": v / x["val"].shape[0] for k, v in val.items()})
+            family_logs["learning_rate"] = jax.vmap(family.rate)(states[f][2])
             if self.probe:
                 diagnose = jax.vmap(
                     partial(self._diagnose, family), in_axes=(0, 0, None, None, None)

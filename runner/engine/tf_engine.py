@@ -25,7 +25,7 @@ from runner.config import Encoding, Task, UserError
 from runner.data import Dataset, encode_targets
 from runner.engine import CHUNK, Member, OnEpoch, Settings, TrainResult, batch_orders, epoch_line
 from runner.engine.common import make_optimizer, mixed
-from runner.metrics import RELU_FAMILY, SATURATED
+from runner.metrics import RELU_FAMILY, SATURATED, lower_is_better
 from runner.model import ModelSpec, hidden_layers
 
 log = logging.getLogger("runner.engine")
@@ -147,6 +147,8 @@ class _EpochEnd(keras.callbacks.Callback):
         stop.raise_if_signalled()
         logs = logs if logs is not None else {}
         logs.update({f"val_{name}": value for name, value in self.validation().items()})
+        # The rate the next step takes, where the schedule has brought it.
+        logs["learning_rate"] = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         values = {name: float(value) for name, value in logs.items()}
         log.info("%s", epoch_line(epoch, self.epochs, values))
         self.result.add(epoch, values)
@@ -204,6 +206,20 @@ def fit_each(
         return [_fit(member, dataset, settings, on_epoch and (lambda e, v: on_epoch(0, e, v)))]
 
 
+def _early_stopping(member: Member) -> keras.callbacks.EarlyStopping | None:
+    """Keras's EarlyStopping for the member's rule, its direction that of its metric."""
+    rule = member.early_stopping
+    if rule is None:
+        return None
+    return keras.callbacks.EarlyStopping(
+        monitor=rule.monitor,
+        patience=rule.patience,
+        min_delta=rule.min_delta,
+        mode="min" if lower_is_better(rule.monitor) else "max",
+        restore_best_weights=rule.restore_best,
+    )
+
+
 def _pipeline(
     x: np.ndarray, y: np.ndarray, seed: int, epochs: int, batch_size: int
 ) -> tf.data.Dataset:
@@ -237,7 +253,7 @@ def _fit(
     )
     epochs, batch_size = settings.epochs, settings.batch_size
     steps = math.ceil(len(x_train) / batch_size)
-    optimizer = make_optimizer(settings.optimizer, member.learning_rate)
+    optimizer = make_optimizer(member.optimizer_of(settings), member.learning_rate, steps)
     net.compile(
         loss=loss,
         optimizer=keras.optimizers.LossScaleOptimizer(optimizer) if mixed(net) else optimizer,
@@ -258,6 +274,9 @@ def _fit(
     callbacks.append(
         _EpochEnd(epochs, lambda: evaluate(net, x_val, y_val, loss, val_metrics), result, on_epoch)
     )
+    # After _EpochEnd, which adds the validation metrics it watches to the epoch's logs.
+    stopping = _early_stopping(member)
+    callbacks += [stopping] if stopping else []
     start = time.perf_counter()
     net.fit(
         batches,
@@ -271,6 +290,10 @@ def _fit(
     result.train_seconds = time.perf_counter() - start
     if result.diverged_epoch is not None:
         return result
+    if stopping is not None:
+        # Keras's stopped_epoch is 0 when it did not stop: it never stops after the first.
+        result.stopped_epoch = stopping.stopped_epoch or None
+        result.best_epoch = stopping.best_epoch
     test = evaluate(net, x_test, y_test, loss, val_metrics)
     result.test = {f"test_{name}": value for name, value in test.items()}
     return result

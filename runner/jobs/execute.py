@@ -74,8 +74,8 @@ def build(plan: Plan) -> keras.Model:
 
 
 def member(spec: JobSpec, net: keras.Model) -> engine.Member:
-    """The job as a model to train: its own weights, loss, learning rate and batch order,
-    and whether it needs its trained weights back to log them."""
+    """The job as a model to train: its own weights, loss, learning rate, batch order and
+    early stopping, and whether it needs its trained weights back to log them."""
     return engine.Member(
         net,
         spec.model,
@@ -84,6 +84,8 @@ def member(spec: JobSpec, net: keras.Model) -> engine.Member:
         spec.learning_rate,
         spec.seed,
         spec.tracking.logs_model,
+        spec.early_stopping,
+        spec.optimizer,
     )
 
 

@@ -61,6 +61,7 @@ def plan(cfg: DictConfig, context: JobContext) -> Plan:
             "train.mixed_precision=true on the CPU: it runs, but float16 speeds up GPUs, not CPUs"
         )
     check_objective(spec.objective, dataset.task)
+    check_monitor(spec.early_stopping and spec.early_stopping.monitor, dataset.task)
     check_size(spec, dataset.features, backend.memory_bytes(spec.compute.backend, device))
     tracker = open_tracker(spec.tracking, STATE.trackers)
     if not spec.tracking.enabled and spec.sweep is None:
@@ -119,4 +120,14 @@ def check_objective(objective: str | None, task: Task) -> None:
             f"objective={objective} is not a metric of a {task} job; it logs "
             f"{', '.join(logged)}. Pick one of them (with hydra.sweeper.direction=minimize "
             "for a loss or an error)."
+        )
+
+
+def check_monitor(monitor: str | None, task: Task) -> None:
+    """Refuse an early-stopping ``monitor`` that a job of ``task`` does not log."""
+    logged = validation_metrics(task)
+    if monitor is not None and monitor not in logged:
+        raise UserError(
+            f"train.early_stopping.monitor={monitor} is not a metric of a {task} job; it "
+            f"logs {', '.join(logged)}."
         )

@@ -87,7 +87,7 @@ class JobRecord:
         ``net`` (``tracking.log_model``) and its outcome. A diverged model is not logged:
         its weights are not finite."""
         spec, run = self.plan.spec, self.run
-        run.log_metrics(dict(result.test, train_seconds=result.train_seconds))
+        run.log_metrics(dict(result.test, train_seconds=result.train_seconds, **_stopping(result)))
         if self.draws_figure():
             # matplotlib, for the runs that draw only.
             from runner.figures import training_curves
@@ -127,6 +127,13 @@ class JobRecord:
                 run.run_id,
             )
             return {}
+        if result.stopped_epoch is not None:
+            log.info(
+                "%s stopped early at epoch %d (best: %d)",
+                spec.label,
+                result.stopped_epoch + 1,
+                result.best_epoch + 1,
+            )
         log.info(
             "%s: %s  (trained in %.1f s on %s)",
             spec.label,
@@ -146,6 +153,13 @@ class JobRecord:
         # The last epoch's validation metrics too: what a search (``objective``) optimises.
         last = {k: value for k, value in result.last.items() if k.startswith("val_")}
         return {**last, **result.test}
+
+
+def _stopping(result: TrainResult) -> dict[str, int]:
+    """What early stopping decided, as metrics counted from 1 as the console counts epochs:
+    ``best_epoch`` and, when it stopped before the last epoch, ``stopped_epoch``."""
+    epochs = {"best_epoch": result.best_epoch, "stopped_epoch": result.stopped_epoch}
+    return {name: epoch + 1 for name, epoch in epochs.items() if epoch is not None}
 
 
 def file_refusal(ref: JobRef, error: Exception) -> None:

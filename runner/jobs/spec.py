@@ -33,7 +33,7 @@ from runner.config import (
     not_training,
     per_layer,
 )
-from runner.engine import OptimizerKind
+from runner.engine import EarlyStopping, OptimizerKind, Schedule
 from runner.model import ModelSpec, OutputHead, auto_initializer, output_head
 from runner.sweep import Sweep, position, sweep_of, threads_per_job
 from runner.tracking.store import masked, tracking_uri
@@ -48,6 +48,12 @@ PER_MEMBER = (
     "model.output_activation",
     "model.kernel_initializer",
     "optimizer.learning_rate",
+    "train.early_stopping",
+    "optimizer.clipnorm",
+    "optimizer.clipvalue",
+    "optimizer.nesterov",
+    "optimizer.weight_decay",
+    "model.l2",
 )
 
 
@@ -66,12 +72,13 @@ def training_key(view: dict[str, Any], drop: tuple[str, ...] = ()) -> str:
     and the dotted keys in ``drop``: what a job's fingerprint digests and a fused group's
     jobs share."""
     view = json.loads(json.dumps(view, default=str))
-    for dotted in (*not_training(), *drop, *ADDED):
+    dropped = (*not_training(), *drop)
+    for dotted in (*dropped, *ADDED):
         *parents, leaf = dotted.split(".")
         node = view
         for parent in parents:
             node = node.get(parent, {})
-        if dotted not in ADDED or node.get(leaf) == ADDED[dotted]:
+        if dotted in dropped or node.get(leaf) == ADDED[dotted]:
             node.pop(leaf, None)
     return json.dumps(view, sort_keys=True, default=str)
 
@@ -255,9 +262,10 @@ class Training:
 class JobSpec(JobRef):
     """A checked job, resolved for its data's ``task``: the model (widths, an activation
     per hidden layer, the initializer, the output head), the loss, the optimizer with the
-    job's own learning rate, the seed, the data it trains on, how it trains, where it runs,
-    and what it records (the config as ``config_yaml``, the ``overrides`` Hydra gave it, its
-    output directory, None outside Hydra). ``fingerprint``: equal for two jobs that train
+    job's own learning rate, the seed, when it stops early (None: never), the data it
+    trains on, how it trains, where it runs, and what it records (the config as
+    ``config_yaml``, the ``overrides`` Hydra gave it, its output directory, None outside
+    Hydra). ``fingerprint``: equal for two jobs that train
     the same model on the same data."""
 
     fingerprint: str
@@ -267,6 +275,7 @@ class JobSpec(JobRef):
     optimizer: OptimizerKind
     learning_rate: float
     seed: int
+    early_stopping: EarlyStopping | None
     training: Training
     data: DatasetConfig
     compute: Compute
@@ -280,7 +289,8 @@ class JobSpec(JobRef):
         """The job ``cfg`` asks for, run in ``context``, on data of that ``data``:
         ``loss=auto`` becomes the loss that fits the task, as if the user had named it, and
         ``model.kernel_initializer=auto`` an initializer per layer (recorded as the param
-        ``model.kernel_initializer.resolved``)."""
+        ``model.kernel_initializer.resolved``), and a schedule's ``optimizer.decay_epochs``
+        its epochs (``optimizer.decay_epochs.resolved``)."""
         loss = resolved_loss(cfg.loss, data.task)
         compute = Compute.from_cfg(cfg, context)
         view = _view(cfg)
@@ -290,15 +300,27 @@ class JobSpec(JobRef):
         model = model_spec(cfg, head, data)
         ref = _ref_fields(cfg, context, view, loss.name)
         ref["params"]["model.kernel_initializer.resolved"] = _label(model.kernel_initializers)
+        schedule = schedule_of(cfg)
+        if schedule.name != "constant":
+            ref["params"]["optimizer.decay_epochs.resolved"] = schedule.decay_epochs
         return cls(
             **ref,
             fingerprint=hashlib.sha256(training_key(view).encode()).hexdigest()[:16],
             task=data.task,
             model=model,
             loss=loss.name,
-            optimizer=OptimizerKind(cfg.optimizer.name, cfg.optimizer.momentum),
+            optimizer=OptimizerKind(
+                cfg.optimizer.name,
+                cfg.optimizer.momentum,
+                schedule,
+                cfg.optimizer.clipnorm,
+                cfg.optimizer.clipvalue,
+                cfg.optimizer.nesterov,
+                cfg.optimizer.weight_decay,
+            ),
             learning_rate=cfg.optimizer.learning_rate,
             seed=cfg.seed,
+            early_stopping=early_stopping(cfg),
             training=Training(
                 epochs=cfg.train.epochs,
                 batch_size=cfg.train.batch_size,
@@ -360,12 +382,39 @@ def model_spec(cfg: DictConfig, head: OutputHead, data: DataShape) -> ModelSpec:
         dropout=model.dropout,
         dropout_kind=model.dropout_kind,
         mixed_precision=cfg.train.mixed_precision,
+        l2=model.l2,
     )
 
 
 def _label(names: tuple[str, ...]) -> str:
     """Per-layer names as one param: the one name when all are equal, else them all."""
     return names[0] if len(set(names)) == 1 else ",".join(names)
+
+
+def schedule_of(cfg: DictConfig) -> Schedule:
+    """``optimizer.schedule`` with its arguments, ``decay_epochs`` resolved: when null, the
+    rest of the training after the warmup (``step``: a third of it, rounded up)."""
+    optimizer, epochs = cfg.optimizer, cfg.train.epochs
+    name = optimizer.schedule.value
+    if name == "constant":
+        return Schedule()
+    warmup = optimizer.warmup_epochs if name == "warmup_cosine" else 0
+    default = -(-epochs // 3) if name == "step" else epochs - warmup
+    return Schedule(
+        name,
+        optimizer.decay_epochs or default,
+        optimizer.decay_rate,
+        optimizer.alpha,
+        warmup,
+    )
+
+
+def early_stopping(cfg: DictConfig) -> EarlyStopping | None:
+    """``train.early_stopping``, resolved: None when it is off."""
+    rule = cfg.train.early_stopping
+    if not rule.enabled:
+        return None
+    return EarlyStopping(rule.monitor.value, rule.patience, rule.min_delta, rule.restore_best)
 
 
 def data_of(cfg: DictConfig) -> DatasetConfig:
