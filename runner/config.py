@@ -362,38 +362,6 @@ def not_training(schema: type = Config, prefix: str = "") -> tuple[str, ...]:
 # ``loss=auto``, ``model.output_activation=auto``: what fits the task.
 AUTO = "auto"
 
-# Keys the schema gained after runs were first recorded, each with the value that trains
-# as before it existed: left out of a job's fingerprint at that value, so that a config
-# written before them keeps its fingerprint, and resume=true finds its runs.
-ADDED = {
-    "model.name": "mlp",
-    "model.filters": [],
-    "model.kernel_size": 3,
-    "model.normalization": "none",
-    "model.normalization_position": "before",
-    "model.dropout": 0.0,
-    "model.dropout_kind": "dropout",
-    "dataset.folds": None,
-    "dataset.fold": 0,
-    "optimizer.schedule": "constant",
-    "optimizer.decay_epochs": None,
-    "optimizer.decay_rate": 0.1,
-    "optimizer.alpha": 0.0,
-    "optimizer.warmup_epochs": 1,
-    "optimizer.clipnorm": None,
-    "optimizer.clipvalue": None,
-    "optimizer.nesterov": False,
-    "optimizer.weight_decay": None,
-    "model.l2": 0.0,
-    "train.early_stopping": {
-        "enabled": False,
-        "monitor": "val_loss",
-        "patience": 5,
-        "min_delta": 0.0,
-        "restore_best": False,
-    },
-}
-
 
 def hidden_count(cfg: DictConfig) -> int:
     """How many hidden layers the model has: its conv blocks and its Dense layers."""
@@ -416,9 +384,7 @@ def layer_activations(cfg: DictConfig) -> tuple[str, ...]:
 
 def activation_label(cfg: DictConfig) -> str:
     """``activation`` as the user gave it: ``relu``, or ``relu,tanh,sigmoid`` for a list."""
-    if isinstance(cfg.activation, ListConfig | list | tuple):
-        return ",".join(str(a) for a in cfg.activation)
-    return str(cfg.activation)
+    return ",".join(per_layer(cfg.activation, 1))
 
 
 def losses_by_encoding() -> dict[Encoding, tuple[str, ...]]:

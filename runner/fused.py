@@ -4,7 +4,7 @@
 Jobs fuse when they train the same widths on the same data, for the same epochs with the
 same batch size and optimizer: everything in their specs is equal but each member's own
 values, learning rate included, and what does not change training
-(:func:`runner.jobs.spec.fusion_key`). A job that fuses with no other, or that asks for
+(:func:`runner.jobs.keys.fusion_key`). A job that fuses with no other, or that asks for
 ``train.mixed_precision``, runs as the basic launcher would run it. Each job keeps its own
 output directory, saved config, log file and MLflow run.
 
@@ -28,8 +28,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from runner import stop
 from runner.compose import Composer
 from runner.jobs import outcome
+from runner.jobs.keys import fusion_key
 from runner.jobs.plan import Plan
-from runner.jobs.spec import JobContext, JobRef, fusion_key
+from runner.jobs.spec import JobContext, JobRef
 from runner.sweep import GRID_SWEEPERS, sweeper_name
 
 log = logging.getLogger("runner")

@@ -92,7 +92,7 @@ def test_an_artifact_that_cannot_be_written_fails_the_run_and_keeps_its_metrics(
     ):
         for epoch in range(3):
             run.log_metrics({"loss": 1 / (epoch + 1)}, step=epoch)
-        run.log_text("units: [8]\n", "config.yaml")
+        run.log_texts({"config.yaml": "units: [8]\n"})
         run.log_metrics({"test_accuracy": 0.9})
 
     kept_in = tmp_path / "unrecorded.json"
@@ -135,7 +135,7 @@ def test_a_run_that_cannot_be_recorded_leaves_the_runs_around_it_their_outcome(s
     with pytest.raises(Unrecorded), ExitStack() as runs:
         outer = runs.enter_context(tracker.open_run(fine, "outer", {}, output_dir=tmp_path))
         inner = runs.enter_context(tracker.open_run(blocked, "inner", {}, output_dir=tmp_path))
-        inner.log_text("units: [8]\n", "config.yaml")
+        inner.log_texts({"config.yaml": "units: [8]\n"})
         outer.log_metrics({"loss": 0.5})
     client = MlflowClient(store)
     assert client.get_run(outer.run_id).info.status == "FINISHED"

@@ -2,25 +2,22 @@
 
 This is the one reader of a job's config after :mod:`runner.checks`: :meth:`JobRef.from_cfg`
 reads what names and records a job (enough to refuse it), :meth:`JobSpec.from_cfg` the rest
-once the job's data says what its task is, and :func:`fusion_key` what a fused group's jobs
-share. From there on the engine, the tracking code, the fused launcher and compare take a
-spec, never the config.
+once the job's data says what its task is (:mod:`runner.jobs.keys`: what identifies it).
+From there on the engine, the tracking code, the fused launcher and compare take a spec,
+never the config.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from runner.config import (
-    ADDED,
     AUTO,
     CONF,
     DatasetConfig,
@@ -30,102 +27,16 @@ from runner.config import (
     UserError,
     activation_label,
     layer_activations,
-    not_training,
     per_layer,
 )
 from runner.engine import EarlyStopping, OptimizerKind, Schedule
+from runner.jobs.keys import config_view, flat_params, masked_override, training_key
 from runner.model import ModelSpec, OutputHead, auto_initializer, output_head
 from runner.sweep import Sweep, position, sweep_of, threads_per_job
-from runner.tracking.store import masked, tracking_uri
+from runner.tracking.store import tracking_uri
 
 # loss=auto: the loss each task gets.
 AUTO_LOSS = {Task.classification: "categorical_crossentropy", Task.regression: "mse"}
-# What may differ between the jobs of one fused group: each model's own.
-PER_MEMBER = (
-    "activation",
-    "seed",
-    "loss",
-    "model.output_activation",
-    "model.kernel_initializer",
-    "optimizer.learning_rate",
-    "train.early_stopping",
-    "optimizer.clipnorm",
-    "optimizer.clipvalue",
-    "optimizer.nesterov",
-    "optimizer.weight_decay",
-    "model.l2",
-)
-
-
-def plain(value: Any) -> Any:
-    """A config value, resolved, as plain data with enums as their names: what is hashed,
-    logged and compared, never OmegaConf's nodes."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
-    return value.name if isinstance(value, Enum) else value
-
-
-def training_key(view: dict[str, Any], drop: tuple[str, ...] = ()) -> str:
-    """A job's resolved config ``view`` (plain data, without Hydra's node) as canonical
-    JSON, without the keys that do not change what it trains
-    (:func:`runner.config.not_training`), the keys of :data:`ADDED` at their first value,
-    and the dotted keys in ``drop``: what a job's fingerprint digests and a fused group's
-    jobs share."""
-    view = json.loads(json.dumps(view, default=str))
-    dropped = (*not_training(), *drop)
-    for dotted in (*dropped, *ADDED):
-        *parents, leaf = dotted.split(".")
-        node = view
-        for parent in parents:
-            node = node.get(parent, {})
-        if dotted in dropped or node.get(leaf) == ADDED[dotted]:
-            node.pop(leaf, None)
-    return json.dumps(view, sort_keys=True, default=str)
-
-
-def _masked_override(text: str) -> str:
-    """A command-line override as a run records it: ``tracking.uri``'s password masked."""
-    key, equals, value = text.partition("=")
-    if key.lstrip("+~") != "tracking.uri" or not equals:
-        return text
-    uri = value.replace("\\", "")  # Hydra's escapes, such as http\://
-    return text if masked(uri) == uri else f"{key}={masked(uri)}"
-
-
-def _view(cfg: DictConfig) -> dict[str, Any]:
-    """The job's config as plain data, without Hydra's node, which is left unresolved: it
-    refers to a job directory not made yet."""
-    view = {key: plain(value) for key, value in cfg.items() if key != "hydra"}
-    # What a run records of its config must not hold the store's password.
-    if isinstance(view.get("tracking"), dict) and view["tracking"].get("uri"):
-        view["tracking"]["uri"] = masked(view["tracking"]["uri"])
-    return view
-
-
-def _flat(view: dict[str, Any], choices: dict[str, object]) -> dict[str, object]:
-    """The config ``view`` as dotted keys, plus the ``choices`` a user compares by name."""
-    flat: dict[str, object] = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                flat[f"{prefix}{key}"] = value
-
-    walk(view, "")
-    flat.update(choices)
-    return flat
-
-
-def fusion_key(cfg: DictConfig) -> str:
-    """Equal for two jobs that can train in one fused group: all is equal but each
-    member's own keys (:data:`PER_MEMBER`) and what does not change training. Loss
-    scaling is a per-batch decision of its optimizer: a mixed-precision job trains alone,
-    as it would, under a key of its own."""
-    if cfg.train.mixed_precision:
-        return f"mixed precision {id(cfg)}"
-    return training_key(_view(cfg), PER_MEMBER)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,7 +92,7 @@ class JobContext:
             sweep=sweep_of(hydra),
             position=position(hydra),
             output_dir=Path(hydra.runtime.output_dir),
-            overrides=tuple(_masked_override(text) for text in hydra.overrides.task),
+            overrides=tuple(masked_override(text) for text in hydra.overrides.task),
             threads=threads_per_job(hydra),
         )
 
@@ -217,7 +128,7 @@ class JobRef:
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig, context: JobContext) -> JobRef:
-        return cls(**_ref_fields(cfg, context, _view(cfg), cfg.loss.name))
+        return cls(**_ref_fields(cfg, context, config_view(cfg), cfg.loss.name))
 
 
 def _ref_fields(
@@ -240,7 +151,7 @@ def _ref_fields(
     return dict(
         name=name,
         label=f"job {where} {name}" if where else name,
-        params=_flat(view, choices),
+        params=flat_params(view, choices),
         tracking=TrackingSpec.from_cfg(cfg),
         objective=None if cfg.objective is None else cfg.objective.value,
         sweep=context.sweep,
@@ -293,7 +204,7 @@ class JobSpec(JobRef):
         its epochs (``optimizer.decay_epochs.resolved``)."""
         loss = resolved_loss(cfg.loss, data.task)
         compute = Compute.from_cfg(cfg, context)
-        view = _view(cfg)
+        view = config_view(cfg)
         view["loss"] = OmegaConf.to_container(OmegaConf.structured(loss), enum_to_str=True)
         view["train"]["threads"] = compute.threads
         head = output_head(loss, cfg.model.output_activation, data.task, data.classes)

@@ -218,19 +218,9 @@ class Run:
             self.artifact_error = self.artifact_error or self.fault
         self.lost.artifacts.append(path)
 
-    def log_text(self, text: str, path: str) -> None:
-        self.log_texts({path: text})
-
     def log_texts(self, texts: dict[str, str]) -> None:
         """Text artifacts, several in one store call: each call stages and copies."""
-
-        def write() -> None:
-            with tempfile.TemporaryDirectory() as staging:
-                for path, text in texts.items():
-                    Path(staging, path).write_text(text)
-                self.client.log_artifacts(self.run_id, staging)
-
-        self._writer.do(self, lambda: self._artifact(", ".join(texts), write))
+        self.log_files({path: text.encode() for path, text in texts.items()})
 
     def log_figure(self, figure: Any, path: str) -> None:
         """The matplotlib ``figure`` as the image artifact ``path``, rendered now: the next
@@ -241,13 +231,18 @@ class Run:
 
     def log_bytes(self, data: bytes, path: str) -> None:
         """``data`` as the artifact ``path``: a file rendered once for several runs."""
+        self.log_files({path: data})
+
+    def log_files(self, files: dict[str, bytes]) -> None:
+        """Artifacts from their bytes, by path, in one store call."""
 
         def write() -> None:
             with tempfile.TemporaryDirectory() as staging:
-                Path(staging, path).write_bytes(data)
-                self.client.log_artifact(self.run_id, str(Path(staging, path)))
+                for path, data in files.items():
+                    Path(staging, path).write_bytes(data)
+                self.client.log_artifacts(self.run_id, staging)
 
-        self._writer.do(self, lambda: self._artifact(path, write))
+        self._writer.do(self, lambda: self._artifact(", ".join(files), write))
 
     def log_model(self, net: Any, step: int) -> None:
         """Log the trained Keras model ``net``, as of epoch ``step``, once the run exists
@@ -277,7 +272,7 @@ class Run:
         traceback as the artifact ``error.txt``."""
         self.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
         trace = traceback.format_exception(type(error), error, error.__traceback__)
-        self.log_text("".join(trace), "error.txt")
+        self.log_texts({"error.txt": "".join(trace)})
         self.end(FAILED)
 
     def _end(self, outcome: str, then: Callable[[], object] | None) -> None:

@@ -63,9 +63,6 @@ class UntrackedRun:
     def set_tags(self, tags: dict[str, object]) -> None:
         pass
 
-    def log_text(self, text: str, path: str) -> None:
-        pass
-
     def log_texts(self, texts: dict[str, str]) -> None:
         pass
 
