@@ -63,20 +63,26 @@ def when(line: str) -> float | None:
 
 
 def parts(lines: list[str], start: float, end: float) -> dict[str, float]:
-    """The sweep's wall time by part, from its log's timestamps."""
+    """The sweep's wall time by part, from its log's timestamps. A group that memory splits
+    into batches logs one "trained" line a batch: the group trains from its own line to
+    its last batch's."""
     launched = next(when(line) for line in lines if "Launching" in line)
-    groups = [when(line) for line in lines if "models as one" in line]
-    trained = [(when(line), COMPILED.search(line)) for line in lines if COMPILED.search(line)]
-    compiling = sum(float(found.group(2)) for _, found in trained)
-    ends = [t for t, _ in trained]
-    training = sum(t - g for g, t in zip(groups, ends, strict=True)) - compiling
-    planning = sum(g - p for g, p in zip(groups, [launched, *ends[:-1]], strict=True))
+    planning = training = compiling = 0.0
+    previous, group = launched, None
+    for line in lines:
+        if "models as one" in line:
+            group = when(line)
+            planning += group - previous
+        elif found := COMPILED.search(line):
+            compiling += float(found.group(2))
+            training += when(line) - (previous if previous > (group or 0) else group)
+            previous = when(line)
     return {
         "start + compose": launched - start,
         "plan + open": planning,
         "compile": compiling,
-        "train": training,
-        "record + table": end - trained[-1][0],
+        "train": training - compiling,
+        "record + table": end - previous,
     }
 
 
