@@ -118,7 +118,10 @@ def test_bad_input_exits_2_with_one_line_before_any_run(tmp_path, store, args, m
     assert not Path(store.removeprefix("sqlite:///")).exists() or search(store).empty
 
 
-def test_the_compiled_steps_on_jax_equal_keras_train_on_batch(make_cfg, process_state, backend):
+@pytest.mark.parametrize("layer", ["model.dropout=0.2", "model.l2=0.05"])
+def test_the_compiled_steps_on_jax_equal_keras_train_on_batch(
+    make_cfg, process_state, backend, layer
+):
     if backend != "jax":
         pytest.skip("the compiled steps are JAX's")
     from runner.data import encode_targets
@@ -126,7 +129,7 @@ def test_the_compiled_steps_on_jax_equal_keras_train_on_batch(make_cfg, process_
     from runner.jobs.execute import build
     from runner.lr_find.jax_steps import jax_losses
 
-    job = plan_job(make_cfg("dataset=iris", "model.dropout=0.2", "tracking.enabled=false"))
+    job = plan_job(make_cfg("dataset=iris", layer, "tracking.enabled=false"))
     tried = range_test.rates(1e-4, 1.0, 40)
     y = encode_targets(job.dataset.y_train, job.spec.model.head.encoding, job.dataset.classes)
     rows = range_test.batches(len(y), 16, len(tried), seed=0)

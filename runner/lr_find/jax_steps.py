@@ -25,8 +25,11 @@ def jax_losses(net, loss: str, x: np.ndarray, y: np.ndarray, tried: np.ndarray, 
         xb, yb = xs[batch], ys[batch]
 
         def objective(trainable):
-            p, non_trainable_after = net.stateless_call(trainable, non_trainable, xb, training=True)
-            return jnp.mean(per_sample(yb, p)), non_trainable_after
+            p, non_trainable_after, penalties = net.stateless_call(
+                trainable, non_trainable, xb, training=True, return_losses=True
+            )
+            # As train_on_batch: the loss with the kernels' penalties (model.l2) added.
+            return jnp.mean(per_sample(yb, p)) + sum(penalties), non_trainable_after
 
         (value, non_trainable), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
         opt_vars = [*opt_vars]
