@@ -129,7 +129,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m runner.compare",
         description="Compare MLflow runs: one row per combination of params, the metric's "
-        "mean with its 95%% interval over the completed runs, the lost runs, the verdict "
+        "mean with its 95% interval over the completed runs, the lost runs, the verdict "
         "against the best and the rank; written as Markdown, "
         "CSV and a figure, and logged to the sweep's parent runs.",
     )
