@@ -233,6 +233,7 @@ def test_a_user_activations_program_is_traced_again_once_its_code_changes(tmp_pa
 
     class Member:
         model = spec
+        optimizer = None
 
     cohort = Cohort((0,), tuple((a,) for a in spec.activations), ("mse",), Encoding.onehot)
     before = cohort.key([Member])

@@ -95,7 +95,7 @@ def record(job: Plan, curve: range_test.Curve, settings: dict[str, float], image
         run.log_metrics(
             {"suggested_learning_rate": curve.suggested, "min_loss_learning_rate": curve.minimum}
         )
-        run.log_bytes(image, FIGURE)
+        run.log_files({FIGURE: image})
 
 
 def find(plans: list[Plan], steps: int, low: float, high: float, out: Path) -> None:

@@ -227,20 +227,20 @@ class Run:
         run may draw over the same figure before the writer writes it."""
         image = io.BytesIO()
         figure.savefig(image, format=Path(path).suffix.lstrip("."))
-        self.log_bytes(image.getvalue(), path)
-
-    def log_bytes(self, data: bytes, path: str) -> None:
-        """``data`` as the artifact ``path``: a file rendered once for several runs."""
-        self.log_files({path: data})
+        self.log_files({path: image.getvalue()})
 
     def log_files(self, files: dict[str, bytes]) -> None:
-        """Artifacts from their bytes, by path, in one store call."""
+        """Artifacts from their bytes, by path, in one store call (a file rendered once can go
+        to several runs)."""
 
         def write() -> None:
             with tempfile.TemporaryDirectory() as staging:
                 for path, data in files.items():
                     Path(staging, path).write_bytes(data)
-                self.client.log_artifacts(self.run_id, staging)
+                if len(files) > 1:
+                    self.client.log_artifacts(self.run_id, staging)
+                else:  # a file alone is written whole or not at all (see _artifact)
+                    self.client.log_artifact(self.run_id, str(Path(staging, *files)))
 
         self._writer.do(self, lambda: self._artifact(", ".join(files), write))
 

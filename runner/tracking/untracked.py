@@ -69,7 +69,7 @@ class UntrackedRun:
     def log_figure(self, figure: object, path: str) -> None:
         pass
 
-    def log_bytes(self, data: bytes, path: str) -> None:
+    def log_files(self, files: dict[str, bytes]) -> None:
         pass
 
     def log_model(self, net: object, step: int) -> None:
