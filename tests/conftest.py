@@ -26,6 +26,7 @@ import requests
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from runner.checks import validate_values
 from runner.config import CONF, register
 from runner.data import Dataset
 from runner.jobs import state
@@ -124,6 +125,18 @@ def make_cfg(store: str, backend: str) -> Callable[..., DictConfig]:
             return compose(
                 "config", overrides=[f"tracking.uri={store}", f"backend={backend}", *overrides]
             )
+
+    return make
+
+
+@pytest.fixture
+def dataset_cfg(make_cfg):
+    """A dataset's config by name, with ``dataset.`` overrides, checked as a job's is."""
+
+    def make(name: str, *overrides: str):
+        cfg = make_cfg(f"dataset={name}", *[f"dataset.{o}" for o in overrides])
+        validate_values(cfg)
+        return cfg.dataset
 
     return make
 

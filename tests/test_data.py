@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from runner import data
-from runner.checks import validate_values
 from runner.config import Encoding, UserError
 
 OFFLINE = {
@@ -27,16 +26,6 @@ OFFLINE = {
     "friedman": (1000, 10, "regression", None),
     "mnist5k": (5000, 784, "classification", 10),
 }
-
-
-@pytest.fixture
-def dataset_cfg(make_cfg):
-    def make(name: str, *overrides: str):
-        cfg = make_cfg(f"dataset={name}", *[f"dataset.{o}" for o in overrides])
-        validate_values(cfg)
-        return cfg.dataset
-
-    return make
 
 
 @pytest.mark.parametrize("name", sorted(OFFLINE))

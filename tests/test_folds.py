@@ -11,21 +11,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from runner import data
-from runner.checks import validate_values
 from runner.compare import main
 from runner.config import UserError
 from runner.tracking import STATUS
 from tests.conftest import search
-
-
-@pytest.fixture
-def dataset_cfg(make_cfg):
-    def make(name: str, *overrides: str):
-        cfg = make_cfg(f"dataset={name}", *[f"dataset.{o}" for o in overrides])
-        validate_values(cfg)
-        return cfg.dataset
-
-    return make
 
 
 def rows(x: np.ndarray) -> set[bytes]:
