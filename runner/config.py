@@ -275,10 +275,11 @@ class TrainConfig:
 
 @dataclass
 class DiagnosticsConfig:
-    """Per-layer gradient norms and dead or saturated units (``grad_norm/hidden_i``,
-    ``dead_fraction/hidden_i``, ``saturated_fraction/hidden_i``), measured at each epoch's
-    end on ``probe_size`` training samples (names in runner/metrics.py; each engine measures
-    them with its backend's gradients)."""
+    """Per-layer gradient norms, median activations and dead or saturated units
+    (``grad_norm/hidden_i``, ``median_activation/hidden_i``, ``dead_fraction/hidden_i``,
+    ``saturated_fraction/hidden_i``), measured at each epoch's end on ``probe_size``
+    training samples (names in runner/metrics.py; each engine measures them with its
+    backend's gradients)."""
 
     enabled: bool = True
     probe_size: int = 256

@@ -2,9 +2,10 @@
 diagnostic watches: shared by both training engines, the objective check and the comparison.
 
 - per epoch: ``loss`` and the task's metrics (``accuracy``; or ``mae`` and ``rmse``), the
-  same with ``val_``, and the diagnostics ``grad_norm/hidden_i``, ``dead_fraction/hidden_i``
-  (relu family) and ``saturated_fraction/hidden_i`` (sigmoid, tanh), one per hidden layer:
-  a CNN's conv blocks first (hidden_0...), then its Dense layers;
+  same with ``val_``, and the diagnostics ``grad_norm/hidden_i``,
+  ``median_activation/hidden_i``, ``dead_fraction/hidden_i`` (relu family) and
+  ``saturated_fraction/hidden_i`` (sigmoid, tanh), one per hidden layer: a CNN's conv
+  blocks first (hidden_0...), then its Dense layers;
 - at the end: the same with ``test_``, and ``train_seconds``.
 """
 
@@ -39,7 +40,7 @@ def validation_metrics(task: Task) -> list[str]:
 
 def diagnostic_names(layer: int, activation: str) -> list[str]:
     """The diagnostics logged for hidden layer ``layer`` with ``activation``."""
-    names = [f"grad_norm/hidden_{layer}"]
+    names = [f"grad_norm/hidden_{layer}", f"median_activation/hidden_{layer}"]
     if activation in RELU_FAMILY:
         names.append(f"dead_fraction/hidden_{layer}")
     elif activation in SATURATED:

@@ -41,13 +41,19 @@ def _scores(task: Task, encoding: Encoding):
 
 
 # Every diagnostic a hidden layer can have (runner/metrics.py says which a layer logs).
-DIAGNOSTICS = ("grad_norm", "dead_fraction", "saturated_fraction")
+DIAGNOSTICS = ("grad_norm", "median_activation", "dead_fraction", "saturated_fraction")
 
 
 def _dead(out: jax.Array) -> jax.Array:
     """The share of units (a conv block's: channels) whose output is <= 0 for every probe
     sample, everywhere in the image."""
     return jnp.mean(jnp.all(out <= 0, axis=tuple(range(out.ndim - 1))).astype("f4"))
+
+
+def _median_activation(out: jax.Array) -> jax.Array:
+    """The median over units (a conv block's: channels) of each unit's mean output on the
+    probe samples (and positions): the quantity of Clevert et al. 2015's MNIST study."""
+    return jnp.median(jnp.mean(out.astype("f4"), axis=tuple(range(out.ndim - 1))))
 
 
 class Traced:
@@ -222,6 +228,7 @@ class Program:
             for i, (kernel, layer) in enumerate(zip(family.kernels, family.choices, strict=True)):
                 gradient = grads[kernel].astype("f4") / scale
                 logs[f"grad_norm/hidden_{i}"] = jnp.sqrt(jnp.sum(jnp.square(gradient)))
+                logs[f"median_activation/hidden_{i}"] = _median_activation(outputs[i])
                 logs[f"dead_fraction/hidden_{i}"] = _dead(outputs[i])
                 saturated = layer.saturated(outputs[i])
                 logs[f"saturated_fraction/hidden_{i}"] = jnp.mean(saturated.astype("f4"))
