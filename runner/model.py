@@ -3,8 +3,10 @@ loss and task) and the Keras model built from it (:func:`build_model`).
 
 :func:`build_model` is a function of the spec, the inputs and the seed only: a single job,
 each member of a fused group, and the model a fused family's program traces (with its
-activations switched at run time) are built by it, the same way, on either backend. Keras
-is imported by the builder alone, so that a job's spec is resolved before its backend is.
+activations switched at run time) are built by it, the same way, on either backend; a
+fused group's members of one spec share one such model, each with the initial weights its
+own would have (:func:`initial_values`). Keras is imported by the builder alone, so that a
+job's spec is resolved before its backend is.
 """
 
 from __future__ import annotations
