@@ -8,8 +8,9 @@ values, learning rate included, and what does not change training
 ``train.mixed_precision``, runs as the basic launcher would run it. Each job keeps its own
 output directory, saved config, log file and MLflow run.
 
-This module groups the jobs, and plans each in its own Hydra context with Hydra's own
-``run_job``, as the basic launcher runs a job; a group then trains, and ends on every path,
+This module groups the jobs, and plans each in its own Hydra context, as the basic
+launcher runs a job with Hydra's ``run_job`` (:func:`runner.compat.hydra.run_job`: the
+same, without its copies of the Hydra node); a group then trains, and ends on every path,
 as any job does (:func:`runner.jobs.outcome.run_plans`). Training happens after each job's
 context has closed: in the sweep's working directory, without the job's ``env_set``.
 """
@@ -22,10 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import stop
+from runner.compat.hydra import run_job
 from runner.compose import Composer
 from runner.jobs import outcome
 from runner.jobs.keys import fusion_key
@@ -112,15 +114,10 @@ def _basic_path(launcher: Any, configs: list[DictConfig]) -> str | None:
 
 
 def _run(launcher: Any, config: DictConfig, task: Any) -> JobReturn:
-    """``task`` in the job's own Hydra context: Hydra's ``run_job``, as the basic launcher
-    runs a job (its directory, its saved config, its log file, ``chdir``, ``env_set``)."""
-    return run_job(
-        hydra_context=launcher.hydra_context,
-        task_function=task,
-        config=config,
-        job_dir_key="hydra.sweep.dir",
-        job_subdir_key="hydra.sweep.subdir",
-    )
+    """``task`` in the job's own Hydra context, as the basic launcher runs a job with
+    Hydra's ``run_job`` (its directory, its saved config, its log file, ``chdir``,
+    ``env_set``)."""
+    return run_job(launcher.hydra_context, task, config, "hydra.sweep.dir", "hydra.sweep.subdir")
 
 
 def _plan_task(cfg: DictConfig) -> tuple[JobRef, Plan | None]:

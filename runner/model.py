@@ -3,8 +3,10 @@ loss and task) and the Keras model built from it (:func:`build_model`).
 
 :func:`build_model` is a function of the spec, the inputs and the seed only: a single job,
 each member of a fused group, and the model a fused family's program traces (with its
-activations switched at run time) are built by it, the same way, on either backend. Keras
-is imported by the builder alone, so that a job's spec is resolved before its backend is.
+activations switched at run time) are built by it, the same way, on either backend; a
+fused group's members of one spec share one such model, each with the initial weights its
+own would have (:func:`initial_values`). Keras is imported by the builder alone, so that a
+job's spec is resolved before its backend is.
 """
 
 from __future__ import annotations
@@ -158,9 +160,8 @@ def build_model(
     each get their own."""
     import keras
 
-    rng = np.random.default_rng(seed)
-    kernels = iter(rng.integers(2**31 - 1, size=spec.hidden + 1))
-    dropouts = iter(rng.integers(2**31 - 1, size=spec.hidden))
+    kernel_seeds, dropout_seeds = _seeds(spec, seed)
+    kernels, dropouts = iter(kernel_seeds), iter(dropout_seeds)
     functions = functions or [None] * spec.hidden
     initializers = spec.initializers()
     x = features = keras.Input(shape=(inputs,), name="features")
@@ -183,6 +184,48 @@ def build_model(
         name=f"output_{short_name(head.activation)}",
     )(x)
     return keras.Model(features, outputs, name="cnn" if spec.filters else "mlp")
+
+
+def _seeds(spec: ModelSpec, seed: int) -> tuple[list[int], list[int]]:
+    """The seeds :func:`build_model` gives each kernel's initializer (the hidden layers',
+    then the output layer's) and each hidden layer's dropout, drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    kernels = rng.integers(2**31 - 1, size=spec.hidden + 1)
+    dropouts = rng.integers(2**31 - 1, size=spec.hidden)
+    return [int(k) for k in kernels], [int(d) for d in dropouts]
+
+
+def initial_values(
+    net: keras.Model, spec: ModelSpec, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The initial values of the trainable and of the non-trainable variables that
+    ``build_model(spec, inputs, seed)`` holds, taken from ``net``, a model of the same
+    spec and inputs built with any seed: a fused group's member gets its weights without a
+    Keras model of its own, which costs more than drawing them. Each kernel is drawn by
+    its initializer with the member's seed, as the layer's ``build`` draws it, and each
+    dropout's seed generator starts from the member's seed; every other variable (biases,
+    normalizations, PReLU's slopes) starts from a constant that no seed changes, and is
+    ``net``'s."""
+    import keras
+
+    kernel_seeds, dropout_seeds = _seeds(spec, seed)
+    initializers = spec.initializers()
+    layers = {layer.name: layer for layer in net.layers}
+    kernels = [kernel for kernel, _ in hidden_layers(net, spec)] + [net.layers[-1]]
+    drawn = {}
+    for layer, name, each in zip(kernels, initializers, kernel_seeds, strict=True):
+        variable = layer.kernel
+        drawn[id(variable)] = seeded(name, each)(tuple(variable.shape), dtype=variable.dtype)
+    for i, each in enumerate(dropout_seeds):
+        dropout = layers.get(f"hidden_{i}_dropout")
+        if dropout is not None:
+            state = dropout.seed_generator.state
+            drawn[id(state)] = keras.random.SeedGenerator(each).state.value
+
+    def values(variables: list) -> list[np.ndarray]:
+        return [np.asarray(drawn.get(id(v), v.value)) for v in variables]
+
+    return values(net.trainable_variables), values(net.non_trainable_variables)
 
 
 def _regularizer(spec: ModelSpec):

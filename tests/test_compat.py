@@ -58,8 +58,9 @@ def test_only_a_listed_minor_version_passes_the_guard_and_another_warns_once(mon
 
 
 def test_a_fused_composed_sweep_that_logs_its_models_runs_on_unknown_versions(tmp_path, store):
-    # The ConfigStore is copied as Hydra copies it, the jobs are composed by Hydra and swept
-    # by Hydra's own grid sweeper, and the models are saved as Keras saves them.
+    # The ConfigStore is copied as Hydra copies it, the jobs are composed by Hydra, swept by
+    # Hydra's own grid sweeper and run by its run_job, and the models are saved as Keras
+    # saves them.
     env = dict(os.environ, MLFLOW_TRACKING_URI=store)
     done = subprocess.run(
         [
@@ -75,6 +76,7 @@ def test_a_fused_composed_sweep_that_logs_its_models_runs_on_unknown_versions(tm
     for package, what in (
         ("hydra-core", "the ConfigStore copy patch"),
         ("hydra-core", "the composing sweeper's quick composition"),
+        ("hydra-core", "the fused jobs' run_job"),
         ("keras", "saving a model without TensorFlow"),
     ):
         assert f"{package} 99.0 is not one of the versions {what} was written for" in output

@@ -175,6 +175,23 @@ def test_each_kind_of_layer_trains_fused_exactly_as_alone_with_its_own_state(mak
     assert not np.allclose(fused_state[0][-1], fused_state[1][-1])
 
 
+def test_members_of_one_spec_share_one_model_and_each_trains_as_alone(make_cfg):
+    # execute() builds one model for a fused group's members of one spec; each member draws
+    # its own initial weights and dropout seeds from it (runner.model.initial_values).
+    base = [
+        "model.units=[16,8]", "model.normalization=batch", "model.dropout=0.1",
+        f"train.epochs={EPOCHS}", "tracking.enabled=false",
+    ]  # fmt: skip
+    own = [["seed=0"], ["seed=1"], ["seed=2", "optimizer.learning_rate=0.01"], ["activation=tanh"]]
+    plans = [plan_job(make_cfg(*base, *member)) for member in own]
+    fused = execute.execute(plans, "g0")
+    for metrics, plan in zip(fused, plans, strict=True):
+        alone = train_alone(plan)
+        expected = {k: v for k, v in alone.last.items() if k.startswith("val_")} | alone.test
+        assert metrics == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert fused[0] != pytest.approx(fused[1], rel=1e-3)
+
+
 def test_a_diverging_model_drops_out_and_its_siblings_train_on_unaffected(make_cfg):
     plans = _jobs(make_cfg, "digits", GROUPS["digits"][:3])
     nets = [execute.build(p) for p in plans]

@@ -29,41 +29,62 @@ def _spec(**fields) -> model.ModelSpec:
     return model.ModelSpec(head=HEAD, **fields)
 
 
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {},
-        {"normalization": Normalization.batch},
-        {"normalization": Normalization.batch, "normalization_position": Position.after},
-        {"normalization": Normalization.layer, "activations": ("prelu", "selu")},
-        {"dropout": 0.2, "dropout_kind": DropoutKind.alpha_dropout},
-        {
-            "filters": (4, 8),
-            "image_shape": (8, 8, 1),
-            "activations": ("prelu", "relu", "tanh", "elu"),
-        },
-        {
-            "filters": (3, 5, 7),
-            "units": (),
-            "image_shape": (7, 5, 3),
-            "activations": ("relu",) * 3,
-            "normalization": Normalization.batch,
-        },
-    ],
-    ids=[
-        "mlp",
-        "batch norm",
-        "batch norm after",
-        "layer norm prelu",
-        "alpha dropout",
-        "cnn",
-        "odd",
-    ],
-)
+VARIANTS = [
+    {},
+    {"normalization": Normalization.batch},
+    {"normalization": Normalization.batch, "normalization_position": Position.after},
+    {"normalization": Normalization.layer, "activations": ("prelu", "selu")},
+    {"dropout": 0.2, "dropout_kind": DropoutKind.alpha_dropout},
+    {
+        "filters": (4, 8),
+        "image_shape": (8, 8, 1),
+        "activations": ("prelu", "relu", "tanh", "elu"),
+    },
+    {
+        "filters": (3, 5, 7),
+        "units": (),
+        "image_shape": (7, 5, 3),
+        "activations": ("relu",) * 3,
+        "normalization": Normalization.batch,
+    },
+]
+VARIANT_IDS = [
+    "mlp",
+    "batch norm",
+    "batch norm after",
+    "layer norm prelu",
+    "alpha dropout",
+    "cnn",
+    "odd",
+]
+
+
+@pytest.mark.parametrize("fields", VARIANTS, ids=VARIANT_IDS)
 def test_the_weights_counted_before_building_are_those_keras_builds(fields):
     spec = _spec(**fields)
     inputs = int(np.prod(spec.image_shape)) if spec.filters else 64
     assert model.weight_count(spec, inputs) == model.build_model(spec, inputs, 0).count_params()
+
+
+@pytest.mark.parametrize("fields", VARIANTS, ids=VARIANT_IDS)
+def test_a_members_weights_drawn_from_a_shared_model_are_those_of_its_own_model(fields):
+    # A fused group's members of one spec share one model and draw their own weights from it
+    # (runner/jobs/execute.py): exactly the values each one's own model starts with.
+    spec = _spec(**{"dropout": 0.2, **fields})
+    names = ("he_normal", "orthogonal", "zeros", "lecun_uniform", "glorot_normal")
+    spec = replace(spec, kernel_initializers=names[: spec.hidden + 1])
+    inputs = int(np.prod(spec.image_shape)) if spec.filters else 64
+    shared = model.build_model(spec, inputs, 7)
+    for seed in (0, 1, 2**32 - 1):
+        own = model.build_model(spec, inputs, seed)
+        drawn = model.initial_values(shared, spec, seed)
+        for values, variables in zip(
+            drawn, (own.trainable_variables, own.non_trainable_variables), strict=True
+        ):
+            assert len(values) == len(variables)
+            for value, variable in zip(values, variables, strict=True):
+                assert value.dtype == variable.dtype
+                np.testing.assert_array_equal(value, np.asarray(variable.value))
 
 
 def test_auto_initializers_follow_each_layers_activation_and_are_recorded(make_cfg):

@@ -6,7 +6,8 @@ for, it warns once and takes the library's public path instead: slower or leakie
 correct. tests/test_compat.py forces every fallback.
 
 - :mod:`~runner.compat.hydra`: the ConfigStore copies, a composed job's
-  ``override_dirname``, the grid sweeper to build on, and a fused job's own directory;
+  ``override_dirname``, the grid sweeper to build on, and a fused job's ``run_job``
+  without its copies of the Hydra node;
 - :mod:`~runner.compat.keras`: saving a model on JAX without importing TensorFlow;
 - :mod:`~runner.compat.tensorflow`: the gradient registry that leaks a traced step a job;
 - :mod:`~runner.compat.launchers`: joblib's, submitit's and Ray's workers stopped gently;

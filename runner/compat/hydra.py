@@ -1,5 +1,6 @@
 """Hydra's internals: its copies of the ConfigStore, a composed job's ``override_dirname``,
-and the grid sweeper that the composing sweeper builds on."""
+the grid sweeper that the composing sweeper builds on, and ``run_job`` without its copies
+for the fused launcher's jobs."""
 
 from __future__ import annotations
 
@@ -58,3 +59,109 @@ def grid_sweeper() -> tuple[type, bool]:
         return BasicSweeper, True
     node: Any = ConfigStore.instance().load("hydra/sweeper/basic.yaml").node
     return get_class(node._target_), False
+
+
+def run_job(hydra_context: Any, task_function: Any, config: Any, dir_key: str, subdir_key: str):
+    """Hydra's ``run_job`` for a fused job, without its copies of the config's Hydra node.
+
+    Hydra 1.3's ``run_job`` copies that node, most of the config, four times a job: two
+    ``HydraConfig.set_config``, a deep copy of the whole config whose copy of the node it
+    deletes, and a deep copy of ``HydraConfig``'s own copy: a large share of each job's
+    planning in a sweep of thousands (bench/README.md). Here the node is copied once, by the one
+    ``set_config`` (its output directory then set in that copy as in the config, which is
+    what the second made), the job's config is copied without it, and the job's return
+    holds ``HydraConfig``'s copy, made for this job alone. All else is Hydra's, step by step:
+    the job's directory, its saved configs and log file, ``chdir``, ``env_set`` and the
+    callbacks. Fallback: Hydra's own ``run_job``."""
+    from hydra.core.utils import run_job as hydra_run_job
+    from hydra.version import base_at_least
+
+    # Before version_base 1.2 a job without hydra.job.chdir changes directory, with
+    # Hydra's warning: its own run_job says it.
+    legacy = config.hydra.job.chdir is None and not base_at_least("1.2")
+    if legacy or not written_for("hydra-core", HYDRA, "the fused jobs' run_job"):
+        return hydra_run_job(
+            hydra_context=hydra_context,
+            task_function=task_function,
+            config=config,
+            job_dir_key=dir_key,
+            job_subdir_key=subdir_key,
+        )
+    import os
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import (
+        JobReturn,
+        JobRuntime,
+        JobStatus,
+        _flush_loggers,
+        _save_config,
+        configure_log,
+        env_override,
+    )
+    from omegaconf import OmegaConf, open_dict, read_write
+
+    callbacks = hydra_context.callbacks
+    old_cwd = os.getcwd()
+    orig_hydra_cfg = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(config)
+    hydra_cfg = HydraConfig.instance().cfg
+    output_dir = str(OmegaConf.select(config, dir_key))
+    output_dir = os.path.join(output_dir, str(OmegaConf.select(config, subdir_key)))
+    for node in (config, hydra_cfg):
+        with read_write(node.hydra.runtime), open_dict(node.hydra.runtime):
+            node.hydra.runtime.output_dir = os.path.abspath(output_dir)
+    chdir = None
+    try:
+        ret = JobReturn()
+        task_cfg = _without_hydra(config)
+        ret.cfg = task_cfg
+        ret.hydra_cfg = hydra_cfg
+        ret.overrides = OmegaConf.to_container(config.hydra.overrides.task)
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        chdir = bool(hydra_cfg.hydra.job.chdir)
+        if chdir:
+            os.chdir(output_dir)
+            ret.working_dir = output_dir
+        else:
+            ret.working_dir = os.getcwd()
+        configure_log(config.hydra.job_logging, config.hydra.verbose)
+        if config.hydra.output_subdir is not None:
+            saved = Path(config.hydra.runtime.output_dir) / Path(config.hydra.output_subdir)
+            _save_config(task_cfg, "config.yaml", saved)
+            _save_config(hydra_cfg, "hydra.yaml", saved)
+            _save_config(config.hydra.overrides.task, "overrides.yaml", saved)
+        with env_override(hydra_cfg.hydra.job.env_set):
+            callbacks.on_job_start(config=config, task_function=task_function)
+            try:
+                ret.return_value = task_function(task_cfg)
+                ret.status = JobStatus.COMPLETED
+            except Exception as error:
+                ret.return_value = error
+                ret.status = JobStatus.FAILED
+        ret.task_name = JobRuntime.instance().get("name")
+        _flush_loggers()
+        callbacks.on_job_end(config=config, job_return=ret)
+        return ret
+    finally:
+        HydraConfig.instance().cfg = orig_hydra_cfg
+        if chdir:
+            os.chdir(old_cwd)
+
+
+def _without_hydra(config: Any) -> Any:
+    """A deep copy of ``config`` without its Hydra node, which is not copied: the memo
+    hands deepcopy the node itself as its copy, dropped at once (Hydra copies it, then
+    deletes the copy)."""
+    import copy
+
+    from omegaconf import open_dict, read_write
+
+    node = config._get_node("hydra")
+    task_cfg = copy.deepcopy(config, memo={id(node): node})
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
+    # deepcopy gave the node to the copy for a moment; it is the config's.
+    node._set_parent(config)
+    return task_cfg

@@ -80,7 +80,9 @@ class Member:
     holds the trained weights once training ends (Keras's ``fit`` trains ``net`` itself;
     the JAX engine trains copies, and writes them back only for the members that ask).
     ``early_stopping``: when it stops before the last epoch (None: never). ``optimizer``:
-    its own optimizer (None: the training's, :attr:`Settings.optimizer`)."""
+    its own optimizer (None: the training's, :attr:`Settings.optimizer`). ``initial``: its
+    initial trainable and non-trainable values, when ``net`` is a model of its spec that
+    other members of a fused group share (JAX; None: ``net`` holds its own)."""
 
     net: Any
     model: ModelSpec
@@ -91,6 +93,7 @@ class Member:
     keep_weights: bool = False
     early_stopping: EarlyStopping | None = None
     optimizer: OptimizerKind | None = None
+    initial: tuple[list[np.ndarray], list[np.ndarray]] | None = None
 
     def optimizer_of(self, settings: Settings) -> OptimizerKind:
         """Its own optimizer, or the training's."""

@@ -255,13 +255,12 @@ def _state(family: Family, cohort: Cohort, members: list[Member]) -> tuple:
     transfer to the device, no small programs to compile); the optimizer's learning rate
     (a variable like any other) holds each member's own."""
     own = [members[p] for p in cohort.slots]
+    initial = [_initial(m) for m in own]
 
-    def stacked(pick) -> list[np.ndarray]:
-        count = len(pick(own[0].net))
-        return [np.stack([np.asarray(pick(m.net)[i].value) for m in own]) for i in range(count)]
+    def stacked(which: int) -> list[np.ndarray]:
+        return [np.stack(each) for each in zip(*(v[which] for v in initial), strict=True)]
 
-    trainable = stacked(lambda net: net.trainable_variables)
-    non_trainable = stacked(lambda net: net.non_trainable_variables)
+    trainable, non_trainable = stacked(0), stacked(1)
     rate = family.optimizer.learning_rate
     opt_vars = []
     for v in family.optimizer.variables:
@@ -270,6 +269,18 @@ def _state(family: Family, cohort: Cohort, members: list[Member]) -> tuple:
         else:
             opt_vars.append(np.repeat(np.asarray(v.value)[None], len(own), axis=0))
     return _on_device((trainable, non_trainable, opt_vars))
+
+
+def _initial(member: Member) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The member's initial trainable and non-trainable values: its own (a fused group's
+    member that shares its model), or its model's."""
+    if member.initial is not None:
+        return member.initial
+    net = member.net
+    return (
+        [np.asarray(v.value) for v in net.trainable_variables],
+        [np.asarray(v.value) for v in net.non_trainable_variables],
+    )
 
 
 def _epoch_rows(order: np.ndarray, found: list[Cohort], size: int) -> tuple[list, list]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 
 import keras
 
@@ -15,7 +16,7 @@ from runner.jobs.plan import Plan
 from runner.jobs.record import JobRecord, job_run
 from runner.jobs.spec import JobSpec
 from runner.jobs.state import STATE
-from runner.model import build_model
+from runner.model import build_model, initial_values
 
 log = logging.getLogger("runner")
 
@@ -38,13 +39,16 @@ def execute(plans: Sequence[Plan], group: str | None = None) -> list[Metrics]:
     with ExitStack() as runs:
         runs.enter_context(cache_damage_said(STATE.damaged_cache))
         records, members = [], []
+        # A fused group's members of one spec share one model (JAX trains copies of their
+        # weights); a member that logs its trained model keeps one of its own.
+        shared: dict | None = {} if group is not None and keras.backend.backend() == "jax" else None
         for plan in plans:
             record = JobRecord(plan, runs.enter_context(job_run(plan, tags)))
             plan.opened = True
-            net = build(plan)
+            net, initial = built(plan, shared)
             record.start(net)
             records.append(record)
-            members.append(member(plan.spec, net))
+            members.append(replace(member(plan.spec, net), initial=initial))
         if group is not None:
             log.info("fused group %s: training %d models as one", group, len(members))
         results = engine.train(
@@ -71,6 +75,22 @@ def build(plan: Plan) -> keras.Model:
     """The job's model, its initial weights drawn from its seed."""
     spec = plan.spec
     return build_model(spec.model, plan.dataset.features, spec.seed)
+
+
+def built(plan: Plan, shared: dict | None) -> tuple[keras.Model, tuple | None]:
+    """The job's model and, when that model is ``shared`` with the fused group's earlier
+    members of the same spec, the job's own initial weights (:func:`initial_values`, equal
+    to its own model's); None: the model holds them. ``shared``: the group's models by
+    spec; None: each job builds its own."""
+    spec = plan.spec
+    if shared is None or spec.tracking.logs_model:
+        return build(plan), None
+    key = (spec.model, plan.dataset.features)
+    if key not in shared:
+        shared[key] = build(plan)
+        return shared[key], None
+    net = shared[key]
+    return net, initial_values(net, spec.model, spec.seed)
 
 
 def member(spec: JobSpec, net: keras.Model) -> engine.Member:

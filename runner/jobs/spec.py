@@ -174,10 +174,10 @@ class JobSpec(JobRef):
     """A checked job, resolved for its data's ``task``: the model (widths, an activation
     per hidden layer, the initializer, the output head), the loss, the optimizer with the
     job's own learning rate, the seed, when it stops early (None: never), the data it
-    trains on, how it trains, where it runs, and what it records (the config as
-    ``config_yaml``, the ``overrides`` Hydra gave it, its output directory, None outside
-    Hydra). ``fingerprint``: equal for two jobs that train
-    the same model on the same data."""
+    trains on, how it trains, where it runs, and what it records (the resolved ``config``
+    as plain data, :attr:`config_yaml` as a single run logs it, the ``overrides`` Hydra
+    gave it, its output directory, None outside Hydra). ``fingerprint``: equal for two
+    jobs that train the same model on the same data."""
 
     fingerprint: str
     task: Task
@@ -191,7 +191,7 @@ class JobSpec(JobRef):
     data: DatasetConfig
     compute: Compute
     resume: bool
-    config_yaml: str
+    config: dict[str, Any]
     overrides: tuple[str, ...]
     output_dir: Path | None
 
@@ -241,10 +241,16 @@ class JobSpec(JobRef):
             data=data_of(cfg),
             compute=compute,
             resume=cfg.resume,
-            config_yaml=OmegaConf.to_yaml(OmegaConf.create(view)),
+            config=view,
             overrides=context.overrides,
             output_dir=context.output_dir,
         )
+
+    @property
+    def config_yaml(self) -> str:
+        """The resolved config as YAML. Made when read (a single run logs it, a sweep's job
+        does not): it costs more than the rest of the spec."""
+        return OmegaConf.to_yaml(OmegaConf.create(self.config))
 
 
 @dataclass(frozen=True)
