@@ -20,6 +20,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -269,6 +270,24 @@ def test_a_sweep_into_a_directory_with_quotes_records_its_jobs(cli, store, tmp_p
     assert result.returncode == 0, result.stdout + result.stderr
     _, children = finished_sweep(store, 2)
     assert set(children["tags.sweep_id"]) == {str(tmp_path / "multirun" / name)}
+
+
+def test_a_relative_store_path_is_the_launch_directorys_for_every_job_and_compare(cli, tmp_path):
+    # Each job changes into its own output directory: the store stays where the sweep began.
+    result = cli(
+        "-m", "tracking.uri=sqlite:///relative.db", "hydra.job.chdir=true",
+        "dataset=iris", "model.units=[8]", "train.epochs=1", "seed=0,1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    store = f"sqlite:///{tmp_path / 'relative.db'}"
+    finished_sweep(store, 2)
+    read = subprocess.run(
+        [sys.executable, "-m", "runner.compare", "--uri", "sqlite:///relative.db", "--out", "out"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert read.returncode == 0, read.stderr
+    table = pd.read_csv(tmp_path / "out" / "comparison.csv")
+    assert table[["activation", "n"]].values.tolist() == [["relu", 2]]
 
 
 def can_mount_tmpfs() -> bool:

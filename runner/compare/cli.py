@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     experiment, metric, param, step or level, no matching run, or an ``--out`` that is a
     file, is one line on stderr and exit code 2, and nothing is written."""
     args = parse_args(argv)
-    uri = args.uri or tracking_uri(None)
+    uri = tracking_uri(args.uri)
     histories = Histories(uri)
     try:
         asked = request(args, uri, histories)

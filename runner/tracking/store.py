@@ -29,6 +29,7 @@ MASK = "***"
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STORE = ROOT / "mlflow.db"
+SQLITE = "sqlite:///"
 
 # Seconds to wait for a tracking server's health answer, or a database's connection,
 # before calling it unreachable.
@@ -54,8 +55,24 @@ TABLES_SHOWN = 5
 
 def tracking_uri(configured: str | None) -> str:
     """``tracking.uri`` when given, else ``$MLFLOW_TRACKING_URI``, else the project's SQLite
-    file as an absolute path, so every job of a sweep writes to the same store."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}"
+    file; a SQLite file as an absolute path, a relative one taken from the directory the
+    command was started in, so that every job of a sweep writes to the same store."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}"
+    path = sqlite_text(uri)
+    if path is None or Path(path).is_absolute():
+        return uri
+    start = uri.index(path, len(SQLITE))
+    return f"{uri[:start]}{launch_dir() / path}{uri[start + len(path) :]}"
+
+
+def launch_dir() -> Path:
+    """The directory the command was started in: Hydra's, when a job has changed into its
+    output directory (``hydra.job.chdir=true``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.cwd)
+    return Path.cwd()
 
 
 # The SQLite stores that this process has found writable: a sweep's later jobs skip the probe.
@@ -194,13 +211,18 @@ def sqlite_path(uri: str) -> Path | None:
     """The database file of a SQLite store, also when the URI names it the way SQLite's
     own URIs do (``sqlite:///file:/path?mode=ro&uri=true``); None for another store or an
     in-memory one."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
+    path = sqlite_text(uri)
+    return None if path is None else Path(path)
+
+
+def sqlite_text(uri: str) -> str | None:
+    """The database file of a SQLite store as its URI writes it (see :func:`sqlite_path`)."""
+    if not uri.startswith(SQLITE):
         return None
-    path = uri[len(prefix) :]
+    path = uri[len(SQLITE) :]
     if path.startswith("file:") and "uri=true" in path.partition("?")[2].split("&"):
         path = path.removeprefix("file:").partition("?")[0]
-    return Path(path) if path and path != ":memory:" else None
+    return path if path and path != ":memory:" else None
 
 
 def foreign_tables(db: Path) -> list[str]:
