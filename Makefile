@@ -40,8 +40,11 @@ install-gpu: install  ## Add the CUDA builds of JAX and TensorFlow (Linux, NVIDI
 run: install  ## Train the default model (digits, relu, categorical cross-entropy)
 	$(PY) -m runner
 
+# The suite in one worker per core, up to 4 (pytest-xdist): most of a test's time is XLA
+# compiling on one thread, and each worker is a JAX process of its own. Stealing work keeps
+# the workers busy to the end, where the longest tests would otherwise leave one waiting.
 test: install  ## Run the test suite on JAX, the default backend
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --maxprocesses=4 --dist worksteal
 
 test-tensorflow: install  ## Run the tests whose results depend on the backend, on TensorFlow
 	$(PY) -m pytest --backend=tensorflow -m "backend and not slow"
