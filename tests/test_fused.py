@@ -3,6 +3,7 @@ grouped by what they share, and a fused sweep records every job as its own run."
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 from dataclasses import replace
@@ -12,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runner import engine
+from runner.engine import jax_engine
 from runner.fused import fusable_groups
 from runner.jobs import execute, outcome
 from runner.jobs.state import STATE
@@ -93,6 +95,34 @@ def test_a_fused_model_trains_exactly_as_it_does_alone(make_cfg, dataset):
     # Per-layer diagnostics are each model's own, as alone.
     assert "dead_fraction/hidden_0" in fused[0].history
     assert "saturated_fraction/hidden_0" in fused[1].history
+
+
+def test_members_over_the_memory_budget_train_in_batches_each_as_alone(
+    make_cfg, monkeypatch, caplog
+):
+    plans = _jobs(make_cfg, "digits", GROUPS["digits"][:3])
+    alone = [train_alone(p) for p in plans]
+    member = execute.member(plans[0].spec, execute.build(plans[0]))
+    spec = plans[0].spec
+    each = jax_engine.bytes_per_model(member, execute.settings(spec), plans[0].dataset)
+    monkeypatch.setattr(jax_engine, "CPU_BUDGET", 2 * each)
+    with caplog.at_level(logging.INFO, "runner.engine"):
+        fused = _fused(plans, [execute.build(p) for p in plans])
+
+    assert "3 models exceed the memory budget of one program: training them in 2 batches" in (
+        caplog.text
+    )
+    for f, a in zip(fused, alone, strict=True):
+        _assert_same(f, a)
+
+
+def test_a_group_of_512_digits_models_fits_one_program(make_cfg):
+    # The fused launcher's largest group, of docs/sweeps.md's 2,400-job sweep: its
+    # evaluation takes the validation and test splits' rows, not a chunk's 4,096.
+    plan = plan_job(make_cfg("model.units=[128,64]", "tracking.enabled=false"))
+    member = execute.member(plan.spec, execute.build(plan))
+    each = jax_engine.bytes_per_model(member, execute.settings(plan.spec), plan.dataset)
+    assert jax_engine.fitting(jax_engine.CPU_BUDGET // each) >= 512
 
 
 # Each kind of layer, in a fused group whose members differ in seed, activation, initializer

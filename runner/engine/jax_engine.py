@@ -63,13 +63,16 @@ CPU_BUDGET = 2 << 30
 GPU_SHARE = 0.5
 
 
-def bytes_per_model(member: Member, settings: Settings, samples: int) -> int:
+def bytes_per_model(member: Member, settings: Settings, dataset: Dataset) -> int:
     """About what one model takes in a batch: its weights four times over (weights,
     gradients and two optimizer slots) twice (before and after a step), and its layers'
-    outputs for a training batch, an evaluation chunk and the probe."""
+    outputs for a training batch, an evaluation chunk (of the validation or test split,
+    no more rows than the larger has) and the probe."""
     weights = sum(int(np.prod(v.shape)) for v in member.net.trainable_variables)
     widths = sum(int(np.prod(layer.output.shape[1:])) for layer in member.net.layers[1:])
-    rows = min(settings.batch_size, samples) * 3 + CHUNK + (settings.probe_size or 0) * 2
+    chunk = min(CHUNK, max(len(dataset.x_val), len(dataset.x_test)))
+    batch = min(settings.batch_size, len(dataset.x_train))
+    rows = batch * 3 + chunk + (settings.probe_size or 0) * 2
     return 4 * (8 * weights + rows * widths)
 
 
@@ -94,9 +97,8 @@ def train_batches(
     """Train ``members`` in as few batches as memory allows; return one result each.
     ``programs``: the compiled programs kept between trainings, by what they were traced
     for (a batch reuses one, or adds its own)."""
-    samples = len(dataset.x_train)
     # Members padded to their program's size fit too.
-    per_batch = fitting(budget() // bytes_per_model(members[0], settings, samples))
+    per_batch = fitting(budget() // bytes_per_model(members[0], settings, dataset))
     if per_batch < len(members):
         log.info(
             "%d models exceed the memory budget of one program: training them in %d batches",
