@@ -8,6 +8,7 @@ import io
 import numpy as np
 
 from runner import figures
+from runner.compare.figure import short
 
 
 def _history(rng: np.random.Generator, epochs: int, scale: float) -> dict[str, list[float]]:
@@ -79,3 +80,14 @@ def test_each_layout_has_its_own_figure():
         == 3
     )
     assert len(built) == 2
+
+
+def test_long_labels_keep_nets_of_different_depths_apart():
+    labels = [short(f"selu · {[256] * depth}") for depth in (8, 16, 32)]
+    assert labels == ["selu · [256 × 8]", "selu · [256 × 16]", "selu · [256 × 32]"]
+    # Runs of two stay as they are; a label still too long has its middle cut.
+    assert short(str(["relu", "relu", "tanh"] + [f"act{i}" for i in range(8)])).count("…") == 1
+    assert short("[64, 64, 32, 32, 32, 32, 16, 16, 16, 8, 8, 8, 8]") == (
+        "[64, 64, 32 × 4, 16 × 3, 8 × 4]"
+    )
+    assert short("relu · mse") == "relu · mse"

@@ -3,6 +3,8 @@ per epoch and the seeds' band; and every pair's difference as a matrix."""
 
 from __future__ import annotations
 
+import itertools
+import re
 import textwrap
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from runner.stats.intervals import ALPHA, BEST, FEW, LEVEL, TIED
 STYLES = ("-", "--", ":", "-.")
 # The longest group name a figure shows whole; a longer one keeps its two ends.
 LABEL = 40
+# A list as a label writes it: ``[256, 256, 128]``, ``['relu', 'tanh']``.
+LIST = re.compile(r"\[([^\[\]]*)\]")
 # zlib's fastest level: twice as fast as matplotlib's default, for a file 8% larger.
 FAST_PNG = {"compress_level": 1}
 # Up to this many groups, each cell of the pairs' matrix shows its difference in figures.
@@ -38,12 +42,26 @@ def headline(fig: Figure, title: str) -> None:
 
 
 def short(label: str) -> str:
-    """``label`` within :data:`LABEL` characters, its middle made ``…`` when longer: a list
-    of activations per layer would squeeze the axes to nothing."""
+    """``label`` within :data:`LABEL` characters: a list of activations or widths per layer
+    would squeeze the axes to nothing. A longer label's lists first write a run of equal
+    items once with its count (``[256 × 16]``), so that nets of 8, 16 and 32 layers stay
+    apart; what is still too long has its middle made ``…``."""
+    if len(label) <= LABEL:
+        return label
+    label = LIST.sub(lambda found: f"[{_runs(found.group(1).split(', '))}]", label)
     if len(label) <= LABEL:
         return label
     half = (LABEL - 1) // 2
     return f"{label[:half]}…{label[-half:]}"
+
+
+def _runs(items: list[str]) -> str:
+    """``items`` with each run of more than two equal ones written once, with its count."""
+    written = []
+    for item, run in itertools.groupby(items):
+        count = len(list(run))
+        written += [f"{item} × {count}"] if count > 2 else [item] * count
+    return ", ".join(written)
 
 
 def _palette(count: int) -> tuple[list, list[str]]:
