@@ -41,13 +41,16 @@ run: install  ## Train the default model (digits, relu, categorical cross-entrop
 	$(PY) -m runner
 
 # The suite in one worker per core, up to 4 (pytest-xdist): most of a test's time is XLA
-# compiling on one thread, and each worker is a JAX process of its own. Stealing work keeps
-# the workers busy to the end, where the longest tests would otherwise leave one waiting.
+# compiling on one thread, and each worker is a process of its own. Stealing work keeps the
+# workers busy to the end, where the longest tests would otherwise leave one waiting. The
+# slow tests run one at a time: they start parallel sweeps and servers of their own.
+WORKERS := -n auto --maxprocesses=4 --dist worksteal
+
 test: install  ## Run the test suite on JAX, the default backend
-	$(PY) -m pytest -n auto --maxprocesses=4 --dist worksteal
+	$(PY) -m pytest $(WORKERS)
 
 test-tensorflow: install  ## Run the tests whose results depend on the backend, on TensorFlow
-	$(PY) -m pytest --backend=tensorflow -m "backend and not slow"
+	$(PY) -m pytest $(WORKERS) --backend=tensorflow -m "backend and not slow"
 
 test-slow: install  ## Run the slow tests: parallel and distributed sweeps, search, PostgreSQL, resume
 	$(PY) -m pytest -m slow
