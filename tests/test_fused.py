@@ -117,8 +117,9 @@ def test_members_over_the_memory_budget_train_in_batches_each_as_alone(
 
 
 def test_a_group_of_512_digits_models_fits_one_program(make_cfg):
-    # The fused launcher's largest group, of docs/sweeps.md's 2,400-job sweep: its
-    # evaluation takes the validation and test splits' rows, not a chunk's 4,096.
+    # The fused launcher's largest group (hydra.launcher.max_group), of the models that
+    # bench/sweep_scaling.py sweeps: its evaluation takes the validation and test splits'
+    # rows, not a chunk's 4,096.
     plan = plan_job(make_cfg("model.units=[128,64]", "tracking.enabled=false"))
     member = execute.member(plan.spec, execute.build(plan))
     each = jax_engine.bytes_per_model(member, execute.settings(plan.spec), plan.dataset)
