@@ -107,14 +107,14 @@ class Diagnostics(keras.callbacks.Callback):
             zip(gradients, outputs, self.spec.activations, strict=True)
         ):
             logs[f"grad_norm/hidden_{i}"] = float(tf.norm(tf.cast(gradient, tf.float32)))
-            # Each unit's (channel's) mean output on the probe, then their median.
-            unit_means = tf.reduce_mean(
-                tf.cast(output, tf.float32), axis=list(range(len(output.shape) - 1))
-            )
+            # All but the last axis: a unit's (a conv block's channel's) samples and positions.
+            per_unit = list(range(len(output.shape) - 1))
+            # Each unit's mean output on the probe, then their median.
+            unit_means = tf.reduce_mean(tf.cast(output, tf.float32), axis=per_unit)
             logs[f"median_activation/hidden_{i}"] = float(np.median(unit_means.numpy()))
             if activation in RELU_FAMILY:
-                # A unit, or a conv block's channel, that is <= 0 for every sample, anywhere.
-                dead = tf.reduce_all(output <= 0, axis=list(range(len(output.shape) - 1)))
+                # A unit that is <= 0 for every sample, anywhere.
+                dead = tf.reduce_all(output <= 0, axis=per_unit)
                 logs[f"dead_fraction/hidden_{i}"] = float(tf.reduce_mean(tf.cast(dead, tf.float32)))
             elif activation in SATURATED:
                 saturated = SATURATED[activation](output)

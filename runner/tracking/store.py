@@ -57,7 +57,7 @@ def tracking_uri(configured: str | None) -> str:
     """``tracking.uri`` when given, else ``$MLFLOW_TRACKING_URI``, else the project's SQLite
     file; a SQLite file as an absolute path, a relative one taken from the directory the
     command was started in, so that every job of a sweep writes to the same store."""
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}"
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"{SQLITE}{DEFAULT_STORE}"
     path = sqlite_text(uri)
     if path is None or Path(path).is_absolute():
         return uri
@@ -278,7 +278,7 @@ def open_client(uri: str, way_out: str, adopt_foreign_db: bool = False) -> Mlflo
         raise UserError(
             f"tracking store {masked(uri)} is a directory ({db.absolute()}), not a file: a SQLite "
             "store is one file. Name a file in it, such as "
-            f"sqlite:///{db.absolute() / 'mlflow.db'}, an MLflow store or a new one."
+            f"{SQLITE}{db.absolute() / 'mlflow.db'}, an MLflow store or a new one."
         )
     with store_lock(db), stop.held():
         if db is not None and not adopt_foreign_db:
