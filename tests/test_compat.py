@@ -11,12 +11,14 @@ import warnings
 
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 import runner.compat
 from runner import compat, stop
 from runner.compat import hydra as compat_hydra
 from runner.compat import launchers
 from runner.compat import multiprocessing as compat_multiprocessing
+from runner.compat import omegaconf as compat_omegaconf
 from runner.compat import tensorflow as compat_tensorflow
 from tests.conftest import backend_args, finished_sweep
 
@@ -103,6 +105,48 @@ def test_the_grid_sweeper_on_an_unknown_hydra_is_the_one_hydras_config_names(mon
     with pytest.warns(UserWarning, match="quick composition"):
         sweeper, quick = compat_hydra.grid_sweeper()
     assert (sweeper.__name__, quick) == ("BasicSweeper", False)
+
+
+def test_a_jobs_saved_configs_are_omegaconfs_text_and_libyaml_writes_them():
+    from hydra import compose, initialize_config_dir
+
+    from runner.config import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        job = compose(
+            "config", ["activation=tanh", "model.units=[128,64]"], return_hydra_config=True
+        )
+    for cfg in (job, job.hydra, job.hydra.overrides.task):
+        assert compat_omegaconf.to_yaml(cfg) == OmegaConf.to_yaml(cfg)
+    # The whole config, Hydra's help texts included, takes libyaml's path.
+    assert compat_omegaconf._same_either_way(OmegaConf.to_container(job))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "emoji \U0001f600",  # libyaml escapes it
+        "next line\x85",  # libyaml writes \N
+        "tab\there " * 12,  # double-quoted, broken into lines another way
+        " \nspace before a break " * 8,
+        "é, 日本",
+        "a-long-key-" * 12,  # Python's emitter writes it as "? key"
+    ],
+)
+def test_text_libyaml_would_write_otherwise_is_written_by_omegaconf(text):
+    cfg = OmegaConf.create({"text": text, "list": [text, {"deep": text}], text: {"x": 1}})
+    assert not compat_omegaconf._same_either_way(OmegaConf.to_container(cfg))
+    assert compat_omegaconf.to_yaml(cfg) == OmegaConf.to_yaml(cfg)
+
+
+def test_saved_configs_are_written_by_omegaconf_on_an_unknown_omegaconf(unknown_versions):
+    compat_omegaconf._libyaml_dumper.cache_clear()
+    cfg = OmegaConf.create({"seed": 1, "units": [8, 8], "name": "1.0"})
+    try:
+        with pytest.warns(UserWarning, match="the saved configs' libyaml emitter"):
+            assert compat_omegaconf.to_yaml(cfg) == OmegaConf.to_yaml(cfg)
+    finally:
+        compat_omegaconf._libyaml_dumper.cache_clear()
 
 
 def test_tensorflows_registry_is_left_as_it_is_on_an_unknown_tensorflow(unknown_versions):

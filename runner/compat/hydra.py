@@ -71,8 +71,9 @@ def run_job(hydra_context: Any, task_function: Any, config: Any, dir_key: str, s
     ``set_config`` (its output directory then set in that copy as in the config, which is
     what the second made), the job's config is copied without it, and the job's return
     holds ``HydraConfig``'s copy, made for this job alone. All else is Hydra's, step by step:
-    the job's directory, its saved configs and log file, ``chdir``, ``env_set`` and the
-    callbacks. Fallback: Hydra's own ``run_job``."""
+    the job's directory, its saved configs (their text written faster:
+    :func:`_save_config`) and log file, ``chdir``, ``env_set`` and the callbacks. Fallback:
+    Hydra's own ``run_job``."""
     from hydra.core.utils import run_job as hydra_run_job
     from hydra.version import base_at_least
 
@@ -96,7 +97,6 @@ def run_job(hydra_context: Any, task_function: Any, config: Any, dir_key: str, s
         JobRuntime,
         JobStatus,
         _flush_loggers,
-        _save_config,
         configure_log,
         env_override,
     )
@@ -148,6 +148,16 @@ def run_job(hydra_context: Any, task_function: Any, config: Any, dir_key: str, s
         HydraConfig.instance().cfg = orig_hydra_cfg
         if chdir:
             os.chdir(old_cwd)
+
+
+def _save_config(cfg: Any, filename: str, output_dir: Any) -> None:
+    """Hydra's ``_save_config``: the same file, its text written by libyaml where that
+    writes the same (runner/compat/omegaconf.py)."""
+    from runner.compat.omegaconf import to_yaml
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / filename, "w", encoding="utf-8") as file:
+        file.write(to_yaml(cfg))
 
 
 def _without_hydra(config: Any) -> Any:
