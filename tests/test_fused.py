@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from runner import engine
 from runner.engine import jax_engine
+from runner.engine.families import cohorts
 from runner.fused import fusable_groups
 from runner.jobs import execute, outcome
 from runner.jobs.state import STATE
@@ -112,6 +113,22 @@ def test_members_over_the_memory_budget_train_in_batches_each_as_alone(
     assert "3 models exceed the memory budget of one program: training them in 2 batches" in (
         caplog.text
     )
+    for f, a in zip(fused, alone, strict=True):
+        _assert_same(f, a)
+
+
+def test_a_family_wider_than_the_cpus_widest_trains_in_cohorts_each_as_alone(make_cfg, monkeypatch):
+    # One family (relu) of three members with their own losses, rates and seeds, in
+    # cohorts of at most two.
+    combos = [("relu", "mse", 0.001, 0), ("relu", "mse", 0.01, 1), ("relu", "mse", 0.003, 2)]
+    plans = _jobs(make_cfg, "digits", combos)
+    alone = [train_alone(p) for p in plans]
+    found = []
+    monkeypatch.setattr(jax_engine, "CPU_WIDEST", 2)
+    monkeypatch.setattr(jax_engine, "cohorts", lambda *a: found.append(cohorts(*a)) or found[-1])
+    fused = _fused(plans, [execute.build(p) for p in plans])
+
+    assert [cohort.positions for cohort in found[0]] == [(0, 1), (2,)]
     for f, a in zip(fused, alone, strict=True):
         _assert_same(f, a)
 

@@ -130,27 +130,35 @@ class Cohort:
         return np.array([self.losses.index(members[p].loss) for p in self.slots], np.int32)
 
 
-def cohorts(members: list[Member], switching: bool) -> list[Cohort]:
+def cohorts(members: list[Member], switching: bool, widest: int | None = None) -> list[Cohort]:
     """The batch's members by family: those whose models compute the same function of their
-    weights, from targets of the same encoding, with optimizers of the same kind. With
-    ``switching``, a batch of one switches between the common activations and losses (see
-    the module's docstring)."""
+    weights, from targets of the same encoding, with optimizers of the same kind; a family
+    of more than ``widest`` members (None: no limit) as several cohorts of at most that
+    many, in order. With ``switching``, a batch of one switches between the common
+    activations and losses (see the module's docstring)."""
     by_function: dict[tuple, list[int]] = {}
     for position, member in enumerate(members):
         own = (_function(member.model), member.encoding, member.optimizer)
         by_function.setdefault(own, []).append(position)
     found = []
-    for positions in by_function.values():
-        first = members[positions[0]]
-        layers = tuple((a,) for a in first.activations)
-        losses = tuple(dict.fromkeys(members[p].loss for p in positions))
-        if switching and len(members) == 1:
-            if set(first.activations) <= set(ACTIVATIONS):
-                layers = (ACTIVATIONS,) * len(layers)
-            if first.loss in LOSSES[first.encoding]:
-                losses = LOSSES[first.encoding]
-        found.append(Cohort(tuple(positions), layers, losses, first.encoding))
+    for family in by_function.values():
+        width = widest or len(family)
+        for start in range(0, len(family), width):
+            found.append(_cohort(members, family[start : start + width], switching))
     return found
+
+
+def _cohort(members: list[Member], positions: list[int], switching: bool) -> Cohort:
+    """The cohort of the members at ``positions``, all of one family."""
+    first = members[positions[0]]
+    layers = tuple((a,) for a in first.activations)
+    losses = tuple(dict.fromkeys(members[p].loss for p in positions))
+    if switching and len(members) == 1:
+        if set(first.activations) <= set(ACTIVATIONS):
+            layers = (ACTIVATIONS,) * len(layers)
+        if first.loss in LOSSES[first.encoding]:
+            losses = LOSSES[first.encoding]
+    return Cohort(tuple(positions), layers, losses, first.encoding)
 
 
 @dataclass

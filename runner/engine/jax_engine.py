@@ -61,6 +61,10 @@ log = logging.getLogger("runner.engine")
 # share of a GPU's memory it may take.
 CPU_BUDGET = 2 << 30
 GPU_SHARE = 0.5
+# On the CPU, a family vmapped over more members than this trained each of them up to a
+# third slower (bench/README.md, "A fused group's epoch against its floor"): a larger
+# family trains as several cohorts of this many in one program. A GPU takes it whole.
+CPU_WIDEST = 128
 
 
 def bytes_per_model(member: Member, settings: Settings, dataset: Dataset) -> int:
@@ -125,7 +129,8 @@ def _train_batch(
 ) -> list[TrainResult]:
     """Train one batch: its program, its data and states on the device once, an epoch a
     call, then the test split; each member's results are its own."""
-    found = cohorts(members, settings.switching)
+    cpu = jax.devices()[0].platform == "cpu"
+    found = cohorts(members, settings.switching, CPU_WIDEST if cpu else None)
     program = _program(found, members, dataset, settings, programs)
     inputs = _upload(program, found, members, dataset)
     batch = Handover(members, found, program)
