@@ -2,12 +2,16 @@
 and warm, and which parts the kept programs and JAX's persistent cache remove.
 
 The sweep: ``python -m runner -m activation=relu,tanh,sigmoid seed=0,1,2 train.epochs=5``
-(9 jobs, one fused group of 3 families), each time a whole process into a fresh SQLite
-store, in three states of the cache folder (``XDG_CACHE_HOME``):
+(9 jobs, one fused group of 3 families), each time a whole process, in three states of the
+cache folder (``XDG_CACHE_HOME``), each into a fresh SQLite store, then once more warm into
+the store the warm sweep made:
 
 - cold: an empty folder, no kept program and no compiled one;
 - kept programs: the traced programs kept, JAX's persistent compilation cache emptied;
-- warm: both kept, as after a user's earlier sweep.
+- warm: both kept, as after a user's earlier sweep, into a new store (MLflow creates its
+  tables);
+- warm, store kept: the same, into the store of the warm sweep before it, as a user's next
+  sweep in the same folder.
 
 Parts, from the log's timestamps (as in sweep_scaling.py): start and compose, plan and
 open, compile (the engine's own figure), train, record and table. Inside compiling, JAX's
@@ -50,7 +54,7 @@ atexit.register(lambda: print("JAX " + json.dumps({**seconds, **counts}), file=s
 sys.argv = ["runner", *sys.argv[1:]]
 runpy.run_module("runner", run_name="__main__", alter_sys=True)
 """
-STATES = ("cold", "kept programs", "warm")
+STATES = ("cold", "kept programs", "warm", "warm, store kept")
 JAX_PARTS = {
     "trace": "jaxpr_trace_duration",
     "lower": "jaxpr_to_mlir_module_duration",
@@ -58,9 +62,10 @@ JAX_PARTS = {
 }
 
 
-def run(cache: Path, folder: Path) -> dict[str, float]:
-    """One sweep with ``cache`` as its cache folder, into a fresh store under ``folder``."""
-    store = f"sqlite:///{folder / 'mlflow.db'}"
+def run(cache: Path, folder: Path, stored: Path) -> dict[str, float]:
+    """One sweep with ``cache`` as its cache folder, its jobs' folders under ``folder``, into
+    the store in ``stored`` (new or not)."""
+    store = f"sqlite:///{stored / 'mlflow.db'}"
     env = dict(os.environ, XDG_CACHE_HOME=str(cache), MLFLOW_TRACKING_URI=store)
     # JAX reads its cache's settings when imported, which the watcher does before the
     # runner could set them: set them as the runner does (runner/backend.py).
@@ -97,9 +102,10 @@ def main() -> None:
                     shutil.rmtree(cache, ignore_errors=True)
                 elif state == "kept programs":
                     shutil.rmtree(cache / "actlab" / "jax", ignore_errors=True)
-                folder = Path(top) / f"{repeat}-{state.replace(' ', '-')}"
+                folder = Path(top) / f"{repeat}-{state.replace(' ', '-').replace(',', '')}"
                 folder.mkdir()
-                rows[state].append(run(cache, folder))
+                stored = Path(top) / f"{repeat}-warm" if state == "warm, store kept" else folder
+                rows[state].append(run(cache, folder, stored))
                 print(state, {k: round(v, 2) for k, v in rows[state][-1].items()}, flush=True)
     names = list(rows["cold"][0])
     print("\n| cache | " + " | ".join(names) + " |")
