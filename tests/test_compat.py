@@ -119,7 +119,7 @@ def test_a_jobs_saved_configs_are_omegaconfs_text_and_libyaml_writes_them():
     for cfg in (job, job.hydra, job.hydra.overrides.task):
         assert compat_omegaconf.to_yaml(cfg) == OmegaConf.to_yaml(cfg)
     # The whole config, Hydra's help texts included, takes libyaml's path.
-    assert compat_omegaconf._same_either_way(OmegaConf.to_container(job))
+    assert compat_omegaconf._same_either_way(OmegaConf.to_container(job, enum_to_str=True))
 
 
 @pytest.mark.parametrize(
@@ -137,6 +137,14 @@ def test_text_libyaml_would_write_otherwise_is_written_by_omegaconf(text):
     cfg = OmegaConf.create({"text": text, "list": [text, {"deep": text}], text: {"x": 1}})
     assert not compat_omegaconf._same_either_way(OmegaConf.to_container(cfg))
     assert compat_omegaconf.to_yaml(cfg) == OmegaConf.to_yaml(cfg)
+
+
+def test_values_but_strings_numbers_booleans_and_null_are_written_by_omegaconf():
+    cfg = OmegaConf.create({"seed": 1, "rate": 0.5, "on": True, "none": None, "raw": b"\x00"})
+    assert not compat_omegaconf._same_either_way(OmegaConf.to_container(cfg))
+    assert compat_omegaconf.to_yaml(cfg) == OmegaConf.to_yaml(cfg)
+    del cfg["raw"]
+    assert compat_omegaconf._same_either_way(OmegaConf.to_container(cfg))
 
 
 def test_saved_configs_are_written_by_omegaconf_on_an_unknown_omegaconf(unknown_versions):

@@ -7,8 +7,8 @@ emitter is most of that: about 9 ms a job of the sweep's planning, 2 ms through 
 (libyaml escapes those beyond the Basic Multilingual Plane, and some others), the line
 breaks of a double-quoted string, and long keys. Libyaml writes a config only when every
 string in it is printable ASCII or a line break, a string Python's emitter would not write
-double-quoted (its own analysis says), and every key a short one-line string; any other
-config is written by OmegaConf itself."""
+double-quoted (its own analysis says), every key a short one-line string, and every other
+value a number, a boolean or null; any other config is written by OmegaConf itself."""
 
 from __future__ import annotations
 
@@ -70,7 +70,11 @@ def _same_either_way(node: Any) -> bool:
         )
     if isinstance(node, list):
         return all(_same_either_way(item) for item in node)
-    return not isinstance(node, str) or _plain_string(node)
+    if isinstance(node, str):
+        return _plain_string(node)
+    # Numbers, booleans and null are plain scalars either way; anything else (bytes, paths)
+    # goes through OmegaConf.
+    return node is None or isinstance(node, int | float)
 
 
 @lru_cache(maxsize=4096)
