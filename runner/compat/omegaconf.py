@@ -2,7 +2,7 @@
 
 A fused sweep saves each job's three configs as Hydra does (``.hydra/config.yaml``,
 ``hydra.yaml``, ``overrides.yaml``, each ``OmegaConf.to_yaml``), and PyYAML's pure-Python
-emitter is most of that: about 9 ms a job of the sweep's planning, 2 ms through libyaml
+emitter is most of that: about 8 ms a job of the sweep's planning, 3 ms through libyaml
 (bench/README.md). The two emitters differ on some text: characters outside printable ASCII
 (libyaml escapes those beyond the Basic Multilingual Plane, and some others), the line
 breaks of a double-quoted string, and long keys. Libyaml writes a config only when every
@@ -23,8 +23,8 @@ from runner.compat import written_for
 
 OMEGACONF = ("2.3",)
 _PRINTABLE = re.compile(r"[\x20-\x7e\n]*\Z")
-# Python's emitter writes a key longer than this (128 less room for quotes) in the explicit
-# "? key" form; libyaml does not.
+# Python's emitter writes a key of 128 characters or more, quotes included, in the explicit
+# "? key" form, and libyaml does not: libyaml takes only keys well under that.
 _LONGEST_KEY = 64
 
 

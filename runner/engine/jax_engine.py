@@ -3,10 +3,11 @@
 program an epoch.
 
 The models of a batch fall into *families*: the same layers, activations and output head,
-so the same function, fed targets of the same encoding. A family's models are one function
-``jax.vmap``-ed over their stacked weights and optimizer states, learning rate included (a
-Keras optimizer variable like any other), each member scoring its predictions with its own
-loss; every family of the batch steps inside one ``lax.scan`` over the epoch's batches,
+so the same function, fed targets of the same encoding. A family's models (on the CPU, each
+cohort of at most ``CPU_WIDEST`` of them) are one function ``jax.vmap``-ed over their
+stacked weights and optimizer states, learning rate included (a Keras optimizer variable
+like any other), each member scoring its predictions with its own loss; every family of
+the batch steps inside one ``lax.scan`` over the epoch's batches,
 then validates and takes its diagnostics, all in one ``jax.jit`` program. Each model keeps
 its own initial weights, learning rate, batch order (its seed's) and loss, and the models
 share nothing, so each trains as it would alone: a single job is simply a batch of one.
@@ -61,8 +62,8 @@ log = logging.getLogger("runner.engine")
 # share of a GPU's memory it may take.
 CPU_BUDGET = 2 << 30
 GPU_SHARE = 0.5
-# On the CPU, a family vmapped over more members than this trained each of them up to a
-# third slower (bench/README.md, "A fused group's epoch against its floor"): a larger
+# On the CPU, a family vmapped over more members than this trained each of them about a
+# quarter slower (bench/README.md, "A fused group's epoch against its floor"): a larger
 # family trains as several cohorts of this many in one program. A GPU takes it whole.
 CPU_WIDEST = 128
 
