@@ -7,8 +7,8 @@ so the same function, fed targets of the same encoding. A family's models (on th
 cohort of at most ``CPU_WIDEST`` of them) are one function ``jax.vmap``-ed over their
 stacked weights and optimizer states, learning rate included (a Keras optimizer variable
 like any other), each member scoring its predictions with its own loss; every family of
-the batch steps inside one ``lax.scan`` over the epoch's batches,
-then validates and takes its diagnostics, all in one ``jax.jit`` program. Each model keeps
+the batch steps inside one ``lax.scan`` over the epoch's batches, then validates and takes
+its diagnostics, all in one ``jax.jit`` program. Each model keeps
 its own initial weights, learning rate, batch order (its seed's) and loss, and the models
 share nothing, so each trains as it would alone: a single job is simply a batch of one.
 (Alone and fused agree to float rounding: XLA may order a reduction differently for a
