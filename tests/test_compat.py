@@ -122,6 +122,28 @@ def test_a_jobs_saved_configs_are_omegaconfs_text_and_libyaml_writes_them():
     assert compat_omegaconf._same_either_way(OmegaConf.to_container(job, enum_to_str=True))
 
 
+def test_a_fused_jobs_hydra_config_is_set_configs_without_copying_the_node():
+    import copy
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from runner.config import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        job = compose("config", ["seed=3"], return_hydra_config=True)
+    hydras, ours = copy.deepcopy(job), copy.deepcopy(job)
+    HydraConfig.instance().set_config(hydras)
+    expected = HydraConfig.instance().cfg
+    found = compat_hydra._set_config(ours)
+    assert OmegaConf.to_yaml(found) == OmegaConf.to_yaml(expected)
+    assert found.hydra is ours.hydra and found.hydra._get_parent() is ours
+    assert OmegaConf.is_readonly(found.hydra)
+    # The node's interpolations read the job's config, as in Hydra's copy.
+    assert found.hydra.job.name == expected.hydra.job.name
+    assert found.hydra.run.dir.startswith("outputs/")
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -67,10 +67,12 @@ def run_job(hydra_context: Any, task_function: Any, config: Any, dir_key: str, s
     Hydra 1.3's ``run_job`` copies that node, most of the config, four times a job: two
     ``HydraConfig.set_config``, a deep copy of the whole config whose copy of the node it
     deletes, and a deep copy of ``HydraConfig``'s own copy: a large share of each job's
-    planning in a sweep of thousands (bench/README.md). Here the node is copied once, by the one
-    ``set_config`` (its output directory then set in that copy as in the config, which is
-    what the second made), the job's config is copied without it, and the job's return
-    holds ``HydraConfig``'s copy, made for this job alone. All else is Hydra's, step by step:
+    planning in a sweep of thousands (bench/README.md). Here the node is not copied: the
+    job's config is its own (each job of a fused sweep is composed apart), so
+    ``HydraConfig`` holds the config's own node, as ``set_config`` makes it read-only and
+    types it (:func:`_set_config`; its output directory then set in it, which is what the
+    second ``set_config`` made), the job's config is copied without it, and the job's return
+    holds ``HydraConfig``'s config, made for this job alone. All else is Hydra's, step by step:
     the job's directory, its saved configs (their text written faster:
     :func:`_save_config`) and log file, ``chdir``, ``env_set`` and the callbacks. Fallback:
     Hydra's own ``run_job``."""
@@ -105,8 +107,7 @@ def run_job(hydra_context: Any, task_function: Any, config: Any, dir_key: str, s
     callbacks = hydra_context.callbacks
     old_cwd = os.getcwd()
     orig_hydra_cfg = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(config)
-    hydra_cfg = HydraConfig.instance().cfg
+    hydra_cfg = HydraConfig.instance().cfg = _set_config(config)
     output_dir = str(OmegaConf.select(config, dir_key))
     output_dir = os.path.join(output_dir, str(OmegaConf.select(config, subdir_key)))
     for node in (config, hydra_cfg):
@@ -148,6 +149,25 @@ def run_job(hydra_context: Any, task_function: Any, config: Any, dir_key: str, s
         HydraConfig.instance().cfg = orig_hydra_cfg
         if chdir:
             os.chdir(old_cwd)
+
+
+def _set_config(config: Any) -> Any:
+    """What ``HydraConfig.set_config(config)`` makes ``HydraConfig``'s config: the Hydra node
+    alone, read-only, its parent ``config`` (so that the node's interpolations read the
+    job's config); here the node itself, not a copy (``masked_copy`` copies it: 6 ms a
+    job, bench/README.md)."""
+    from hydra.conf import HydraConf
+    from omegaconf import DictConfig, OmegaConf, flag_override
+
+    node = config.hydra
+    OmegaConf.set_readonly(node, True)
+    typed = OmegaConf.get_type(config, "hydra")
+    assert typed is not None and issubclass(typed, HydraConf)
+    hydra_cfg = DictConfig({})
+    with flag_override(hydra_cfg, "no_deepcopy_set_nodes", True):
+        hydra_cfg["hydra"] = node
+    node._set_parent(config)
+    return hydra_cfg
 
 
 def _save_config(cfg: Any, filename: str, output_dir: Any) -> None:
