@@ -70,12 +70,12 @@ def run_job(hydra_context: Any, task_function: Any, config: Any, dir_key: str, s
     planning in a sweep of thousands (bench/README.md). Here the node is not copied: the
     job's config is its own (each job of a fused sweep is composed apart), so
     ``HydraConfig`` holds the config's own node, as ``set_config`` makes it read-only and
-    types it (:func:`_set_config`; its output directory then set in it, which is what the
-    second ``set_config`` made), the job's config is copied without it, and the job's return
-    holds ``HydraConfig``'s config, made for this job alone. All else is Hydra's, step by step:
-    the job's directory, its saved configs (their text written faster:
-    :func:`_save_config`) and log file, ``chdir``, ``env_set`` and the callbacks. Fallback:
-    Hydra's own ``run_job``."""
+    types it (:func:`_set_config`; its output directory then set in that one node, which is
+    what the second ``set_config`` made), the job's config is copied without it, and the
+    job's return holds ``HydraConfig``'s config, made for this job alone. All else is
+    Hydra's, step by step: the job's directory, its saved configs (their text written
+    faster: :func:`_save_config`) and log file, ``chdir``, ``env_set`` and the callbacks.
+    Fallback: Hydra's own ``run_job``."""
     from hydra.core.utils import run_job as hydra_run_job
     from hydra.version import base_at_least
 
@@ -110,9 +110,9 @@ def run_job(hydra_context: Any, task_function: Any, config: Any, dir_key: str, s
     hydra_cfg = HydraConfig.instance().cfg = _set_config(config)
     output_dir = str(OmegaConf.select(config, dir_key))
     output_dir = os.path.join(output_dir, str(OmegaConf.select(config, subdir_key)))
-    for node in (config, hydra_cfg):
-        with read_write(node.hydra.runtime), open_dict(node.hydra.runtime):
-            node.hydra.runtime.output_dir = os.path.abspath(output_dir)
+    # One node: the config's is the one HydraConfig holds (_set_config).
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = os.path.abspath(output_dir)
     chdir = None
     try:
         ret = JobReturn()
