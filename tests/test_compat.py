@@ -107,15 +107,18 @@ def test_the_grid_sweeper_on_an_unknown_hydra_is_the_one_hydras_config_names(mon
     assert (sweeper.__name__, quick) == ("BasicSweeper", False)
 
 
-def test_a_jobs_saved_configs_are_omegaconfs_text_and_libyaml_writes_them():
+def _job(*overrides: str):
+    """A job's config as a sweep composes it, with its Hydra node."""
     from hydra import compose, initialize_config_dir
 
     from runner.config import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        job = compose(
-            "config", ["activation=tanh", "model.units=[128,64]"], return_hydra_config=True
-        )
+        return compose("config", list(overrides), return_hydra_config=True)
+
+
+def test_a_jobs_saved_configs_are_omegaconfs_text_and_libyaml_writes_them():
+    job = _job("activation=tanh", "model.units=[128,64]")
     for cfg in (job, job.hydra, job.hydra.overrides.task):
         assert compat_omegaconf.to_yaml(cfg) == OmegaConf.to_yaml(cfg)
     # The whole config, Hydra's help texts included, takes libyaml's path.
@@ -125,13 +128,9 @@ def test_a_jobs_saved_configs_are_omegaconfs_text_and_libyaml_writes_them():
 def test_a_fused_jobs_hydra_config_is_set_configs_without_copying_the_node():
     import copy
 
-    from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from runner.config import CONF
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        job = compose("config", ["seed=3"], return_hydra_config=True)
+    job = _job("seed=3")
     hydras, ours = copy.deepcopy(job), copy.deepcopy(job)
     HydraConfig.instance().set_config(hydras)
     expected = HydraConfig.instance().cfg
