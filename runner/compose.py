@@ -15,6 +15,7 @@ job whose values OmegaConf refuses, so that the user sees Hydra's own message.
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ class Composer:
         self.master = master
         self.parser = OverridesParser.create(config_loader=config_loader)
         self.groups = set(config_loader.list_groups(""))
-        self.bases: dict[tuple[str, ...], DictConfig] = {}
+        self.bases: dict[tuple[str, ...], bytes | DictConfig] = {}
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         """The config of the job with ``overrides``."""
@@ -44,15 +45,14 @@ class Composer:
             return self.loader.load_sweep_config(self.master, overrides)
         choices = tuple(o.input_line for o in parsed if o.key_or_group in self.groups)
         if choices not in self.bases:
-            self.bases[choices] = self.loader.load_sweep_config(self.master, list(choices))
-        base = self.bases[choices]
-        settings = base.hydra.job.config.override_dirname
+            self.bases[choices] = _kept(self.loader.load_sweep_config(self.master, list(choices)))
+        config = _copy(self.bases[choices])
+        settings = config.hydra.job.config.override_dirname
         dirname = overrides_dirname(
             parsed, settings.kv_sep, settings.item_sep, list(settings.exclude_keys)
         )
         if dirname is None:
             return self.loader.load_sweep_config(self.master, overrides)
-        config = copy.deepcopy(base)
         values = [o for o in parsed if o.key_or_group not in self.groups]
         try:
             for override in values:
@@ -74,3 +74,18 @@ class Composer:
             and not (override.is_add() or override.is_delete() or override.is_force_add())
             and "/" not in override.key_or_group
         )
+
+
+def _kept(base: DictConfig) -> bytes | DictConfig:
+    """A base config as each job's copy is made from it: pickled, since unpickling makes the
+    copy four times as fast as ``copy.deepcopy`` (1.2 against 5.3 ms a job,
+    bench/README.md), the same nodes, flags and types; as it is where a value will not
+    pickle."""
+    try:
+        return pickle.dumps(base, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return base
+
+
+def _copy(base: bytes | DictConfig) -> DictConfig:
+    return pickle.loads(base) if isinstance(base, bytes) else copy.deepcopy(base)

@@ -44,6 +44,22 @@ def test_each_composed_job_equals_hydras_own_composition(hydra_loader):
     assert set(composer.bases) <= {(), ("loss=mse",), ("dataset=iris", "optimizer=sgd")}
 
 
+def test_jobs_of_one_base_are_copies_apart_with_hydras_types_and_flags(hydra_loader):
+    loader, master = hydra_loader
+    composer = Composer(loader, master)
+    first, second = composer.compose(["seed=1"]), composer.compose(["seed=2"])
+    slow = loader.load_sweep_config(master, ["seed=1"])
+    for path in ("", "hydra", "train", "optimizer"):
+        fast_node = OmegaConf.select(first, path) if path else first
+        slow_node = OmegaConf.select(slow, path) if path else slow
+        assert OmegaConf.get_type(fast_node) is OmegaConf.get_type(slow_node), path
+        assert fast_node._metadata.flags == slow_node._metadata.flags, path
+    with pytest.raises(Exception, match="epoch"):  # struct, as Hydra's: no new keys
+        first.train.epoch = 3
+    first.train.epochs = 99
+    assert (first.seed, second.seed, second.train.epochs) == (1, 2, slow.train.epochs)
+
+
 def test_a_value_hydra_would_refuse_gets_hydras_own_message(hydra_loader):
     loader, master = hydra_loader
     composer = Composer(loader, master)
