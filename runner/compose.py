@@ -78,9 +78,8 @@ class Composer:
 
 def _kept(base: DictConfig) -> bytes | DictConfig:
     """A base config as each job's copy is made from it: pickled, since unpickling makes the
-    copy four times as fast as ``copy.deepcopy`` (1.2 against 5.3 ms a job,
-    bench/README.md), the same nodes, flags and types; as it is where a value will not
-    pickle."""
+    same nodes, flags and types as ``copy.deepcopy`` in a fraction of its time
+    (bench/README.md, "Composing"); as it is where a value will not pickle."""
     try:
         return pickle.dumps(base, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):

@@ -17,6 +17,7 @@ context has closed: in the sweep's working directory, without the job's ``env_se
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.config
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from runner import stop
 from runner.compat.hydra import run_job
 from runner.compose import Composer
 from runner.jobs import outcome
-from runner.jobs.keys import fusion_key
+from runner.jobs.keys import PER_MEMBER, fusion_key, plain
 from runner.jobs.plan import Plan
 from runner.jobs.spec import JobContext, JobRef
 from runner.sweep import GRID_SWEEPERS, sweeper_name
@@ -40,15 +41,30 @@ log = logging.getLogger("runner")
 
 def fusable_groups(cfgs: Sequence[DictConfig], max_group: int) -> list[list[int]]:
     """The jobs' indices in groups of equal :func:`fusion_key`, at most ``max_group``
-    each, in the order the groups' first jobs come."""
+    each, in the order the groups' first jobs come. A key with more jobs than one group
+    takes is dealt into as few groups as hold them, each job's condition (its own values
+    but its seed: :func:`condition`) spread evenly over them: the groups then hold the
+    same families of about the same sizes, which one compiled program serves, and each
+    group trained holds every condition of the sweep."""
     by_key: dict[str, list[int]] = {}
     for index, cfg in enumerate(cfgs):
         by_key.setdefault(fusion_key(cfg), []).append(index)
-    return [
-        indices[start : start + max_group]
-        for indices in by_key.values()
-        for start in range(0, len(indices), max_group)
-    ]
+    groups = []
+    for indices in by_key.values():
+        count = -(-len(indices) // max_group)
+        by_condition: dict[str, list[int]] = {}
+        for index in indices:
+            by_condition.setdefault(condition(cfgs[index]), []).append(index)
+        dealt = [index for same in by_condition.values() for index in same]
+        groups += [sorted(dealt[start::count]) for start in range(count)]
+    return groups
+
+
+def condition(cfg: DictConfig) -> str:
+    """What a job of a fused group is among the others: its own values (:data:`PER_MEMBER`)
+    but its seed."""
+    own = {key: plain(OmegaConf.select(cfg, key)) for key in PER_MEMBER if key != "seed"}
+    return json.dumps(own, sort_keys=True, default=str)
 
 
 def launch(

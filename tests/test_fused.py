@@ -386,13 +386,33 @@ def test_jobs_fuse_when_only_their_own_keys_differ(make_cfg):
     ]
     rate = make_cfg(*base, "optimizer.learning_rate=0.01")
     assert fusable_groups(cfgs, max_group=24) == [[0, 1, 2, 3], [4], [5], [6], [7], [8], [9], [10]]
-    assert fusable_groups(cfgs[:4], max_group=3) == [[0, 1, 2], [3]]
+    assert fusable_groups(cfgs[:4], max_group=3) == [[0, 2], [1, 3]]
     assert fusable_groups([cfgs[0], rate], max_group=24) == [[0, 1]]
     stopping = make_cfg(*base, *STOPS, "train.early_stopping.restore_best=true")
     assert fusable_groups([cfgs[0], stopping], max_group=24) == [[0, 1]]
     cosine = [*base, "optimizer.schedule=cosine"]
     scheduled = [make_cfg(*cosine), make_cfg(*cosine, "optimizer.learning_rate=0.1"), cfgs[0]]
     assert fusable_groups(scheduled, max_group=24) == [[0, 1], [2]]
+
+
+def test_a_key_with_more_jobs_than_a_group_is_dealt_into_groups_of_every_condition(make_cfg):
+    base = ["model.units=[8]", "train.epochs=2"]
+    # Hydra's order: activation, then loss, then seed.
+    jobs = [
+        (activation, loss, seed)
+        for activation in ("relu", "tanh")
+        for loss in ("mse", "categorical_crossentropy")
+        for seed in range(3)
+    ]
+    cfgs = [make_cfg(*base, f"activation={a}", f"loss={l}", f"seed={s}") for a, l, s in jobs]
+    groups = fusable_groups(cfgs, max_group=8)
+    assert [len(group) for group in groups] == [6, 6]
+    for group in groups:
+        # Every condition in each group, its seeds spread over them.
+        assert sorted({jobs[i][:2] for i in group}) == sorted({job[:2] for job in jobs})
+        assert group == sorted(group)
+    assert sorted(i for group in groups for i in group) == list(range(12))
+    assert fusable_groups(cfgs, max_group=12) == [list(range(12))]
 
 
 def test_each_job_of_a_fused_group_logs_its_own_trained_model(make_cfg, store, tmp_path):
@@ -448,7 +468,7 @@ def test_an_error_in_a_fused_group_fails_its_runs_and_leaves_a_finished_job_be(
 
 
 def test_a_fused_sweep_records_every_job_as_its_own_run(cli, store, tmp_path):
-    # max_group=3 splits each group of 4 into 3 fused jobs and one that runs alone.
+    # max_group=3 deals each key's 4 jobs into two groups of 2.
     result = cli(
         "-m",
         "hydra/launcher=fused",
@@ -462,7 +482,7 @@ def test_a_fused_sweep_records_every_job_as_its_own_run(cli, store, tmp_path):
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "Launching 8 jobs: 2 fused group(s) of 3, 3, 2 alone" in output
+    assert "Launching 8 jobs: 4 fused group(s) of 2, 2, 2, 2, 0 alone" in output
     for number in range(1, 9):
         assert f"job {number}/8 " in output
 
@@ -470,10 +490,8 @@ def test_a_fused_sweep_records_every_job_as_its_own_run(cli, store, tmp_path):
     assert len(runs) == 8
     assert set(runs["status"]) == {"FINISHED"}
     assert set(runs["tags.outcome"]) == {"completed"}
-    fused = runs[runs["tags.fused_group"].notna()]
-    assert len(fused) == 6
-    assert fused.groupby("tags.fused_group").size().tolist() == [3, 3]
-    assert set(fused["tags.fused_group_size"]) == {"3"}
+    assert runs.groupby("tags.fused_group").size().tolist() == [2, 2, 2, 2]
+    assert set(runs["tags.fused_group_size"]) == {"2"}
     parents = search(store, "tags.role = 'sweep'")
     assert list(parents["status"]) == ["FINISHED"]
     assert set(runs["tags.mlflow.parentRunId"]) == {parents["run_id"][0]}

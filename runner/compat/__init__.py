@@ -18,12 +18,16 @@ correct. tests/test_compat.py forces every fallback.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
 
+@functools.cache
 def installed(package: str) -> str | None:
-    """The installed version of ``package``, or None when it is not installed."""
+    """The installed version of ``package``, or None when it is not installed: read once a
+    process: each fused job asks for Hydra's and OmegaConf's, and reading the package's
+    metadata is not free."""
     try:
         return version(package)
     except PackageNotFoundError:
