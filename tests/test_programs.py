@@ -184,8 +184,8 @@ def test_a_cohort_padded_to_its_programs_size_trains_each_member_as_alone(
     # and then twelve members share one program, kept between them.
     from runner.engine.families import bucket
 
-    sizes = [bucket(n) for n in (1, 4, 5, 7, 9, 12, 13, 17, 240)]
-    assert sizes == [1, 4, 6, 8, 12, 12, 16, 24, 256]
+    sizes = [bucket(n) for n in (1, 4, 5, 7, 9, 12, 13, 17, 25, 32, 33, 65, 120, 240)]
+    assert sizes == [1, 4, 6, 8, 12, 12, 16, 24, 32, 32, 40, 72, 120, 240]
     combos = [("relu", "mse", rate, seed) for rate in (0.001, 0.01) for seed in range(6)]
     plans = _jobs(make_cfg, "digits", combos)
     alone = _train(plans[:5])

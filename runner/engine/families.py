@@ -61,13 +61,19 @@ class Choice:
 
 def bucket(count: int) -> int:
     """The number of members a program is traced for, for ``count`` members: 1 to 4 as
-    they are, then the next of 6, 8, 12, 16, 24, 32...; so that sweeps of nearby sizes (9
-    jobs, then 12) share one kept program, at the cost of at most a third of its members
-    being padding."""
+    they are, then the next of 6, 8, 12, 16, 24, 32, then the next multiple of 8. Sweeps
+    of nearby small sizes (9 jobs, then 12) share one kept program, at the cost of at most
+    a third of its members being padding. A large family pads to within 8, since its
+    padding is training time: a large sweep's groups hold families of any size, and one
+    of 65 members padded to 96 trains as long as 96."""
+    if count <= 4:
+        return count
+    if count > 32:
+        return -(-count // 8) * 8
     size = 4
     while size < count:
         size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
-    return count if count <= 4 else size
+    return size
 
 
 def fitting(limit: int) -> int:
