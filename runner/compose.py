@@ -79,7 +79,8 @@ class Composer:
 def _kept(base: DictConfig) -> bytes | DictConfig:
     """A base config as each job's copy is made from it: pickled, since unpickling makes the
     same nodes, flags and types as ``copy.deepcopy`` in a fraction of its time
-    (bench/README.md, "Composing"); as it is where a value will not pickle."""
+    (bench/README.md, "Planning a fused sweep's jobs"); as it is where a value will not
+    pickle."""
     try:
         return pickle.dumps(base, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):

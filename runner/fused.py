@@ -42,10 +42,11 @@ log = logging.getLogger("runner")
 def fusable_groups(cfgs: Sequence[DictConfig], max_group: int) -> list[list[int]]:
     """The jobs' indices in groups of equal :func:`fusion_key`, at most ``max_group``
     each, in the order the groups' first jobs come. A key with more jobs than one group
-    takes is dealt into as few groups as hold them, each job's condition (its own values
-    but its seed: :func:`condition`) spread evenly over them: the groups then hold the
-    same families of about the same sizes, which one compiled program serves, and each
-    group trained holds every condition of the sweep."""
+    takes is dealt into as few groups as hold them, the jobs of each condition (the same
+    own values but the seed: :func:`condition`) spread evenly over them. The groups then
+    hold the same families of about the same sizes, which one compiled program serves
+    once padded (:func:`runner.engine.families.bucket`); and where a condition has as many
+    seeds as there are groups, each group trained holds every condition of the sweep."""
     by_key: dict[str, list[int]] = {}
     for index, cfg in enumerate(cfgs):
         by_key.setdefault(fusion_key(cfg), []).append(index)
