@@ -404,7 +404,7 @@ def test_a_key_with_more_jobs_than_a_group_is_dealt_into_groups_of_every_conditi
         for loss in ("mse", "categorical_crossentropy")
         for seed in range(3)
     ]
-    cfgs = [make_cfg(*base, f"activation={a}", f"loss={l}", f"seed={s}") for a, l, s in jobs]
+    cfgs = [make_cfg(*base, f"activation={a}", f"loss={loss}", f"seed={s}") for a, loss, s in jobs]
     groups = fusable_groups(cfgs, max_group=8)
     assert [len(group) for group in groups] == [6, 6]
     for group in groups:
