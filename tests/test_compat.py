@@ -20,6 +20,7 @@ from runner.compat import launchers
 from runner.compat import multiprocessing as compat_multiprocessing
 from runner.compat import omegaconf as compat_omegaconf
 from runner.compat import tensorflow as compat_tensorflow
+from runner.tracking.store import connect
 from tests.conftest import backend_args, finished_sweep
 
 # A sweep run as `python -m runner` is, in a process where every library has a version that
@@ -80,6 +81,7 @@ def test_a_fused_composed_sweep_that_logs_its_models_runs_on_unknown_versions(tm
         ("hydra-core", "the composing sweeper's quick composition"),
         ("hydra-core", "the fused jobs' run_job"),
         ("keras", "saving a model without TensorFlow"),
+        ("mlflow", "starting a new store from a kept empty one"),
     ):
         assert f"{package} 99.0 is not one of the versions {what} was written for" in output
     assert "fused group(s) of 2" in output
@@ -87,6 +89,16 @@ def test_a_fused_composed_sweep_that_logs_its_models_runs_on_unknown_versions(tm
     models = MlflowClient(store).search_logged_models(list(set(jobs["experiment_id"])))
     assert sorted(m.source_run_id for m in models) == sorted(jobs["run_id"])
     assert len(list((tmp_path / "sweep").glob("*/.hydra/config.yaml"))) == 2
+
+
+def test_a_new_store_on_an_unknown_mlflow_is_made_by_mlflow_and_none_is_kept(
+    unknown_versions, tmp_path, monkeypatch, store
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match="mlflow 99.0 is not one of the versions starting a new"):
+        client = connect(store)
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert list((tmp_path / "cache").rglob("*.db*")) == []
 
 
 def test_a_job_composed_without_hydras_private_dirname_is_composed_by_hydra(unknown_versions):

@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from runner.compat import installed
 from runner.config import UserError
 from runner.jobs.execute import execute
 from runner.tracking import (
@@ -36,6 +38,7 @@ from runner.tracking import (
     Unrecorded,
     quoted,
 )
+from runner.tracking.store import connect
 from tests.conftest import (
     backend_args,
     finished_sweep,
@@ -331,6 +334,37 @@ def test_a_new_store_in_a_read_only_directory_is_refused_before_mlflow_retries(t
     ) in output
     assert "Traceback" not in output and "epoch 1/1" not in output
     assert list(directory.iterdir()) == []
+
+
+def schema(db: Path) -> list[list[str]]:
+    """The SQL of every table, index and trigger of the SQLite file ``db``, each as its
+    sorted lines: MLflow's migrations write a table's constraints in an order that changes
+    from one process to the next."""
+    with sqlite3.connect(db) as connection:
+        found = connection.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")
+        return sorted(sorted(line.strip(" \t,") for line in sql.splitlines()) for (sql,) in found)
+
+
+def test_new_stores_are_copies_of_one_mlflow_made_and_each_gets_its_default_experiment(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    made = MlflowClient(f"sqlite:///{tmp_path / 'made.db'}").get_experiment("0")
+    kept = tmp_path / "cache" / "actlab" / "stores" / f"mlflow-{installed('mlflow')}.db"
+    for name in ("first.db", "nested/second.db"):
+        client = connect(f"sqlite:///{tmp_path / name}")
+        [default] = client.search_experiments()
+        # As MLflow makes it in a store it creates: its artifacts under this directory.
+        assert (default.name, default.artifact_location) == ("Default", made.artifact_location)
+        assert schema(tmp_path / name) == schema(tmp_path / "made.db")
+        run = client.create_run(default.experiment_id)
+        client.log_metric(run.info.run_id, "loss", 0.5)
+        assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+    # The kept store stays empty, and no partial copy is left anywhere.
+    with sqlite3.connect(kept) as connection:
+        assert connection.execute("SELECT count(*) FROM experiments").fetchone() == (0,)
+    assert not list(tmp_path.rglob("*.partial"))
 
 
 def compare(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -12,7 +12,8 @@ correct. tests/test_compat.py forces every fallback.
 - :mod:`~runner.compat.tensorflow`: the gradient registry that leaks a traced step a job;
 - :mod:`~runner.compat.launchers`: joblib's, submitit's and Ray's workers stopped gently;
 - :mod:`~runner.compat.multiprocessing`: a worker's semaphores freed as it exits;
-- :mod:`~runner.compat.mlflow`: many runs' metric histories read in one query;
+- :mod:`~runner.compat.mlflow`: many runs' metric histories read in one query, and an empty
+  store made as MLflow makes a new one;
 - :mod:`~runner.compat.omegaconf`: a fused job's saved configs written by libyaml.
 """
 

@@ -1,7 +1,9 @@
-"""MLflow's internals: many runs' metric histories read in one query."""
+"""MLflow's internals: many runs' metric histories read in one query, and an empty SQLite
+store made as MLflow makes a new one."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from runner.compat import written_for
@@ -33,3 +35,22 @@ def histories(
         for point in store.get_metric_history_bulk(chunk, key, max_results=2**62):
             found[point.run_id].append((point.step, point.value))
     return found
+
+
+def empty_store(db: Path) -> bool:
+    """Make ``db`` a new SQLite store as MLflow's SQL store makes one when it first opens
+    it: its tables created, then every one of its migrations run (``_initialize_tables``),
+    but without the Default experiment that the store adds next, whose artifact location
+    MLflow takes from the directory of the process that opens it. Its client has no public
+    way to make the tables alone. Fallback, on another version: False, and ``db`` is not
+    made."""
+    if not written_for("mlflow", MLFLOW, "starting a new store from a kept empty one"):
+        return False
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine_with_retry
+
+    engine = create_sqlalchemy_engine_with_retry(f"sqlite:///{db}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+    return True

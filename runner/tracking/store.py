@@ -3,7 +3,8 @@
 A store is opened once per process and URI (:func:`connect`): a tracking server must
 answer its health check, a SQLite file must be a file, writable and not another
 application's database, and MLflow creates or migrates a SQLite store's tables under a
-file lock, so that two sweeps started at once do not both create them.
+file lock, so that two sweeps started at once do not both create them. A new SQLite store
+starts as a copy of an empty one that MLflow made, kept in the cache folder (:func:`seed`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -18,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from runner import stop
+from runner import backend, compat, stop
+from runner.compat import mlflow as compat_mlflow
 from runner.config import UserError
 
 if TYPE_CHECKING:
@@ -281,6 +284,8 @@ def open_client(uri: str, way_out: str, adopt_foreign_db: bool = False) -> Mlflo
             f"{SQLITE}{db.absolute() / 'mlflow.db'}, an MLflow store or a new one."
         )
     with store_lock(db), stop.held():
+        if db is not None and not db.exists() and sqlite_text(uri) == uri[len(SQLITE) :]:
+            seed(db)
         if db is not None and not adopt_foreign_db:
             tables = foreign_tables(db)
             if tables:
@@ -293,6 +298,46 @@ def open_client(uri: str, way_out: str, adopt_foreign_db: bool = False) -> Mlflo
                     f"own among them. {way_out}"
                 )
         return MlflowClient(tracking_uri=uri)
+
+
+def seed(db: Path) -> None:
+    """Start the new SQLite store ``db`` as a copy of :func:`kept_store`: MLflow then finds
+    its tables made and its schema current, and only adds its Default experiment, as it
+    does to a store it made itself. Making the tables runs each of MLflow's migrations,
+    which costs more than the rest of opening the store; copying them does not. The copy
+    is written beside ``db`` and linked to its name only while nothing is there, so a store
+    is never half written or written over; where that fails, ``db`` is left absent and
+    MLflow makes it."""
+    kept = kept_store()
+    if kept is None:
+        return
+    partial = db.with_name(f".{db.name}.{os.getpid()}.partial")
+    try:
+        shutil.copyfile(kept, partial)
+        os.link(partial, db)
+    except OSError:
+        pass
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def kept_store() -> Path | None:
+    """An empty SQLite store that MLflow made, kept in the cache folder per MLflow version
+    (``stores/``) and made on first need; None when it cannot be made or kept."""
+    kept = backend.cache_dir() / "stores" / f"mlflow-{compat.installed('mlflow')}.db"
+    if kept.is_file():
+        return kept
+    partial = kept.with_name(f"{kept.name}.{os.getpid()}.partial")
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        partial.unlink(missing_ok=True)
+        if compat_mlflow.empty_store(partial):
+            os.replace(partial, kept)
+    except store_errors():
+        return None
+    finally:
+        partial.unlink(missing_ok=True)
+    return kept if kept.is_file() else None
 
 
 def quoted(value: str) -> str:
