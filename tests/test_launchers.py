@@ -123,7 +123,9 @@ STOPPED = {
         2,
     ),
 }  # fmt: skip
-# An epoch of a model this small takes a few ms, or about 20 ms for four fused ones.
+# Batches of 2, so that few epochs have run when a sweep's job first writes what it logged
+# (after 30 s): in batches of 32, a fused group's thousands of epochs by then took longer to
+# write than the rest of the test.
 STOPPED_EPOCHS = 20000
 
 
@@ -175,7 +177,7 @@ def test_a_signal_stops_each_launchers_sweep_as_the_basic_launcher_does(
             [
                 sys.executable, "-m", "runner", "-m", "hydra.sweep.dir=study", *args,
                 "model.units=[16]", f"train.epochs={STOPPED_EPOCHS}",
-                "train.steps_per_execution=1", *backend_args(),
+                "train.batch_size=2", "train.steps_per_execution=1", *backend_args(),
             ],
             cwd=tmp_path, env=dict(os.environ, MLFLOW_TRACKING_URI=store),
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
