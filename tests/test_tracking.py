@@ -367,6 +367,16 @@ def test_new_stores_are_copies_of_one_mlflow_made_and_each_gets_its_default_expe
     assert not list(tmp_path.rglob("*.partial"))
 
 
+def test_a_new_store_is_made_by_mlflow_where_the_cache_folder_cannot_be(tmp_path, monkeypatch):
+    (tmp_path / "a-file").touch()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))
+    client = connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [experiment.name for experiment in client.search_experiments()] == ["Default"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "a-file", "mlflow.db", "mlflow.db.lock"
+    ]  # fmt: skip
+
+
 def compare(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """``python -m runner.compare ARGS`` as a user runs it, in a process of its own."""
     return subprocess.run(
