@@ -153,6 +153,21 @@ def test_a_program_that_cannot_be_kept_leaves_no_partial_file(
     assert all(p.is_dir() for p in programs_dir.iterdir())
 
 
+def test_a_cache_folder_that_cannot_be_made_trains_without_keeping_programs(
+    make_cfg, tmp_path, monkeypatch, process_state, caplog
+):
+    (tmp_path / "a-file").touch()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))
+    plans = _jobs(make_cfg, "diabetes", GROUPS["diabetes"][:1])
+    with caplog.at_level(logging.INFO, logger="runner.engine"):
+        (trained,) = _train(plans)
+    assert "program not kept for later processes: [Errno 20] Not a directory" in caplog.text
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    process_state.programs.clear()
+    (kept,) = _train(plans)
+    assert trained.history == kept.history
+
+
 def test_damaged_entries_of_jaxs_cache_are_named_once_with_the_folder_to_delete(tmp_path, store):
     # JAX keeps an entry once written: a damaged one is compiled again in every process,
     # which JAX says with a warning for each.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 
@@ -105,7 +106,9 @@ class Traced:
             partial_file.write_bytes(blob)
             partial_file.replace(self.path)
         except OSError as error:
-            partial_file.unlink(missing_ok=True)
+            # Where the folder could not be made, there is nothing to remove either.
+            with suppress(OSError):
+                partial_file.unlink(missing_ok=True)
             log.info("program not kept for later processes: %s", error)
 
 
