@@ -28,7 +28,8 @@ TINY_JOB = ["model.units=[8]", "train.epochs=2"]
 # Fused sweeps are JAX's: the whole module runs on the default backend only.
 
 # Groups that mix activations, losses (with their own target encodings), learning rates
-# and seeds; two jobs of the same activation and loss share one vmapped family.
+# and seeds; jobs of one model and target encoding share one vmapped family, each member
+# computing its own activation and loss (digits: relu, tanh and elu with one-hot targets).
 GROUPS = {
     "digits": [
         ("relu", "mse", 0.001, 0),
@@ -96,6 +97,48 @@ def test_a_fused_model_trains_exactly_as_it_does_alone(make_cfg, dataset):
     # Per-layer diagnostics are each model's own, as alone.
     assert "dead_fraction/hidden_0" in fused[0].history
     assert "saturated_fraction/hidden_0" in fused[1].history
+
+
+def test_short_sweeps_families_that_differ_only_in_their_activations_train_as_one_cohort(
+    make_cfg,
+):
+    plans = _jobs(make_cfg, "digits", GROUPS["digits"])
+    members = [execute.member(p.spec, execute.build(p)) for p in plans]
+
+    # relu, tanh and elu with one-hot targets (mse, categorical cross-entropy) in one cohort,
+    # each member's activations its own (padding as the first member); sigmoid with integer
+    # targets (sparse categorical cross-entropy) in its own. 5 members of 64 epochs train
+    # 320 member epochs, within MIXED_WORK.
+    found = cohorts(members, False, None, 64)
+    assert [(c.positions, c.varied) for c in found] == [((0, 1, 3, 4, 5), True), ((2,), False)]
+    assert found[0].layers == (("relu", "tanh", "elu"),) * 2
+    indices = found[0].activation_indices(members)
+    assert indices.tolist() == [[0, 0], [1, 1], [2, 2], [0, 0], [1, 1], [0, 0]]
+    assert found[1].activation_indices(members).tolist() == [0, 0]
+
+    # A user's own activation keeps a family of its own, and so does a conv net.
+    user = "activation=tests.activations_for_tests:penalized_tanh"
+    conv = ["model=cnn", "model.filters=[4]", "model.units=[8]"]
+    others = [
+        plan_job(make_cfg(*overrides, "tracking.enabled=false"))
+        for overrides in (
+            [user, "model.units=[32,16]"],
+            [*conv, "activation=relu"],
+            [*conv, "activation=tanh"],
+        )
+    ]
+    others = [execute.member(p.spec, execute.build(p)) for p in others]
+    found = cohorts([*members, *others], False, None, 3)
+    assert [c.positions for c in found] == [(0, 1, 3, 4, 5), (2,), (6,), (7,), (8,)]
+
+    # A longer sweep (325 member epochs), or none given: a family an activation.
+    for epochs in (65, None):
+        assert [(c.positions, c.varied) for c in cohorts(members, False, None, epochs)] == [
+            ((0, 4), False),
+            ((1, 5), False),
+            ((2,), False),
+            ((3,), False),
+        ]
 
 
 def test_members_over_the_memory_budget_train_in_batches_each_as_alone(

@@ -13,7 +13,7 @@ import pytest
 
 from runner.jobs import execute
 from tests.conftest import plan_job, train_alone
-from tests.test_fused import GROUPS, _assert_same, _fused, _jobs
+from tests.test_fused import EPOCHS, GROUPS, _assert_same, _fused, _jobs
 
 
 def _train(plans, **kwargs):
@@ -212,3 +212,39 @@ def test_a_cohort_padded_to_its_programs_size_trains_each_member_as_alone(
     _fused(plans[:9], [execute.build(p) for p in plans[:9]])
     _fused(plans, [execute.build(p) for p in plans])
     assert len(process_state.programs) == 1
+
+
+def test_a_padded_last_batch_trains_as_the_partial_batch_alone_does(
+    make_cfg, programs_dir, process_state, monkeypatch
+):
+    # digits' 1,077 training samples in batches of 32: 33 full batches and one of 21, which
+    # the program pads to 32 with samples that weigh nothing, against the same models
+    # stepping through the 21 on their own (as a program of batch-normalized models does).
+    from runner.engine import program
+
+    plans = _jobs(make_cfg, "digits", GROUPS["digits"][:4])
+    assert len(plans[0].dataset.x_train) % 32 == 21
+    padded = _fused(plans, [execute.build(p) for p in plans])
+    assert [p.pads for p in process_state.programs.values()] == [True]
+
+    process_state.programs.clear()
+    monkeypatch.setattr(program, "pads", lambda families: False)
+    alone = _fused(plans, [execute.build(p) for p in plans])
+    for p, a in zip(padded, alone, strict=True):
+        _assert_same(p, a)
+
+
+def test_a_batch_normalized_program_steps_through_its_last_partial_batch(
+    make_cfg, programs_dir, process_state
+):
+    plans = _jobs(make_cfg, "digits", GROUPS["digits"][:1])
+    normalized = plan_job(
+        make_cfg(
+            "model.normalization=batch",
+            "model.units=[32,16]",
+            f"train.epochs={EPOCHS}",
+            "tracking.enabled=false",
+        )  # fmt: skip
+    )
+    _fused([*plans, normalized], [execute.build(p) for p in [*plans, normalized]])
+    assert [p.pads for p in process_state.programs.values()] == [False]

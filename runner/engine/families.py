@@ -31,6 +31,15 @@ ACTIVATIONS = (
     "softplus", "linear",
 )  # fmt: skip
 LOSSES = losses_by_encoding()
+# A short sweep's dense families that differ only in their hidden activations, all of them
+# common ones, train as one cohort, each member's activations chosen when the program runs:
+# one function to trace and compile instead of one an activation, at the cost of every
+# member computing each of the cohort's activations, each epoch (on 2 cores, a cold compile
+# about 1 s shorter for 9 to 32 digits MLPs, each epoch about a third longer: bench/README.md,
+# "A small fused group's first compile"). So only where the members' epochs together are at
+# most this many, where the compile saved outweighs the training added; never for conv
+# nets, whose activations take a larger share of an epoch.
+MIXED_WORK = 320
 
 
 def _never(out: jax.Array) -> jax.Array:
@@ -39,8 +48,9 @@ def _never(out: jax.Array) -> jax.Array:
 
 class Choice:
     """A hidden layer's activation: one of ``names``, the one ``index`` picks while the
-    program is traced (a traced integer, so chosen when the program runs). With a single
-    name, the layer's own activation is compiled in, and the choice only says which it is."""
+    program is traced (a traced integer, so chosen when the program runs; vmapped over a
+    cohort's members, each member's own, every branch computed). With a single name, the
+    layer's own activation is compiled in, and the choice only says which it is."""
 
     def __init__(self, names: tuple[str, ...]):
         self.names = names
@@ -94,13 +104,16 @@ def _function(spec: ModelSpec) -> ModelSpec:
 class Cohort:
     """The members of a batch that one family's function serves: their places in the batch,
     the activations each hidden layer may take, the losses they may score with, and the
-    target encoding they share. ``slots``: the places the program computes, the members'
-    then the first member's again as padding (:func:`bucket`), whose results are dropped."""
+    target encoding they share; ``varied``: the members' hidden activations differ (each
+    member's are its own, chosen at run time). ``slots``: the places the program computes,
+    the members' then the first member's again as padding (:func:`bucket`), whose results
+    are dropped."""
 
     positions: tuple[int, ...]
     layers: tuple[tuple[str, ...], ...]
     losses: tuple[str, ...]
     encoding: Encoding
+    varied: bool = False
 
     @property
     def slots(self) -> tuple[int, ...]:
@@ -119,6 +132,7 @@ class Cohort:
         return (
             model,
             self.layers,
+            self.varied,
             self.losses,
             self.encoding.value,
             len(self.slots),
@@ -127,44 +141,82 @@ class Cohort:
         )
 
     def activation_indices(self, members: list[Member]) -> np.ndarray:
-        """The members' hidden activations (the same for all), as indices into ``layers``."""
-        own = members[self.positions[0]].activations
-        return np.array([c.index(a) for c, a in zip(self.layers, own, strict=True)], np.int32)
+        """The members' hidden activations as indices into ``layers``: ``[layers]``, the same
+        for all, or, for a varied cohort, each slot's own, ``[slots, layers]``."""
+
+        def indices(member: Member) -> list[int]:
+            return [c.index(a) for c, a in zip(self.layers, member.activations, strict=True)]
+
+        if self.varied:
+            return np.array([indices(members[p]) for p in self.slots], np.int32)
+        return np.array(indices(members[self.positions[0]]), np.int32)
 
     def loss_indices(self, members: list[Member]) -> np.ndarray:
         """Each member's loss, as an index into ``losses``."""
         return np.array([self.losses.index(members[p].loss) for p in self.slots], np.int32)
 
 
-def cohorts(members: list[Member], switching: bool, widest: int | None = None) -> list[Cohort]:
+def cohorts(
+    members: list[Member], switching: bool, widest: int | None = None, epochs: int | None = None
+) -> list[Cohort]:
     """The batch's members by family: those whose models compute the same function of their
-    weights, from targets of the same encoding, with optimizers of the same kind; a family
-    of more than ``widest`` members (None: no limit) as several cohorts of at most that
-    many, in order. With ``switching``, a batch of one switches between the common
-    activations and losses (see the module's docstring)."""
+    weights, from targets of the same encoding, with optimizers of the same kind (the
+    families of a sweep of ``epochs`` that differ only in their common hidden activations
+    as one, where ``MIXED_WORK`` says so; None: never); a family of more than ``widest``
+    members (None: no limit) as several cohorts of at most that many, in order. With
+    ``switching``, a batch of one switches between the common activations and losses (see
+    the module's docstring)."""
     by_function: dict[tuple, list[int]] = {}
     for position, member in enumerate(members):
         own = (_function(member.model), member.encoding, member.optimizer)
         by_function.setdefault(own, []).append(position)
     found = []
-    for family in by_function.values():
+    grouped = list(by_function.values())
+    if epochs is not None:
+        grouped = _merged(members, grouped, epochs)
+    for family in grouped:
         width = widest or len(family)
         for start in range(0, len(family), width):
             found.append(_cohort(members, family[start : start + width], switching))
     return found
 
 
+def _merged(members: list[Member], families: list[list[int]], epochs: int) -> list[list[int]]:
+    """``families`` (positions of members), the dense ones that differ only in their hidden
+    activations, all common ones, as one where they train at most ``MIXED_WORK`` member
+    epochs in all; each in the order of its first member."""
+    by_shape: dict[object, list[list[int]]] = {}
+    for family in families:
+        first = members[family[0]]
+        shape = object()  # a family of its own
+        if set(first.activations) <= set(ACTIVATIONS) and not first.model.filters:
+            model = replace(_function(first.model), activations=())
+            shape = (model, first.encoding, first.optimizer)
+        by_shape.setdefault(shape, []).append(family)
+    found = []
+    for alike in by_shape.values():
+        if sum(map(len, alike)) * epochs <= MIXED_WORK:
+            found.append(sorted(p for family in alike for p in family))
+        else:
+            found += alike
+    return sorted(found)
+
+
 def _cohort(members: list[Member], positions: list[int], switching: bool) -> Cohort:
-    """The cohort of the members at ``positions``, all of one family."""
+    """The cohort of the members at ``positions``, all of one family, or of families that
+    differ only in their common hidden activations."""
     first = members[positions[0]]
-    layers = tuple((a,) for a in first.activations)
+    own = {members[p].activations for p in positions}
+    # Each layer's activations; several (all common ones) in one order, whatever the sweep's.
+    used = [{a[i] for a in own} for i in range(len(first.activations))]
+    layers = tuple(tuple(n for n in ACTIVATIONS if n in u) if len(u) > 1 else (*u,) for u in used)
     losses = tuple(dict.fromkeys(members[p].loss for p in positions))
     if switching and len(members) == 1:
         if set(first.activations) <= set(ACTIVATIONS):
             layers = (ACTIVATIONS,) * len(layers)
         if first.loss in LOSSES[first.encoding]:
             losses = LOSSES[first.encoding]
-    return Cohort(tuple(positions), layers, losses, first.encoding)
+    return Cohort(tuple(positions), layers, losses, first.encoding, varied=len(own) > 1)
 
 
 @dataclass
@@ -189,6 +241,7 @@ class Family:
     optimizer: keras.optimizers.Optimizer
     kind: OptimizerKind
     steps: int
+    varied: bool
 
     @classmethod
     def of(cls, cohort: Cohort, members: list[Member], settings: Settings, steps: int) -> Family:
@@ -208,7 +261,16 @@ class Family:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(net.trainable_variables)
         return cls(
-            net, tap, kernels, choices, cohort.losses, cohort.encoding, optimizer, kind, steps
+            net,
+            tap,
+            kernels,
+            choices,
+            cohort.losses,
+            cohort.encoding,
+            optimizer,
+            kind,
+            steps,
+            cohort.varied,
         )
 
     def _slot(self, variable: keras.Variable) -> int:

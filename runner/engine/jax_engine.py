@@ -3,12 +3,15 @@
 program an epoch.
 
 The models of a batch fall into *families*: the same layers, activations and output head,
-so the same function, fed targets of the same encoding. A family's models (on the CPU, each
-cohort of at most ``CPU_WIDEST`` of them) are one function ``jax.vmap``-ed over their
-stacked weights and optimizer states, learning rate included (a Keras optimizer variable
-like any other), each member scoring its predictions with its own loss; every family of
-the batch steps inside one ``lax.scan`` over the epoch's batches, then validates and takes
-its diagnostics, all in one ``jax.jit`` program. Each model keeps
+so the same function, fed targets of the same encoding (in a short sweep, dense families that
+differ only in their common activations are one, each member choosing its own when the
+program runs: ``families.MIXED_WORK``). A family's models (on the CPU, each cohort of at
+most ``CPU_WIDEST`` of them) are one function ``jax.vmap``-ed over their stacked weights
+and optimizer states, learning rate included (a Keras optimizer variable like any other),
+each member scoring its predictions with its own loss; every family of the batch steps
+inside one ``lax.scan`` over the epoch's batches (the last partial one padded to a full
+one whose padding weighs nothing: ``program.pads``), then validates and takes its
+diagnostics, all in one ``jax.jit`` program. Each model keeps
 its own initial weights, learning rate, batch order (its seed's) and loss, and the models
 share nothing, so each trains as it would alone: a single job is simply a batch of one.
 (Alone and fused agree to float rounding: XLA may order a reduction differently for a
@@ -131,7 +134,7 @@ def _train_batch(
     """Train one batch: its program, its data and states on the device once, an epoch a
     call, then the test split; each member's results are its own."""
     cpu = jax.devices()[0].platform == "cpu"
-    found = cohorts(members, settings.switching, CPU_WIDEST if cpu else None)
+    found = cohorts(members, settings.switching, CPU_WIDEST if cpu else None, settings.epochs)
     program = _program(found, members, dataset, settings, programs)
     inputs = _upload(program, found, members, dataset)
     batch = Handover(members, found, program)
@@ -146,7 +149,8 @@ def _train_batch(
             # JAX's garbage-collection callback) stops the training here, after the last
             # epoch it has logged.
             stop.raise_if_signalled()
-            rows = _epoch_rows(np.stack([next(o) for o in orders]), found, program.batch_size)
+            order = np.stack([next(o) for o in orders])
+            rows = _epoch_rows(order, found, program.batch_size, program.pads)
             inputs.states, logs = program.epoch(
                 inputs.states, *rows, batch.living(), *inputs.fixed(), inputs.data
             )
@@ -291,17 +295,26 @@ def _initial(member: Member) -> tuple[list[np.ndarray], list[np.ndarray]]:
     )
 
 
-def _epoch_rows(order: np.ndarray, found: list[Cohort], size: int) -> tuple[list, list]:
-    """Each cohort's sample indices for one epoch, from every member's ``order``: its full
-    batches as ``[steps, M, size]`` and its last partial batch as ``[M, r]``."""
+def _epoch_rows(
+    order: np.ndarray, found: list[Cohort], size: int, pads: bool
+) -> tuple[list, np.ndarray, list]:
+    """Each cohort's sample indices for one epoch, from every member's ``order``: its
+    batches as ``[steps, M, size]``, the samples each step takes of them, and its last
+    partial batch as ``[M, r]``. With ``pads``, a last partial batch is the last step,
+    padded with the epoch's first samples (r is 0)."""
     full = order.shape[1] // size * size
-    batches, rest = [], []
+    rest = order.shape[1] - full
+    counts = [size] * (full // size)
+    if pads and rest:
+        order = np.concatenate([order, order[:, : size - rest]], axis=1)
+        full, counts = full + size, [*counts, rest]
+    batches, rests = [], []
     for cohort in found:
         rows = order[list(cohort.slots)]
         count = len(cohort.slots)
         batches.append(rows[:, :full].reshape(count, -1, size).transpose(1, 0, 2))
-        rest.append(rows[:, full:])
-    return batches, rest
+        rests.append(rows[:, full:])
+    return batches, np.asarray(counts, np.int32), rests
 
 
 class _Clock:

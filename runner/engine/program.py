@@ -57,6 +57,17 @@ def _median_activation(out: jax.Array) -> jax.Array:
     return jnp.median(jnp.mean(out.astype("f4"), axis=tuple(range(out.ndim - 1))))
 
 
+def _only(values: jax.Array, real: jax.Array | None) -> jax.Array:
+    """Per-sample ``values``, zero where ``real`` (None: all) does not mark a sample."""
+    return values if real is None else jnp.where(real, values, 0)
+
+
+def _own(family: Family) -> int | None:
+    """How a family's activation indices map over its members: each member's own (a varied
+    cohort's), or the same for all."""
+    return 0 if family.varied else None
+
+
 class Traced:
     """``function`` jitted, traced the first time it is called, and kept traced on disk
     (``jax.export``) under ``path`` for later processes: tracing the Keras models is most of
@@ -135,6 +146,18 @@ def program_path(key: tuple, name: str) -> Path:
     return backend.cache_dir() / "programs" / f"{digest.hexdigest()[:32]}.{name}"
 
 
+def pads(families: list[Family]) -> bool:
+    """Whether a program of ``families`` pads an epoch's last partial batch to a full one
+    whose padding weighs nothing, so that one compiled step serves every batch (a second
+    step of the partial batch's shape about doubles XLA's compile, bench/README.md). Not
+    where a model normalizes by batch: its statistics would take the padding in."""
+    return not any(
+        isinstance(layer, keras.layers.BatchNormalization)
+        for family in families
+        for layer in family.net.layers
+    )
+
+
 class Program:
     """The compiled epoch and test evaluation of one batch's families.
 
@@ -148,7 +171,9 @@ class Program:
     ):
         self.families = families
         self.task = task
+        self.samples = samples
         self.batch_size = min(settings.batch_size, samples)
+        self.pads = pads(families)
         self.probe = settings.probe_size and min(settings.probe_size, samples)
         self.epoch = Traced(self._epoch, program_path(key, "epoch"), donate=(0,))
         self.test = Traced(self._test, program_path(key, "test"))
@@ -171,22 +196,31 @@ class Program:
             return losses[0](y, p)
         return jax.lax.switch(loss_index, losses, y, p)
 
-    def _sums(self, family: Family, loss_index, y: jax.Array, p: jax.Array) -> dict[str, jax.Array]:
-        per_sample = self._loss(family, loss_index, y, p)
-        scores = _scores(self.task, family.encoding)(y, p)
-        return {"loss": jnp.sum(per_sample), **{k: jnp.sum(v) for k, v in scores.items()}}
+    def _sums(
+        self, family: Family, loss_index, y: jax.Array, p: jax.Array, real: jax.Array | None = None
+    ) -> dict[str, jax.Array]:
+        """The sums of the loss and the metrics over the samples, those ``real`` marks."""
+        per_sample = {
+            "loss": self._loss(family, loss_index, y, p),
+            **_scores(self.task, family.encoding)(y, p),
+        }
+        return {k: jnp.sum(_only(v, real)) for k, v in per_sample.items()}
 
-    def _step(self, family: Family, state, rows, alive, loss_index, activations, x, y):
+    def _step(self, family: Family, state, rows, count, alive, loss_index, activations, x, y):
+        """One training step of a member on the samples ``rows``, the first ``count`` of them
+        its batch's (the rest, a padded last batch's padding, weigh nothing)."""
         trainable, non_trainable, opt_vars = state
         xb, yb = x[rows], y[rows]
+        real = jnp.arange(rows.shape[0]) < count
         scale = self._scale(family, opt_vars)
 
         def objective(trainable):
             p, non_trainable_after, penalties = family.net.stateless_call(
                 trainable, non_trainable, xb, training=True, return_losses=True
             )
-            # As Keras's fit: the loss with the kernels' penalties (model.l2) added.
-            loss = jnp.mean(self._loss(family, loss_index, yb, p)) + sum(penalties)
+            # As Keras's fit: the batch's mean loss with the kernels' penalties (model.l2).
+            per_sample = _only(self._loss(family, loss_index, yb, p), real)
+            loss = jnp.sum(per_sample) / count + sum(penalties)
             return loss * scale, (loss, p, non_trainable_after)
 
         with family.choosing(activations):
@@ -198,8 +232,8 @@ class Program:
             (trainable_after, non_trainable_after, opt_after),
             state,
         )
-        sums = self._sums(family, loss_index, yb, p)
-        sums["loss"] = loss * rows.shape[0]  # the batch mean, weighted as Keras's fit does
+        sums = self._sums(family, loss_index, yb, p, real)
+        sums["loss"] = loss * count  # the batch mean, weighted as Keras's fit does
         return new, sums
 
     def _evaluate(self, family: Family, state, loss_index, activations, x, y):
@@ -251,20 +285,24 @@ class Program:
                 names += [f"{kind}/hidden_{i}" for kind in DIAGNOSTICS]
         return names
 
-    def _epoch(self, states, batches, rest, alive, losses, activations, data):
+    def _epoch(self, states, batches, counts, rest, alive, losses, activations, data):
         """One epoch of every family: ``batches`` are each family's ``[steps, M, batch]``
-        sample indices, ``rest`` its ``[M, r]`` last partial batch (r may be 0), ``losses``
-        its members' losses, ``activations`` its hidden layers'. Each family's logs come
-        back as one ``[names, M]`` array."""
+        sample indices, of which the first ``counts`` of each step are its batch's (a padded
+        last batch has fewer), ``rest`` its ``[M, r]`` last partial batch where the program
+        does not pad it (r may be 0), ``losses`` its members' losses, ``activations`` its
+        hidden layers'. Each family's logs come back as one ``[names, M]`` array."""
 
-        def steps(carry, rows):
+        def steps(carry, batch):
             states, sums = carry
+            rows, count = batch
             out_states, out_sums = [], []
             for f, family in enumerate(self.families):
-                step = jax.vmap(partial(self._step, family), in_axes=(0, 0, 0, 0, None, None, None))
+                axes = (0, 0, None, 0, 0, _own(family), None, None)
+                step = jax.vmap(partial(self._step, family), in_axes=axes)
                 state, step_sums = step(
                     states[f],
                     rows[f],
+                    count,
                     alive[f],
                     losses[f],
                     activations[f],
@@ -279,21 +317,22 @@ class Program:
             {name: jnp.zeros(len(losses[f])) for name in self.log_names(family, "test")}
             for f, family in enumerate(self.families)
         ]
-        (states, sums), _ = jax.lax.scan(steps, (list(states), zeros), batches)
+        (states, sums), _ = jax.lax.scan(steps, (list(states), zeros), (batches, counts))
         if rest[0].shape[1]:
-            (states, sums), _ = steps((states, sums), rest)
+            (states, sums), _ = steps((states, sums), (rest, rest[0].shape[1]))
         logs = []
-        samples = batches[0].shape[0] * batches[0].shape[2] + rest[0].shape[1]
         for f, family in enumerate(self.families):
             x, y = data["x"], data["y"][f]
-            family_logs = {name: value / samples for name, value in sums[f].items()}
-            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, 0, None, None, None))
+            family_logs = {name: value / self.samples for name, value in sums[f].items()}
+            evaluate = jax.vmap(
+                partial(self._evaluate, family), in_axes=(0, 0, _own(family), None, None)
+            )
             val = evaluate(states[f], losses[f], activations[f], x["val"], y["val"])
             family_logs.update({f"val_{k}": v / x["val"].shape[0] for k, v in val.items()})
             family_logs["learning_rate"] = jax.vmap(family.rate)(states[f][2])
             if self.probe:
                 diagnose = jax.vmap(
-                    partial(self._diagnose, family), in_axes=(0, 0, None, None, None)
+                    partial(self._diagnose, family), in_axes=(0, 0, _own(family), None, None)
                 )
                 probe = (x["train"][: self.probe], y["train"][: self.probe])
                 family_logs.update(diagnose(states[f], losses[f], activations[f], *probe))
@@ -304,7 +343,9 @@ class Program:
         logs = []
         for f, family in enumerate(self.families):
             x, y = data["x"]["test"], data["y"][f]["test"]
-            evaluate = jax.vmap(partial(self._evaluate, family), in_axes=(0, 0, None, None, None))
+            evaluate = jax.vmap(
+                partial(self._evaluate, family), in_axes=(0, 0, _own(family), None, None)
+            )
             test = evaluate(states[f], losses[f], activations[f], x, y)
             logs.append(
                 jnp.stack([test[name] / x.shape[0] for name in self.log_names(family, "test")])
