@@ -57,7 +57,7 @@ from runner.engine import (
 )
 from runner.engine.families import Cohort, Family, cohorts, fitting
 from runner.engine.handover import Handover, log_epoch, progress
-from runner.engine.program import Program
+from runner.engine.program import Program, pick
 
 log = logging.getLogger("runner.engine")
 
@@ -179,12 +179,8 @@ def _train_batch(
 def _select(base: list, chosen: list, masks: list) -> list:
     """Each cohort's states: a slot's from ``chosen`` where its mask is set, else from
     ``base`` (whose buffers are reused)."""
-
-    def pick(mask, kept, new):
-        return jnp.where(mask.reshape(-1, *(1,) * (kept.ndim - 1)), new, kept)
-
     return [
-        jax.tree.map(partial(pick, mask), kept, new)
+        jax.tree.map(partial(pick, mask), new, kept)
         for kept, new, mask in zip(base, chosen, masks, strict=True)
     ]
 

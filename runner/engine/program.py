@@ -62,6 +62,12 @@ def _only(values: jax.Array, real: jax.Array | None) -> jax.Array:
     return values if real is None else jnp.where(real, values, 0)
 
 
+def pick(mask: jax.Array, chosen: jax.Array, base: jax.Array) -> jax.Array:
+    """A family's stacked values (members first): ``chosen``'s for the members ``mask``
+    marks, ``base``'s for the others."""
+    return jnp.where(mask.reshape(-1, *(1,) * (chosen.ndim - 1)), chosen, base)
+
+
 def _own(family: Family) -> int | None:
     """How a family's activation indices map over its members: each member's own (a varied
     cohort's), or the same for all."""
@@ -206,7 +212,7 @@ class Program:
         }
         return {k: jnp.sum(_only(v, real)) for k, v in per_sample.items()}
 
-    def _step(self, family: Family, state, rows, count, alive, loss_index, activations, x, y):
+    def _step(self, family: Family, state, rows, count, loss_index, activations, x, y):
         """One training step of a member on the samples ``rows``, the first ``count`` of them
         its batch's (the rest, a padded last batch's padding, weigh nothing)."""
         trainable, non_trainable, opt_vars = state
@@ -226,15 +232,9 @@ class Program:
         with family.choosing(activations):
             grads, (loss, p, non_trainable_after) = jax.grad(objective, has_aux=True)(trainable)
         trainable_after, opt_after = family.apply(opt_vars, grads, trainable)
-        # A frozen (diverged) model keeps its state; the others never depend on it.
-        new = jax.tree.map(
-            lambda after, before: jnp.where(alive, after, before),
-            (trainable_after, non_trainable_after, opt_after),
-            state,
-        )
         sums = self._sums(family, loss_index, yb, p, real)
         sums["loss"] = loss * count  # the batch mean, weighted as Keras's fit does
-        return new, sums
+        return (trainable_after, non_trainable_after, opt_after), sums
 
     def _evaluate(self, family: Family, state, loss_index, activations, x, y):
         trainable, non_trainable, _ = state
@@ -289,21 +289,21 @@ class Program:
         """One epoch of every family: ``batches`` are each family's ``[steps, M, batch]``
         sample indices, of which the first ``counts`` of each step are its batch's (a padded
         last batch has fewer), ``rest`` its ``[M, r]`` last partial batch where the program
-        does not pad it (r may be 0), ``losses`` its members' losses, ``activations`` its
-        hidden layers'. Each family's logs come back as one ``[names, M]`` array."""
+        does not pad it (r may be 0), ``alive`` its members still training, ``losses`` its
+        members' losses, ``activations`` its hidden layers'. Each family's logs come back
+        as one ``[names, M]`` array."""
 
         def steps(carry, batch):
             states, sums = carry
             rows, count = batch
             out_states, out_sums = [], []
             for f, family in enumerate(self.families):
-                axes = (0, 0, None, 0, 0, _own(family), None, None)
+                axes = (0, 0, None, 0, _own(family), None, None)
                 step = jax.vmap(partial(self._step, family), in_axes=axes)
                 state, step_sums = step(
                     states[f],
                     rows[f],
                     count,
-                    alive[f],
                     losses[f],
                     activations[f],
                     data["x"]["train"],
@@ -317,9 +317,16 @@ class Program:
             {name: jnp.zeros(len(losses[f])) for name in self.log_names(family, "test")}
             for f, family in enumerate(self.families)
         ]
-        (states, sums), _ = jax.lax.scan(steps, (list(states), zeros), (batches, counts))
+        (trained, sums), _ = jax.lax.scan(steps, (list(states), zeros), (batches, counts))
         if rest[0].shape[1]:
-            (states, sums), _ = steps((states, sums), (rest, rest[0].shape[1]))
+            (trained, sums), _ = steps((trained, sums), (rest, rest[0].shape[1]))
+        # A frozen (diverged or stopped) member keeps its state: every member trains the
+        # whole epoch, and a frozen one's training is dropped here, once, rather than at each
+        # step (each of its arrays a select of its own, compiled and run every step).
+        states = [
+            jax.tree.map(partial(pick, living), after, before)
+            for living, after, before in zip(alive, trained, states, strict=True)
+        ]
         logs = []
         for f, family in enumerate(self.families):
             x, y = data["x"], data["y"][f]
