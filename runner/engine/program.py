@@ -155,8 +155,9 @@ def program_path(key: tuple, name: str) -> Path:
 def pads(families: list[Family]) -> bool:
     """Whether a program of ``families`` pads an epoch's last partial batch to a full one
     whose padding weighs nothing, so that one compiled step serves every batch (a second
-    step of the partial batch's shape about doubles XLA's compile, bench/README.md). Not
-    where a model normalizes by batch: its statistics would take the padding in."""
+    step of the partial batch's shape made XLA's compile a third to a half longer,
+    bench/README.md). Not where a model normalizes by batch: its statistics would take the
+    padding in."""
     return not any(
         isinstance(layer, keras.layers.BatchNormalization)
         for family in families
