@@ -3,9 +3,11 @@
 The same model as the runner's default job on digits (hidden layers of ``--units``, relu,
 softmax output, categorical cross-entropy, Adam at 0.001, batch 32), on the same batches
 (``runner.engine.batch_orders``), validated on the whole validation split after every epoch,
-written as plain ``jax.numpy``: one ``jax.jit`` epoch, a ``lax.scan`` over the batches, the
-last partial batch as one more step. ``--models N`` trains N such models at once, ``vmap``-ed
-over stacked weights (seeds 0..N-1): the floor of a fused sweep of N jobs.
+written as plain ``jax.numpy``: one ``jax.jit`` epoch, its state donated to the next, a
+``lax.scan`` over the batches, the last partial batch padded to a full one whose padding
+weighs nothing (one compiled step, as the runner's engine does). ``--models N`` trains N
+such models at once, ``vmap``-ed over stacked weights (seeds 0..N-1): the floor of a fused
+sweep of N jobs.
 
 Prints the median ms per epoch (the first, compiling, epoch not counted), per model too, and
 the device. ``--json`` prints one JSON line for the other bench scripts.
@@ -65,13 +67,18 @@ def run(models: int, epochs: int, units: list[int], device: str) -> dict:
         kernel, bias = params[-1]
         return jax.nn.softmax(h @ kernel + bias)
 
-    def loss_fn(params, xb, yb):
+    def loss_fn(params, xb, yb, real=None):
         p = jnp.clip(forward(params, xb), 1e-7, 1 - 1e-7)
-        return -jnp.mean(jnp.sum(yb * jnp.log(p), axis=-1))
+        per_sample = -jnp.sum(yb * jnp.log(p), axis=-1)
+        if real is None:
+            return jnp.mean(per_sample)
+        return jnp.sum(jnp.where(real, per_sample, 0)) / jnp.sum(real)
 
-    def step(state, rows):
+    def step(state, batch):
+        rows, count = batch
         params, m, v, t = state
-        loss, grads = jax.value_and_grad(loss_fn)(params, x[rows], y[rows])
+        real = jnp.arange(BATCH) < count
+        loss, grads = jax.value_and_grad(loss_fn)(params, x[rows], y[rows], real)
         t = t + 1
         m = jax.tree.map(lambda a, g: 0.9 * a + 0.1 * g, m, grads)
         v = jax.tree.map(lambda a, g: 0.999 * a + 0.001 * g * g, v, grads)
@@ -80,18 +87,20 @@ def run(models: int, epochs: int, units: list[int], device: str) -> dict:
         return (params, m, v, t), loss
 
     def epoch(state, order):
-        full = order.shape[0] // BATCH * BATCH
-        state, losses = jax.lax.scan(step, state, order[:full].reshape(-1, BATCH))
-        if full < order.shape[0]:
-            state, _ = step(state, order[full:])
+        rest = order.shape[0] % BATCH
+        counts = [BATCH] * (order.shape[0] // BATCH)
+        if rest:
+            order, counts = jnp.concatenate([order, order[: BATCH - rest]]), [*counts, rest]
+        batches = (order.reshape(-1, BATCH), jnp.asarray(counts))
+        state, losses = jax.lax.scan(step, state, batches)
         val = forward(state[0], xv)
         accuracy = jnp.mean(jnp.argmax(val, -1) == jnp.argmax(yv, -1))
         return state, (jnp.mean(losses), loss_fn(state[0], xv, yv), accuracy)
 
     stacked = jax.tree.map(lambda *p: jnp.stack(p), *[init(seed) for seed in range(models)])
-    zeros = jax.tree.map(jnp.zeros_like, stacked)
-    state = (stacked, zeros, zeros, jnp.zeros(models))
-    train_epoch = jax.jit(jax.vmap(epoch))
+    m, v = (jax.tree.map(jnp.zeros_like, stacked) for _ in range(2))  # donated: two buffers
+    state = (stacked, m, v, jnp.zeros(models))
+    train_epoch = jax.jit(jax.vmap(epoch), donate_argnums=0)
     orders = [batch_orders(len(ds.x_train), seed) for seed in range(models)]
     times = []
     for _ in range(epochs):
