@@ -100,6 +100,16 @@ def _function(spec: ModelSpec) -> ModelSpec:
     return replace(spec, kernel_initializers=())
 
 
+def _shape(spec: ModelSpec) -> ModelSpec:
+    """The function of a model of ``spec`` but its hidden activations."""
+    return replace(_function(spec), activations=())
+
+
+def _common(activations: tuple[str, ...]) -> bool:
+    """Whether each of ``activations`` is a common one, which a program may switch to."""
+    return set(activations) <= set(ACTIVATIONS)
+
+
 @dataclass(frozen=True)
 class Cohort:
     """The members of a batch that one family's function serves: their places in the batch,
@@ -126,7 +136,7 @@ class Cohort:
         activations."""
         spec = members[self.positions[0]].model
         optimizer = members[self.positions[0]].optimizer
-        model = replace(_function(spec), activations=())
+        model = _shape(spec)
         names = {*(n for names in self.layers for n in names), spec.head.activation}
         code = tuple(source_digest(name) for name in sorted(names) if is_user(name))
         return (
@@ -189,9 +199,8 @@ def _merged(members: list[Member], families: list[list[int]], epochs: int) -> li
     for family in families:
         first = members[family[0]]
         shape = object()  # a family of its own
-        if set(first.activations) <= set(ACTIVATIONS) and not first.model.filters:
-            model = replace(_function(first.model), activations=())
-            shape = (model, first.encoding, first.optimizer)
+        if _common(first.activations) and not first.model.filters:
+            shape = (_shape(first.model), first.encoding, first.optimizer)
         by_shape.setdefault(shape, []).append(family)
     found = []
     for alike in by_shape.values():
@@ -212,7 +221,7 @@ def _cohort(members: list[Member], positions: list[int], switching: bool) -> Coh
     layers = tuple(tuple(n for n in ACTIVATIONS if n in u) if len(u) > 1 else (*u,) for u in used)
     losses = tuple(dict.fromkeys(members[p].loss for p in positions))
     if switching and len(members) == 1:
-        if set(first.activations) <= set(ACTIVATIONS):
+        if _common(first.activations):
             layers = (ACTIVATIONS,) * len(layers)
         if first.loss in LOSSES[first.encoding]:
             losses = LOSSES[first.encoding]
