@@ -51,11 +51,14 @@ def diagnostic_names(layer: int, activation: str) -> list[str]:
 def lower_is_better(metric: str) -> bool:
     """Whether a smaller ``metric`` is the better one. Losses and errors are: ``loss``,
     ``mae``, ``rmse``, ``mse`` with or without ``test_``/``val_``, and any name ending in
-    ``loss`` or ``error``; so are times (``train_seconds``). Everything else, accuracies and
-    diagnostics such as ``grad_norm/hidden_0`` included, counts as higher-is-better; a
-    diagnostic is judged by its family, the part before ``/``."""
+    ``loss`` or ``error``; so are times (``train_seconds``), and the shares of dead or
+    saturated units (``dead_fraction/hidden_0``), which learn little or nothing. Everything
+    else counts as higher-is-better: accuracies, and the diagnostics that have no better
+    direction (``grad_norm/hidden_0``, ``median_activation/hidden_0``), which
+    ``--lower-is-better`` turns. A diagnostic is judged by its family, the part before
+    ``/``."""
     family = metric.split("/", 1)[0].removeprefix("test_").removeprefix("val_")
-    return family in LOWER_IS_BETTER or family.endswith(("loss", "error", "seconds"))
+    return family in LOWER_IS_BETTER or family.endswith(("loss", "error", "seconds", "fraction"))
 
 
 def bounds(metric: str) -> tuple[float, float] | None:

@@ -430,10 +430,12 @@ def test_metric_and_direction_set_the_ranking(sweeps, tmp_path, capsys, args, ra
         ("train_seconds", True),
         ("test_accuracy", False),
         ("grad_norm/hidden_0", False),
-        ("dead_fraction/hidden_0", False),
+        ("median_activation/hidden_1", False),
+        ("dead_fraction/hidden_0", True),
+        ("saturated_fraction/hidden_2", True),
     ],
 )
-def test_lower_is_better_for_losses_errors_and_times(metric, lower):
+def test_lower_is_better_for_losses_errors_times_and_dead_or_saturated_units(metric, lower):
     assert lower_is_better(metric) is lower
 
 

@@ -216,7 +216,8 @@ def _how_compared(parser: argparse.ArgumentParser) -> None:
         "--lower-is-better",
         action=argparse.BooleanOptionalAction,
         help="rank the smallest mean first (or, with --no-lower-is-better, the largest); "
-        "default: lower for losses, errors and seconds, higher for anything else",
+        "default: lower for losses, errors, seconds and dead or saturated fractions, higher "
+        "for anything else",
     )
 
 
