@@ -218,7 +218,7 @@ def test_batch_normalization_and_dropout_train_and_keep_statistics_of_the_data(m
     # The moving variance the test split was scored with moved from its initial 1 toward
     # the variance of what the layer normalizes, on the training data.
     kernel = keras.Model(net.inputs, net.get_layer("hidden_0").output)
-    variance = np.var(np.asarray(kernel(plan.dataset.x_train)), axis=0)
+    variance = np.var(np.asarray(kernel([plan.dataset.x_train])), axis=0)
     moving = np.asarray(net.get_layer("hidden_0_batch_normalization").moving_variance.value)
     assert np.abs(moving - variance).mean() < 0.5 * np.abs(1 - variance).mean()
 
