@@ -13,6 +13,10 @@ the store the warm sweep made:
 - warm, store kept: the same, into the store of the warm sweep before it, as a user's next
   sweep in the same folder.
 
+Beside them, the floors the targets are measured against: the same sweep untracked
+(``tracking.enabled=false``: no MLflow import, no store, no table), cold and warm, and the
+process any Keras-on-JAX program pays (``import keras, jax.numpy``, ``jnp.ones(3)``).
+
 Parts, from the log's timestamps (as in sweep_scaling.py): start and compose, plan and
 open, compile (the engine's own figure), train, record and table. Inside compiling, JAX's
 own durations (``jax.monitoring``): tracing to a jaxpr, lowering to MLIR, XLA's compile,
@@ -54,7 +58,17 @@ atexit.register(lambda: print("JAX " + json.dumps({**seconds, **counts}), file=s
 sys.argv = ["runner", *sys.argv[1:]]
 runpy.run_module("runner", run_name="__main__", alter_sys=True)
 """
-STATES = ("cold", "kept programs", "warm", "warm, store kept")
+STATES = (
+    "cold",
+    "kept programs",
+    "warm",
+    "warm, store kept",
+    "cold, untracked",
+    "warm, untracked",
+    "imports only",
+)
+UNTRACKED = ["tracking.enabled=false"]
+FLOOR = "import keras, jax.numpy as jnp; jnp.ones(3).block_until_ready()"
 JAX_PARTS = {
     "trace": "jaxpr_trace_duration",
     "lower": "jaxpr_to_mlir_module_duration",
@@ -62,9 +76,9 @@ JAX_PARTS = {
 }
 
 
-def run(cache: Path, folder: Path, stored: Path) -> dict[str, float]:
+def run(cache: Path, folder: Path, stored: Path, extra: list[str]) -> dict[str, float]:
     """One sweep with ``cache`` as its cache folder, its jobs' folders under ``folder``, into
-    the store in ``stored`` (new or not)."""
+    the store in ``stored`` (new or not), with the overrides ``extra``."""
     store = f"sqlite:///{stored / 'mlflow.db'}"
     env = dict(os.environ, XDG_CACHE_HOME=str(cache), MLFLOW_TRACKING_URI=store)
     # JAX reads its cache's settings when imported, which the watcher does before the
@@ -73,7 +87,7 @@ def run(cache: Path, folder: Path, stored: Path) -> dict[str, float]:
         JAX_COMPILATION_CACHE_DIR=str(cache / "actlab" / "jax"),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
     )
-    command = [sys.executable, "-c", WATCHED, *SWEEP, f"hydra.sweep.dir={folder / 'sweep'}"]
+    command = [sys.executable, "-c", WATCHED, *SWEEP, *extra, f"hydra.sweep.dir={folder / 'sweep'}"]
     start = time.time()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     end = time.time()
@@ -89,6 +103,14 @@ def run(cache: Path, folder: Path, stored: Path) -> dict[str, float]:
     return row
 
 
+def floor() -> dict[str, float]:
+    """The wall time of the process any Keras-on-JAX program pays."""
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    start = time.time()
+    subprocess.run([sys.executable, "-c", FLOOR], env=env, check=True, capture_output=True)
+    return {"wall": time.time() - start}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -98,20 +120,25 @@ def main() -> None:
         cache = Path(top) / "cache"
         for repeat in range(args.repeats):
             for state in STATES:
-                if state == "cold":
+                if state.startswith("cold"):
                     shutil.rmtree(cache, ignore_errors=True)
                 elif state == "kept programs":
                     shutil.rmtree(cache / "actlab" / "jax", ignore_errors=True)
                 folder = Path(top) / f"{repeat}-{state.replace(' ', '-').replace(',', '')}"
                 folder.mkdir()
                 stored = Path(top) / f"{repeat}-warm" if state == "warm, store kept" else folder
-                rows[state].append(run(cache, folder, stored))
+                extra = UNTRACKED if state.endswith("untracked") else []
+                found = floor() if state == "imports only" else run(cache, folder, stored, extra)
+                rows[state].append(found)
                 print(state, {k: round(v, 2) for k, v in rows[state][-1].items()}, flush=True)
     names = list(rows["cold"][0])
     print("\n| cache | " + " | ".join(names) + " |")
     print("| --- " + "| ---: " * len(names) + "|")
     for state, found in rows.items():
-        cells = [f"{statistics.median(r[name] for r in found):.2f}" for name in names]
+        cells = [
+            f"{statistics.median(r[name] for r in found):.2f}" if name in found[0] else ""
+            for name in names
+        ]
         print(f"| {state} | " + " | ".join(cells) + " |")
 
 
