@@ -73,15 +73,17 @@ CPU_WIDEST = 128
 
 def bytes_per_model(member: Member, settings: Settings, dataset: Dataset) -> int:
     """About what one model takes in a batch: its weights four times over (weights,
-    gradients and two optimizer slots) twice (before and after a step), and its layers'
-    outputs for a training batch, an evaluation chunk (of the validation or test split,
-    no more rows than the larger has) and the probe."""
+    gradients and two optimizer slots) twice (before and after a step), its weights and
+    optimizer slots once more as they were when the epoch began (kept to hold a frozen
+    member's, :func:`runner.engine.program.pick`), and its layers' outputs for a
+    training batch, an evaluation chunk (of the validation or test split, no more rows than
+    the larger has) and the probe."""
     weights = sum(int(np.prod(v.shape)) for v in member.net.trainable_variables)
     widths = sum(int(np.prod(layer.output.shape[1:])) for layer in member.net.layers[1:])
     chunk = min(CHUNK, max(len(dataset.x_val), len(dataset.x_test)))
     batch = min(settings.batch_size, len(dataset.x_train))
     rows = batch * 3 + chunk + (settings.probe_size or 0) * 2
-    return 4 * (8 * weights + rows * widths)
+    return 4 * (11 * weights + rows * widths)
 
 
 def budget() -> int:
