@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from default_run import FLOOR  # noqa: E402
 from sweep_scaling import COMPILED, parts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +69,6 @@ STATES = (
     "imports only",
 )
 UNTRACKED = ["tracking.enabled=false"]
-FLOOR = "import keras, jax.numpy as jnp; jnp.ones(3).block_until_ready()"
 JAX_PARTS = {
     "trace": "jaxpr_trace_duration",
     "lower": "jaxpr_to_mlir_module_duration",
