@@ -52,6 +52,63 @@ FLUSH_SINGLE = 1.0
 FLUSH_SWEEP = 30.0
 
 
+class Recording:
+    """Where an exception becomes a run's status: what a job's run does with its outcome
+    whether its store calls are made in this process (:class:`Run`) or in a tracking
+    process (:class:`runner.tracking.remote.RemoteRun`). A run that has this offers
+    ``set_tags``, ``log_texts``, ``end``, ``wait`` and ``keep_unrecorded`` as :class:`Run`
+    does, and an ``outcome``."""
+
+    outcome: str
+
+    def fail(self, error: BaseException) -> None:
+        """End the run FAILED with ``error``: its message as the tag ``error``, its
+        traceback as the artifact ``error.txt``."""
+        self.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
+        trace = traceback.format_exception(type(error), error, error.__traceback__)
+        self.log_texts({"error.txt": "".join(trace)})
+        self.end(FAILED)
+
+    @contextmanager
+    def recording(self, uri: str, unrecorded: Path, deferred: bool = False) -> Iterator[Recording]:
+        """Yield the run, and end it on every path: with the outcome the job set when the
+        body returns, ``failed`` (with the error) when it raises, ``interrupted`` on Ctrl-C.
+        This is where an exception becomes a run's status.
+
+        What the store did not take is kept in the file ``unrecorded``. After a body that
+        returned, the run is waited for and :class:`Unrecorded` raised then, so that the
+        caller can exit non-zero; unless ``deferred`` (a sweep's job): its record is then
+        closed by the writer while the sweep goes on, which says what it could not keep."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self._close(INTERRUPTED, uri, unrecorded)
+            raise
+        except Unrecorded:
+            # Another run, opened inside this one (several runs of one process), could not
+            # be recorded in full: this run has its own outcome.
+            self._close(self.outcome, uri, unrecorded)
+            raise
+        except BaseException as error:
+            self.fail(error)
+            self.wait()
+            self.keep_unrecorded(uri, unrecorded)
+            raise
+        else:
+            if deferred:
+                self.end(self.outcome, (uri, unrecorded))
+                return
+            line = self._close(self.outcome, uri, unrecorded)
+            if line is not None:
+                raise Unrecorded(line)
+
+    def _close(self, outcome: str, uri: str, unrecorded: Path) -> str | None:
+        """End the run with ``outcome`` and wait for it; what was lost, in one line."""
+        self.end(outcome)
+        self.wait()
+        return self.keep_unrecorded(uri, unrecorded)
+
+
 @dataclass
 class Logged:
     """What a run has logged and the writer has not written yet."""
@@ -62,7 +119,7 @@ class Logged:
     inputs: list[tuple[str, DatasetInput]] = field(default_factory=list)
 
 
-class Run:
+class Run(Recording):
     """One MLflow run of experiment ``experiment_id``, created with ``tags`` by the writer
     thread (:meth:`create`). ``outcome`` starts as ``completed``; the job changes it to
     ``diverged`` when the loss stops being finite. ``flush_every``: how long what it logs
@@ -213,9 +270,14 @@ class Run:
                 write()
                 return
             except Exception as error:
-                self.artifact_error = self.artifact_error or reason(error)
+                self.lose_artifact(path, reason(error))
         else:
-            self.artifact_error = self.artifact_error or self.fault
+            self.lose_artifact(path, self.fault)
+
+    def lose_artifact(self, path: str, why: str) -> None:
+        """The artifact ``path`` could not be written, for the reason ``why``: the run lists
+        it as lost, and a completed run ends FAILED."""
+        self.artifact_error = self.artifact_error or why
         self.lost.artifacts.append(path)
 
     def log_texts(self, texts: dict[str, str]) -> None:
@@ -248,16 +310,23 @@ class Run:
         """Log the trained Keras model ``net``, as of epoch ``step``, once the run exists
         (:func:`runner.tracking.model.log_model`), in this thread: Keras saves a model with
         process-wide state that the next job's Keras must not meet half changed."""
-        self._writer.wait()
+        run_id = self.created()
         self._artifact(
             model.MODEL,
-            lambda: model.log_model(self.client, self.experiment_id, self.run_id, net, step),
+            lambda: model.log_model(self.client, self.experiment_id, run_id, net, step),
         )
 
-    def end(self, outcome: str, then: Callable[[], object] | None = None) -> None:
-        """End the run with ``outcome``, after everything it logged is written, and call
-        ``then`` in the writer's thread once it has ended (:meth:`wait` waits for that)."""
-        self._writer.end(self, lambda: self._end(outcome, then))
+    def created(self) -> str | None:
+        """The run's id, once the writer has made every store call asked before; None when
+        the store could not create the run."""
+        self._writer.wait()
+        return self.run_id
+
+    def end(self, outcome: str, keep: tuple[str, Path] | None = None) -> None:
+        """End the run with ``outcome``, after everything it logged is written; ``keep``, a
+        store's URI and a file: once it has ended, keep there what the store did not take
+        (:meth:`keep_unrecorded`). :meth:`wait` waits for both."""
+        self._writer.end(self, lambda: self._end(outcome, keep))
 
     def wait(self) -> None:
         """Return once the run has ended in the store (or what it could not take is lost).
@@ -267,15 +336,7 @@ class Run:
         with stop.held():
             self.ended.wait()
 
-    def fail(self, error: BaseException) -> None:
-        """End the run FAILED with ``error``: its message as the tag ``error``, its
-        traceback as the artifact ``error.txt``."""
-        self.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
-        trace = traceback.format_exception(type(error), error, error.__traceback__)
-        self.log_texts({"error.txt": "".join(trace)})
-        self.end(FAILED)
-
-    def _end(self, outcome: str, then: Callable[[], object] | None) -> None:
+    def _end(self, outcome: str, keep: tuple[str, Path] | None) -> None:
         """In the writer's thread: one more try for what a failed store did not take, then
         the outcome, with the last values, and the status. A completed run whose artifacts
         could not be written ends FAILED, tagged with what is missing, when the store takes
@@ -299,8 +360,8 @@ class Run:
         if not self._store(lambda: self.client.set_terminated(self.run_id, status=status)):
             self.lost.status = status
         try:
-            if then is not None:
-                then()
+            if keep is not None:
+                self.keep_unrecorded(*keep)
         finally:
             self.ended.set()
 
@@ -357,42 +418,3 @@ class Run:
         )
         log.error("%s", line)
         return line
-
-    @contextmanager
-    def recording(self, uri: str, unrecorded: Path, deferred: bool = False) -> Iterator[Run]:
-        """Yield the run, and end it on every path: with the outcome the job set when the
-        body returns, ``failed`` (with the error) when it raises, ``interrupted`` on Ctrl-C.
-        This is where an exception becomes a run's status.
-
-        What the store did not take is kept in the file ``unrecorded``. After a body that
-        returned, the run is waited for and :class:`Unrecorded` raised then, so that the
-        caller can exit non-zero; unless ``deferred`` (a sweep's job): its record is then
-        closed by the writer while the sweep goes on, which says what it could not keep."""
-        try:
-            yield self
-        except KeyboardInterrupt:
-            self._close(INTERRUPTED, uri, unrecorded)
-            raise
-        except Unrecorded:
-            # Another run, opened inside this one (several runs of one process), could not
-            # be recorded in full: this run has its own outcome.
-            self._close(self.outcome, uri, unrecorded)
-            raise
-        except BaseException as error:
-            self.fail(error)
-            self.wait()
-            self.keep_unrecorded(uri, unrecorded)
-            raise
-        else:
-            if deferred:
-                self.end(self.outcome, lambda: self.keep_unrecorded(uri, unrecorded))
-                return
-            line = self._close(self.outcome, uri, unrecorded)
-            if line is not None:
-                raise Unrecorded(line)
-
-    def _close(self, outcome: str, uri: str, unrecorded: Path) -> str | None:
-        """End the run with ``outcome`` and wait for it; what was lost, in one line."""
-        self.end(outcome)
-        self.wait()
-        return self.keep_unrecorded(uri, unrecorded)
