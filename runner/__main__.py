@@ -22,6 +22,9 @@ from runner.config import CONF, UserError, register
 
 register()
 
+# The flags of a sweep, whose tracking process starts with it (runner.tracking.remote).
+MULTIRUN = {"-m", "--multirun"}
+
 
 # An absolute path: Hydra reads a relative one as a package when the app runs as the
 # `actlab` command.
@@ -44,6 +47,10 @@ def cli() -> None:
     except UserError as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)
+    if MULTIRUN & set(sys.argv[1:]):
+        from runner.tracking import remote
+
+        remote.start_early()
     try:
         main()
     except KeyboardInterrupt:

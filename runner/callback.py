@@ -24,17 +24,22 @@ from runner.jobs import outcome
 from runner.jobs.spec import TrackingSpec, data_of
 from runner.jobs.state import STATE, StartedSweep
 from runner.sweep import (
+    IN_PROCESS,
+    PER_PROCESS,
     SWEEP_SIZE,
     Sweep,
     check_launch,
     launcher_name,
+    overridden,
     sweep_of,
     sweep_size,
 )
 from runner.tracking import COMPLETED, FAILED, INTERRUPTED, open_tracker
-from runner.tracking.ui import ui_line
 
 log = logging.getLogger("runner")
+
+# What reads, sums up and records the sweep's table at its end.
+REPORT = "runner.compare:report_sweep"
 
 
 def prepare_workers(launcher: str) -> None:
@@ -79,7 +84,10 @@ class SweepCallback(Callback):
             stop.install()
             return
         try:
-            tracker = open_tracker(tracking, STATE.trackers)
+            in_process = launcher_name(config) in IN_PROCESS
+            tracker = open_tracker(tracking, STATE.trackers, apart=in_process)
+            if in_process:
+                set_up_backend(config)
             tracker.experiment(tracking.experiment)
             # From its parent run on, the sweep has a run to end on a signal; the signal is
             # held back until the parent is known to end it.
@@ -125,37 +133,47 @@ class SweepCallback(Callback):
 def end(tracking: TrackingSpec, sweep: Sweep) -> None:
     """Print the sweep's table from the store, put it on the parent run, end the parent
     with the sweep's status, and exit 1 when a job failed."""
-    # pandas, scipy and matplotlib, at the sweep's end only.
-    from runner.compare import distinct, format_table, record_sweep, summarize, sweep_runs
-
     try:
         tracker = open_tracker(tracking, STATE.trackers)
+        # The runs its jobs ended, recorded beside the training that followed them.
+        tracker.wait()
+        # Read, summed up and drawn where the store is open, with pandas, SciPy and
+        # matplotlib: in a tracking process, for a sweep whose jobs trained here.
+        report = tracker.call(REPORT, tracker.uri, sweep.id, sweep.name)
     except UserError as error:
         log.error("%s The sweep's table and its parent run's status are not recorded.", error)
         sys.exit(1)
-    # The runs its jobs ended, recorded beside the training that followed them.
-    tracker.wait()
-    runs = sweep_runs(tracker.uri, sweep.id)
-    failed = 0
-    link = None
-    if runs.empty:
+    failed = report.failed
+    if not report.runs:
         log.warning("sweep %s recorded no runs", sweep.name)
     else:
-        failed = int(runs["tags.outcome"].eq(FAILED).sum())
-        table = summarize(distinct(runs))
-        log.info("sweep %s: %d runs\n%s", sweep.name, len(runs), format_table(table))
-        # The UI shows the comparison on each parent's page: description, metrics, files.
-        parent_id = record_sweep(tracker.uri, runs, table, sweep.name)
-        link = ui_line(tracker.uri, runs.iloc[0]["experiment_id"], parent_id)
+        log.info("sweep %s: %d runs\n%s", sweep.name, report.runs, report.table)
     # A search (hparams_search=optuna) writes its best params here: the parent keeps them.
     best = Path(sweep.id) / "optimization_results.yaml"
     if best.exists():
         parent_id = tracker.sweep_parent(tracking.experiment, sweep.id, sweep.name)
         tracker.log_file(parent_id, best)
-    if link:
-        log.info("the sweep %s", link)
+    if report.link:
+        log.info("the sweep %s", report.link)
     tracker.end_sweep(sweep.id, FAILED if failed else COMPLETED)
     STATE.started = None
     if failed:
-        log.error("%d of %d jobs failed; their runs carry the error", failed, len(runs))
+        log.error("%d of %d jobs failed; their runs carry the error", failed, report.runs)
         sys.exit(1)
+
+
+def set_up_backend(config: DictConfig) -> None:
+    """Set up the backend that every job of this process trains on, and import Keras, as
+    its first job would, while the tracking process imports MLflow and opens the store on
+    another core. Not when the sweep's overrides give the backend, the device or the threads
+    (one value each, :func:`runner.sweep.check_launch`): each job sets them up from its own
+    config then. A value the backend refuses is left for each job to refuse."""
+    if overridden(config) & set(PER_PROCESS):
+        return
+    from runner import backend
+
+    try:
+        backend.use(config.backend.value, config.device.value, config.train.threads, STATE.compute)
+    except UserError:
+        return
+    import keras  # noqa: F401

@@ -27,6 +27,18 @@ class Sweep:
     name: str
 
 
+@dataclass(frozen=True)
+class SweepReport:
+    """What the end of a sweep says (:func:`runner.compare.record.report_sweep`): how many
+    job runs it recorded, how many FAILED, their table as text, and where the UI shows the
+    sweep (None without runs). Plain data: the tracking process sends it back."""
+
+    runs: int
+    failed: int
+    table: str
+    link: str | None
+
+
 def sweep_of(hydra_cfg: DictConfig) -> Sweep | None:
     """The sweep of a job or callback from its ``hydra`` config node; None in a single run.
     A relative sweep directory is the one in the directory Hydra started in, also for a job
@@ -91,6 +103,12 @@ def swept_values(config: DictConfig, key: str) -> list[str]:
                 return [str(value) for value in override.sweep_iterator()]
             return [str(override.value())]
     return [str(OmegaConf.select(config, key, default=""))]
+
+
+def overridden(config: DictConfig) -> set[str]:
+    """The keys and groups that the sweep's command-line overrides give."""
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    return {override.key_or_group for override in parsed}
 
 
 def threads_per_job(hydra_cfg: DictConfig) -> int | None:

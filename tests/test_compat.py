@@ -25,17 +25,15 @@ from tests.conftest import backend_args, finished_sweep
 
 # A sweep run as `python -m runner` is, in a process where every library has a version that
 # runner/compat was not written for.
+# Every library at a version that runner/compat was not written for, in each process the
+# sweep starts (its tracking process too): Python runs a sitecustomize module on its path
+# at start.
 UNKNOWN_VERSIONS = """
-import sys
 import runner.compat
 import runner.compat.multiprocessing
 
 runner.compat.installed = lambda package: "99.0"
 runner.compat.multiprocessing.PYTHON = ()
-from runner.__main__ import cli
-
-sys.argv = ["runner", *sys.argv[1:]]
-cli()
 """
 
 
@@ -64,10 +62,14 @@ def test_a_fused_composed_sweep_that_logs_its_models_runs_on_unknown_versions(tm
     # The ConfigStore is copied as Hydra copies it, the jobs are composed by Hydra, swept by
     # Hydra's own grid sweeper and run by its run_job, and the models are saved as Keras
     # saves them.
-    env = dict(os.environ, MLFLOW_TRACKING_URI=store)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(UNKNOWN_VERSIONS)
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store, PYTHONPATH=path)
     done = subprocess.run(
         [
-            sys.executable, "-c", UNKNOWN_VERSIONS, "-m", "hydra/launcher=fused",
+            sys.executable, "-m", "runner", "-m", "hydra/launcher=fused",
             "hydra/sweeper=composing", "hydra.sweep.dir=sweep", "dataset=iris",
             "activation=relu,tanh", "model.units=[8]", "train.epochs=2",
             "tracking.log_model=true", *backend_args(),

@@ -256,16 +256,20 @@ def signal_at(process: subprocess.Popen, marker: str, sig: int, timeout: float =
     return "".join(seen) + rest
 
 
-# The store is opened at once: the first thing a sweep does and the last thing a single run
-# does before its run exists. The runner opens it quietly, so the test's process says when.
+# The store is opened at once: the first thing a sweep does (in its tracking process, while
+# the sweep's process imports Keras) and the last thing a single run does before its run
+# exists. The runner opens it quietly, so the test's process says when.
 OPENING = "opening the store"
 MARK_THE_STORE = (
-    "import runpy, runner.tracking.store\n"
-    "original = runner.tracking.store.open_client\n"
-    "def opening(*args, **kwargs):\n"
-    f"    print({OPENING!r}, flush=True)\n"
-    "    return original(*args, **kwargs)\n"
-    "runner.tracking.store.open_client = opening\n"
+    "import runpy, runner.tracking.remote, runner.tracking.store\n"
+    "def marked(original):\n"
+    "    def opening(*args, **kwargs):\n"
+    f"        print({OPENING!r}, flush=True)\n"
+    "        return original(*args, **kwargs)\n"
+    "    return opening\n"
+    "store, remote = runner.tracking.store, runner.tracking.remote.RemoteTracker\n"
+    "store.open_client = marked(store.open_client)\n"
+    "remote.__init__ = marked(remote.__init__)\n"
     "runpy.run_module('runner', run_name='__main__', alter_sys=True)\n"
 )
 
@@ -292,13 +296,17 @@ def test_a_signal_while_the_runner_starts_exits_130_and_creates_no_run(tmp_path,
 
 
 def test_ctrl_c_while_a_sweep_prints_its_table_ends_the_parent_and_keeps_the_jobs(tmp_path, store):
-    # The table is held up as it is being made, so that the signal comes in the middle of it.
-    hold_the_table = (
-        "import runpy, time, runner.compare\n"
-        "def held(*args, **kwargs):\n"
+    # The table is held up as it is being made, in the sweep's tracking process, so that the
+    # signal comes in the middle of it.
+    (tmp_path / "held_table.py").write_text(
+        "import time\n"
+        "def held(*args):\n"
         "    print('making the table', flush=True)\n"
         "    time.sleep(300)\n"
-        "runner.compare.format_table = held\n"
+    )
+    hold_the_table = (
+        "import runpy, runner.callback\n"
+        "runner.callback.REPORT = 'held_table:held'\n"
         "runpy.run_module('runner', run_name='__main__', alter_sys=True)\n"
     )
     process = subprocess.Popen(

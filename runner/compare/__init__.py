@@ -16,9 +16,17 @@ records the sweep's own comparison there (:func:`record_sweep`).
 """
 
 from runner.compare.cli import main
-from runner.compare.record import record_sweep
+from runner.compare.record import record_sweep, report_sweep
 from runner.compare.report import format_table
 from runner.compare.runs import distinct, sweep_runs
 from runner.compare.table import summarize
 
-__all__ = ["distinct", "format_table", "main", "record_sweep", "summarize", "sweep_runs"]
+__all__ = [
+    "distinct",
+    "format_table",
+    "main",
+    "record_sweep",
+    "report_sweep",
+    "summarize",
+    "sweep_runs",
+]

@@ -21,15 +21,25 @@ from runner.compare.report import (
     format_markdown,
     format_pairs,
     format_speed,
+    format_table,
     markdown_table,
     methods,
     power,
     shown,
 )
-from runner.compare.runs import Histories, distinct
-from runner.compare.table import COUNTS, curve_metric, curves, group_columns, seed_values
+from runner.compare.runs import OUTCOME, Histories, distinct, sweep_runs
+from runner.compare.table import (
+    COUNTS,
+    curve_metric,
+    curves,
+    group_columns,
+    seed_values,
+    summarize,
+)
 from runner.stats.intervals import LEVEL
-from runner.tracking import Reader
+from runner.sweep import SweepReport
+from runner.tracking import FAILED, Reader
+from runner.tracking.ui import ui_line
 
 # MLflow keeps at most this many characters of a tag, the description included, and cuts
 # a longer one with a warning.
@@ -200,3 +210,17 @@ def record_sweep(uri: str, runs: pd.DataFrame, table: pd.DataFrame, name: str) -
             ui = summary(table, heading, notes, folder)
             reader.record(parent, folder, paths, table, ui.metrics, ui.note)
     return runs[PARENT].iloc[0]
+
+
+def report_sweep(uri: str, sweep_id: str, name: str) -> SweepReport:
+    """Read the job runs of the sweep ``sweep_id`` (named ``name``) from the store ``uri``,
+    sum them up, and put the summary on the sweep's parent runs (:func:`record_sweep`),
+    where the UI shows it on each parent's page: description, metrics, files."""
+    runs = sweep_runs(uri, sweep_id)
+    if runs.empty:
+        return SweepReport(0, 0, "", None)
+    table = summarize(distinct(runs))
+    parent_id = record_sweep(uri, runs, table, name)
+    link = ui_line(uri, runs.iloc[0]["experiment_id"], parent_id)
+    failed = int(runs[OUTCOME].eq(FAILED).sum())
+    return SweepReport(len(runs), failed, format_table(table), link)

@@ -8,15 +8,18 @@
   (:meth:`Run.recording`, where an exception becomes a run's status);
 - :mod:`~runner.tracking.lost`: what a failing store did not take (``unrecorded.json``);
 - :mod:`~runner.tracking.writer`: chunked ``log_batch`` and the background metrics writer;
+- :mod:`~runner.tracking.remote`: the tracker of a sweep whose jobs train in its process,
+  kept by a tracking process of its own, so that the sweep's process never imports MLflow;
 - :mod:`~runner.tracking.model`: a run's logged Keras model;
 - :mod:`~runner.tracking.untracked`: the stand-ins for ``tracking.enabled=false``;
 - :mod:`~runner.tracking.protocol`: what a tracker and a run offer a job, both kinds;
 - :mod:`~runner.tracking.ui`: addresses in the MLflow UI;
 - :mod:`~runner.tracking.read`: reading runs back, for ``runner.compare``.
 
-MLflow is imported only when a store is opened: with ``tracking.enabled=false`` the job
-gets :class:`Untracked`, records nothing and never loads MLflow. No code outside this
-package uses MLflow's client.
+MLflow is imported only when a store is opened, and for a sweep that trains in its own
+process, only in its tracking process: with ``tracking.enabled=false`` the job gets
+:class:`Untracked`, records nothing and never loads MLflow. No code outside this package
+uses MLflow's client.
 """
 
 from runner.tracking.lost import Unrecorded

@@ -4,6 +4,8 @@ stand-ins; a job's code is written against these two protocols alone."""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,10 @@ class AnyTracker(Protocol):
 
     def wait(self) -> None: ...
 
+    def call(self, function: str, *args: Any) -> Any:
+        """The function ``function`` (``module:name``) called with ``args`` in the process
+        that has the store open: the sweep's table, read and drawn where MLflow is."""
+
     # ``= ...``: the argument may be left out, with the default each implementation gives it.
     def open_run(
         self,
@@ -78,3 +84,9 @@ class AnyTracker(Protocol):
         output_dir: Path | None = ...,
         deferred: bool = ...,
     ) -> AbstractContextManager[AnyRun]: ...
+
+
+def named(function: str) -> Callable[..., Any]:
+    """The function that ``module:name`` names, its module imported."""
+    module, _, name = function.partition(":")
+    return getattr(importlib.import_module(module), name)

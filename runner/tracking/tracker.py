@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from runner.config import UserError
 from runner.tracking.lost import UNRECORDED_FILE
-from runner.tracking.protocol import AnyTracker, FinishedRun
+from runner.tracking.protocol import AnyTracker, FinishedRun, named
 from runner.tracking.run import FLUSH_SINGLE, FLUSH_SWEEP, INTERRUPTED, STATUS, Run
 from runner.tracking.store import (
     connect,
@@ -38,16 +38,24 @@ FINGERPRINT = "fingerprint"
 FINISHED_RUNS = 100
 
 
-def open_tracker(tracking: Any, opened: dict[str, Tracker]) -> AnyTracker:
+def open_tracker(tracking: Any, opened: dict[str, AnyTracker], apart: bool = False) -> AnyTracker:
     """The store that ``tracking`` names (a job's tracking spec: ``enabled``, ``uri``,
     ``adopt_foreign_db``), or, when it is not enabled, a stand-in that records nothing.
     ``opened``: the trackers this process has opened, by store, which the jobs of a sweep
-    share (their client, the experiments found and the sweep parents found or made)."""
+    share (their client, the experiments found and the sweep parents found or made).
+    ``apart``: a store not opened yet is kept by a tracking process of its own
+    (:class:`~runner.tracking.remote.RemoteTracker`), and this process never imports MLflow
+    for it."""
     if not tracking.enabled:
         return Untracked()
     uri = tracking_uri(tracking.uri)
     if uri not in opened:
-        opened[uri] = Tracker(uri, tracking.adopt_foreign_db)
+        if apart:
+            from runner.tracking.remote import RemoteTracker
+
+            opened[uri] = RemoteTracker(uri, tracking.adopt_foreign_db)
+        else:
+            opened[uri] = Tracker(uri, tracking.adopt_foreign_db)
     return opened[uri]
 
 
@@ -224,6 +232,14 @@ class Tracker:
             if used and parent not in used:
                 self.client.delete_run(parent)
 
+    def end_left_sweep(self, sweep_id: str, outcome: str) -> None:
+        """End with ``outcome`` the sweep's parent runs still RUNNING as this process's,
+        once the sweep's process is gone; not one that a later sweep into the same
+        directory has taken since, which tagged it with its own process."""
+        for parent in self._parents(self._all_experiments(), sweep_id):
+            if parent.info.status == "RUNNING" and parent.data.tags.get("pid") == str(_pid()):
+                self._end(parent.info.run_id, outcome)
+
     def start_run(
         self,
         experiment_id: str,
@@ -268,11 +284,25 @@ class Tracker:
         """Return once every run this process has ended is recorded (a sweep's end)."""
         Writer.get().wait()
 
+    def call(self, function: str, *args: Any) -> Any:
+        """The function ``function`` (``module:name``) called with ``args`` where the store
+        is open: here (see :meth:`runner.tracking.remote.RemoteTracker.call`)."""
+        return named(function)(*args)
+
+
+# The process that the runs' ``pid`` tags name when it is not this one: a tracking
+# process's sweep (runner.tracking.remote), whose jobs the runs are.
+owner_pid: int | None = None
+
+
+def _pid() -> int:
+    return owner_pid or os.getpid()
+
 
 def _process_tags() -> dict[str, str]:
     """Who writes a run: a run left RUNNING by a process that is gone can then be told
     from one still training."""
-    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+    return {"host": socket.gethostname(), "pid": str(_pid())}
 
 
 def _owner(run: Any) -> str | None:
@@ -284,7 +314,7 @@ def _owner(run: Any) -> str | None:
     host, pid = run.data.tags.get("host", ""), run.data.tags.get("pid", "")
     if not host or not pid.isdigit():
         return None
-    if host == socket.gethostname() and (int(pid) == os.getpid() or not _alive(int(pid))):
+    if host == socket.gethostname() and (int(pid) == _pid() or not _alive(int(pid))):
         return None
     return f"process {pid} on {host}"
 

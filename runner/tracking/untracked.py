@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+from runner.tracking.protocol import named
 from runner.tracking.run import COMPLETED
 
 
@@ -34,6 +36,9 @@ class Untracked:
 
     def wait(self) -> None:
         pass
+
+    def call(self, function: str, *args: Any) -> Any:
+        return named(function)(*args)
 
     @contextmanager
     def open_run(
