@@ -44,17 +44,30 @@ from sweep_scaling import COMPILED, parts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ["-m", "activation=relu,tanh,sigmoid", "seed=0,1,2", "train.epochs=5"]
-# Runs the runner as ``python -m runner`` does, summing JAX's compile events on the way.
+# Runs the runner as ``python -m runner`` does, summing JAX's compile events on the way. The
+# listeners are added once the runner imports JAX: imported here first, JAX would start
+# before the sweep's tracking process does, which imports MLflow while JAX starts.
 WATCHED = """
-import atexit, collections, json, runpy, sys
-import jax.monitoring
+import atexit, collections, importlib.machinery, json, runpy, sys
 seconds, counts = collections.Counter(), collections.Counter()
 def duration(event, secs, **_):
     seconds[event.rsplit("/", 1)[-1]] += secs
 def event(name, **_):
     counts[name.rsplit("/", 1)[-1]] += 1
-jax.monitoring.register_event_duration_secs_listener(duration)
-jax.monitoring.register_event_listener(event)
+class Watch:
+    def find_spec(self, name, path, target=None):
+        if name != "jax._src.monitoring":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            module.register_event_duration_secs_listener(duration)
+            module.register_event_listener(event)
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Watch())
 atexit.register(lambda: print("JAX " + json.dumps({**seconds, **counts}), file=sys.__stderr__))
 sys.argv = ["runner", *sys.argv[1:]]
 runpy.run_module("runner", run_name="__main__", alter_sys=True)
@@ -81,12 +94,6 @@ def run(cache: Path, folder: Path, stored: Path, extra: list[str]) -> dict[str, 
     the store in ``stored`` (new or not), with the overrides ``extra``."""
     store = f"sqlite:///{stored / 'mlflow.db'}"
     env = dict(os.environ, XDG_CACHE_HOME=str(cache), MLFLOW_TRACKING_URI=store)
-    # JAX reads its cache's settings when imported, which the watcher does before the
-    # runner could set them: set them as the runner does (runner/backend.py).
-    env.update(
-        JAX_COMPILATION_CACHE_DIR=str(cache / "actlab" / "jax"),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-    )
     command = [sys.executable, "-c", WATCHED, *SWEEP, *extra, f"hydra.sweep.dir={folder / 'sweep'}"]
     start = time.time()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
