@@ -2,11 +2,14 @@
 and warm, and which parts the kept programs and JAX's persistent cache remove.
 
 The sweep: ``python -m runner -m activation=relu,tanh,sigmoid seed=0,1,2 train.epochs=5``
-(9 jobs, one fused group of 3 families), each time a whole process, in three states of the
+(9 jobs, one fused group of 3 families), each time a whole process, in four states of the
 cache folder (``XDG_CACHE_HOME``), each into a fresh SQLite store, then once more warm into
 the store the warm sweep made:
 
 - cold: an empty folder, no kept program and no compiled one;
+- compiled nothing: no kept program and no compiled one, but the kept empty MLflow store
+  and matplotlib's font list, which a cache folder makes once: a user's first sweep of a
+  new model;
 - kept programs: the traced programs kept, JAX's persistent compilation cache emptied;
 - warm: both kept, as after a user's earlier sweep, into a new store (MLflow creates its
   tables);
@@ -74,6 +77,7 @@ runpy.run_module("runner", run_name="__main__", alter_sys=True)
 """
 STATES = (
     "cold",
+    "compiled nothing",
     "kept programs",
     "warm",
     "warm, store kept",
@@ -129,6 +133,11 @@ def main() -> None:
             for state in STATES:
                 if state.startswith("cold"):
                     shutil.rmtree(cache, ignore_errors=True)
+                elif state == "compiled nothing":
+                    # JAX's and the runner's programs gone; the kept empty store and
+                    # matplotlib's font list, made once a cache folder, stay.
+                    for compiled in ("jax", "programs"):
+                        shutil.rmtree(cache / "actlab" / compiled, ignore_errors=True)
                 elif state == "kept programs":
                     shutil.rmtree(cache / "actlab" / "jax", ignore_errors=True)
                 folder = Path(top) / f"{repeat}-{state.replace(' ', '-').replace(',', '')}"
