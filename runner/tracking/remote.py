@@ -52,7 +52,7 @@ CHANNEL = "ACTLAB_TRACKING_PIPES"
 # How much lower the tracking process's CPU priority is than its sweep's.
 NICE = 10
 # What the end of a sweep reports with, loaded ahead in the tracking process.
-REPORT = "runner.compare"
+AHEAD = "runner.compare"
 
 
 class RemoteError(Exception):
@@ -343,16 +343,6 @@ class RemoteRun(Recording):
         }
         self._tell("log_shared_inputs", name, source, shared)
 
-    def log_texts(self, texts: dict[str, str]) -> None:
-        self.log_files({path: text.encode() for path, text in texts.items()})
-
-    def log_figure(self, figure: Any, path: str) -> None:
-        import io
-
-        image = io.BytesIO()
-        figure.savefig(image, format=Path(path).suffix.lstrip("."))
-        self.log_files({path: image.getvalue()})
-
     def log_files(self, files: dict[str, bytes]) -> None:
         self._tell("log_files", files)
 
@@ -470,7 +460,7 @@ def serve(pipe: Channel) -> None:
     else:
         # The sweep's end reads, sums up and draws its table here: the modules that does it
         # with (pandas, SciPy, matplotlib) load while the jobs train.
-        threading.Thread(target=importlib.import_module, args=(REPORT,), daemon=True).start()
+        threading.Thread(target=importlib.import_module, args=(AHEAD,), daemon=True).start()
     try:
         while True:
             try:

@@ -56,10 +56,21 @@ class Recording:
     """Where an exception becomes a run's status: what a job's run does with its outcome
     whether its store calls are made in this process (:class:`Run`) or in a tracking
     process (:class:`runner.tracking.remote.RemoteRun`). A run that has this offers
-    ``set_tags``, ``log_texts``, ``end``, ``wait`` and ``keep_unrecorded`` as :class:`Run`
+    ``set_tags``, ``log_files``, ``end``, ``wait`` and ``keep_unrecorded`` as :class:`Run`
     does, and an ``outcome``."""
 
     outcome: str
+
+    def log_texts(self, texts: dict[str, str]) -> None:
+        """Text artifacts, several in one store call: each call stages and copies."""
+        self.log_files({path: text.encode() for path, text in texts.items()})
+
+    def log_figure(self, figure: Any, path: str) -> None:
+        """The matplotlib ``figure`` as the image artifact ``path``, rendered now: the next
+        run may draw over the same figure before the writer writes it."""
+        image = io.BytesIO()
+        figure.savefig(image, format=Path(path).suffix.lstrip("."))
+        self.log_files({path: image.getvalue()})
 
     def fail(self, error: BaseException) -> None:
         """End the run FAILED with ``error``: its message as the tag ``error``, its
@@ -279,17 +290,6 @@ class Run(Recording):
         it as lost, and a completed run ends FAILED."""
         self.artifact_error = self.artifact_error or why
         self.lost.artifacts.append(path)
-
-    def log_texts(self, texts: dict[str, str]) -> None:
-        """Text artifacts, several in one store call: each call stages and copies."""
-        self.log_files({path: text.encode() for path, text in texts.items()})
-
-    def log_figure(self, figure: Any, path: str) -> None:
-        """The matplotlib ``figure`` as the image artifact ``path``, rendered now: the next
-        run may draw over the same figure before the writer writes it."""
-        image = io.BytesIO()
-        figure.savefig(image, format=Path(path).suffix.lstrip("."))
-        self.log_files({path: image.getvalue()})
 
     def log_files(self, files: dict[str, bytes]) -> None:
         """Artifacts from their bytes, by path, in one store call (a file rendered once can go
