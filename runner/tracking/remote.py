@@ -29,8 +29,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from logging.handlers import QueueHandler
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -38,10 +38,10 @@ from typing import Any
 
 from runner import stop
 from runner.config import UserError
-from runner.tracking.lost import UNRECORDED_FILE
 from runner.tracking.protocol import FinishedRun, named
 from runner.tracking.run import COMPLETED, INTERRUPTED, Recording
 from runner.tracking.store import masked, reason
+from runner.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +207,6 @@ class RemoteTracker:
     def abandon(self) -> None:
         """Kill the tracking process, and make the sweep's store calls from now on in this
         process, with MLflow imported here: what ends a sweep that a signal stopped."""
-        from runner.tracking.tracker import Tracker
-
         with stop.held():
             self._process.kill()
             self._process.wait()
@@ -234,20 +232,8 @@ class RemoteTracker:
         self.tell(TRACKER, "start_run", *opened)
         return RemoteRun(self, handle, experiment_id, name)
 
-    @contextmanager
-    def open_run(
-        self,
-        experiment_id: str,
-        name: str,
-        tags: dict[str, str],
-        parent_id: str | None = None,
-        output_dir: Path | None = None,
-        deferred: bool = False,
-        role: str = "job",
-    ) -> Iterator[RemoteRun]:
-        run = self.start_run(experiment_id, name, tags, parent_id, deferred, role)
-        with run.recording(self.uri, (output_dir or Path.cwd()) / UNRECORDED_FILE, deferred):
-            yield run
+    # Started here, ended on every path as a run of this process is (Run.recording).
+    open_run = Tracker.open_run
 
     def shared(self, array: Any) -> int:
         """The handle of ``array`` in the tracking process, sent there the first time: the
@@ -448,7 +434,6 @@ def serve(pipe: Channel) -> None:
     root.addHandler(PipeHandler(send))
     root.setLevel(level)
     from runner.tracking import tracker
-    from runner.tracking.tracker import Tracker
 
     # The runs are the sweep's jobs: their pid tags name its process, which a user knows.
     tracker.owner_pid = os.getppid()
