@@ -125,12 +125,23 @@ def floor() -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--states",
+        type=lambda text: [s.strip() for s in text.split(";")],
+        default=list(STATES),
+        help="the states to run, separated by ';' (all by default): " + "; ".join(STATES),
+    )
     args = parser.parse_args()
-    rows: dict[str, list[dict[str, float]]] = {state: [] for state in STATES}
+    unknown = set(args.states) - set(STATES)
+    if unknown:
+        parser.error(f"unknown states {sorted(unknown)}; allowed: {'; '.join(STATES)}")
+    if "warm, store kept" in args.states and "warm" not in args.states:
+        parser.error("the state 'warm, store kept' records into the store of 'warm': run both")
+    rows: dict[str, list[dict[str, float]]] = {state: [] for state in args.states}
     with tempfile.TemporaryDirectory() as top:
         cache = Path(top) / "cache"
         for repeat in range(args.repeats):
-            for state in STATES:
+            for state in args.states:
                 if state.startswith("cold"):
                     shutil.rmtree(cache, ignore_errors=True)
                 elif state == "compiled nothing":
@@ -147,7 +158,7 @@ def main() -> None:
                 found = floor() if state == "imports only" else run(cache, folder, stored, extra)
                 rows[state].append(found)
                 print(state, {k: round(v, 2) for k, v in rows[state][-1].items()}, flush=True)
-    names = list(rows["cold"][0])
+    names = max((list(found[0]) for found in rows.values()), key=len)
     print("\n| cache | " + " | ".join(names) + " |")
     print("| --- " + "| ---: " * len(names) + "|")
     for state, found in rows.items():
