@@ -32,6 +32,8 @@ from runner.config import (
 if TYPE_CHECKING:
     import keras
 
+    from runner.initial import Drawn
+
 
 @dataclass(frozen=True)
 class OutputHead:
@@ -150,15 +152,19 @@ def build_model(
 
     Each layer's initializer and dropout gets its own seed, drawn from ``seed``, rather
     than the process's global one (``keras.utils.set_random_seed``, which imports
-    TensorFlow whenever it is installed): the same model on either backend, in any order
-    of jobs. The kernels' seeds are drawn first, as they were before the other layers
-    existed, so that a model without them keeps its weights.
+    TensorFlow whenever it is installed): the same model in any order of jobs. Each
+    kernel is drawn by numpy from its Keras initializer's distribution
+    (:class:`runner.initial.Drawn`): no program to compile for it on JAX, and the same
+    initial weights on either backend. The kernels' seeds are drawn first, as they were
+    before the other layers existed, so that a model without them keeps its weights.
 
     ``mixed_precision``: the hidden layers compute in float16 (Keras's ``mixed_float16``:
     float32 weights), the output layer in float32, so that softmax and the loss do too. The
     policy is set per layer, never process-wide, so that the jobs sharing a sweep's process
     each get their own."""
     import keras
+
+    from runner.initial import Drawn
 
     kernel_seeds, dropout_seeds = _seeds(spec, seed)
     kernels, dropouts = iter(kernel_seeds), iter(dropout_seeds)
@@ -170,7 +176,7 @@ def build_model(
     for i in range(spec.hidden):
         if spec.filters and i == len(spec.filters):
             x = keras.layers.Flatten(name="flatten")(x)
-        initializer = seeded(initializers[i], int(next(kernels)))
+        initializer = drawn(initializers[i], int(next(kernels)))
         x = _hidden(x, spec, i, initializer, functions[i], int(next(dropouts)))
     if spec.filters and not spec.units:
         x = keras.layers.Flatten(name="flatten")(x)
@@ -178,12 +184,17 @@ def build_model(
     outputs = keras.layers.Dense(
         head.units,
         activation=activation_function(head.activation),
-        kernel_initializer=seeded(initializers[-1], int(next(kernels))),
+        kernel_initializer=drawn(initializers[-1], int(next(kernels))),
         kernel_regularizer=_regularizer(spec),
         dtype="float32",
         name=f"output_{short_name(head.activation)}",
     )(x)
-    return keras.Model(features, outputs, name="cnn" if spec.filters else "mlp")
+    net = keras.Model(features, outputs, name="cnn" if spec.filters else "mlp")
+    for layer in net.layers:
+        # Built: each layer gets Keras's initializer back, the one a saved model names.
+        if isinstance(getattr(layer, "kernel_initializer", None), Drawn):
+            layer.kernel_initializer = layer.kernel_initializer.named
+    return net
 
 
 def _seeds(spec: ModelSpec, seed: int) -> tuple[list[int], list[int]]:
@@ -212,18 +223,18 @@ def initial_values(
     initializers = spec.initializers()
     layers = {layer.name: layer for layer in net.layers}
     kernels = [kernel for kernel, _ in hidden_layers(net, spec)] + [net.layers[-1]]
-    drawn = {}
+    own = {}
     for layer, name, each in zip(kernels, initializers, kernel_seeds, strict=True):
         variable = layer.kernel
-        drawn[id(variable)] = seeded(name, each)(tuple(variable.shape), dtype=variable.dtype)
+        own[id(variable)] = drawn(name, each).values(tuple(variable.shape), variable.dtype)
     for i, each in enumerate(dropout_seeds):
         dropout = layers.get(f"hidden_{i}_dropout")
         if dropout is not None:
             state = dropout.seed_generator.state
-            drawn[id(state)] = keras.random.SeedGenerator(each).state.value
+            own[id(state)] = keras.random.SeedGenerator(each).state.value
 
     def values(variables: list) -> list[np.ndarray]:
-        return [np.asarray(drawn.get(id(v), v.value)) for v in variables]
+        return [np.asarray(own.get(id(v), v.value)) for v in variables]
 
     return values(net.trainable_variables), values(net.non_trainable_variables)
 
@@ -314,6 +325,14 @@ def hidden_layers(net: keras.Model, spec: ModelSpec) -> list[tuple[keras.layers.
         output = layers[activation_layer_name(i, activation)]
         found.append((layers.get(f"hidden_{i}", output), output))
     return found
+
+
+def drawn(identifier: str, seed: int) -> Drawn:
+    """The Keras initializer ``identifier`` seeded with ``seed``, its values drawn by numpy
+    (:class:`runner.initial.Drawn`)."""
+    from runner.initial import Drawn
+
+    return Drawn(seeded(identifier, seed), seed)
 
 
 def seeded(identifier: str, seed: int) -> keras.initializers.Initializer:

@@ -79,7 +79,11 @@ def _fused(plans, nets) -> list[engine.TrainResult]:
 def _assert_same(fused, alone) -> None:
     assert fused.history.keys() == alone.history.keys()
     for name, values in alone.history.items():
-        np.testing.assert_allclose(fused.history[name], values, rtol=1e-5, atol=1e-6, err_msg=name)
+        # A layer's diagnostics (its median activation, its gradient's norm) carry on the
+        # rounding of the fused program's other order of sums more than the loss does: a
+        # ReLU unit near its kink, a median between two close values. Up to 3e-5 seen.
+        rtol = 1e-4 if "/" in name else 1e-5
+        np.testing.assert_allclose(fused.history[name], values, rtol=rtol, atol=1e-6, err_msg=name)
     assert fused.test.keys() == alone.test.keys()
     for name, value in alone.test.items():
         assert fused.test[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
