@@ -26,6 +26,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runner.compat import installed
+from runner.compat import mlflow as compat_mlflow
 from runner.config import UserError
 from runner.jobs.execute import execute
 from runner.tracking import (
@@ -345,9 +346,23 @@ def schema(db: Path) -> list[list[str]]:
         return sorted(sorted(line.strip(" \t,") for line in sql.splitlines()) for (sql,) in found)
 
 
+def heads(db: Path) -> tuple:
+    """The migration ``db`` is at (what MLflow checks when it opens a store), its SQLite
+    user version, and the workspaces its migrations insert."""
+    with sqlite3.connect(db) as connection:
+        [(version,)] = connection.execute("SELECT version_num FROM alembic_version")
+        [(user,)] = connection.execute("PRAGMA user_version")
+        workspaces = connection.execute("SELECT * FROM workspaces").fetchall()
+    return version, user, workspaces
+
+
 def test_new_stores_are_copies_of_one_mlflow_made_and_each_gets_its_default_experiment(
     tmp_path, monkeypatch
 ):
+    # The kept store is made from the dump of the empty store this MLflow makes
+    # (runner/compat/mlflow-3.17.sql), not by its migrations: what follows checks that
+    # dump against a store MLflow made itself.
+    assert compat_mlflow.dump_path().is_file()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     made = MlflowClient(f"sqlite:///{tmp_path / 'made.db'}").get_experiment("0")
@@ -358,6 +373,7 @@ def test_new_stores_are_copies_of_one_mlflow_made_and_each_gets_its_default_expe
         # As MLflow makes it in a store it creates: its artifacts under this directory.
         assert (default.name, default.artifact_location) == ("Default", made.artifact_location)
         assert schema(tmp_path / name) == schema(tmp_path / "made.db")
+        assert heads(tmp_path / name) == heads(tmp_path / "made.db")
         run = client.create_run(default.experiment_id)
         client.log_metric(run.info.run_id, "loss", 0.5)
         assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}

@@ -3,12 +3,19 @@ store made as MLflow makes a new one."""
 
 from __future__ import annotations
 
+import sqlite3
+import tempfile
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from runner.compat import written_for
+from runner.compat import installed, minor, written_for
 
 MLFLOW = ("3.17",)
+# The empty store each version makes, as SQLite's dump of it (``mlflow-3.17.sql``):
+# replayed, it gives the same tables, indexes, triggers and migration head as MLflow's
+# migrations give, without running them. Remade by :func:`dump_empty_store`.
+SCHEMAS = Path(__file__).parent
 # Run ids per query: well under SQLite's 32,766 bound parameters.
 CHUNK = 500
 
@@ -42,10 +49,16 @@ def empty_store(db: Path) -> bool:
     it: its tables created, then every one of its migrations run (``_initialize_tables``),
     but without the Default experiment that the store adds next, whose artifact location
     MLflow takes from the directory of the process that opens it. Its client has no public
-    way to make the tables alone. Fallback, on another version: False, and ``db`` is not
-    made."""
+    way to make the tables alone. Where this version's dump is here (:data:`SCHEMAS`), it
+    is replayed instead: the migrations cost more than the rest of a small sweep's start.
+    Fallback, on another version: False, and ``db`` is not made."""
     if not written_for("mlflow", MLFLOW, "starting a new store from a kept empty one"):
         return False
+    schema = dump_path()
+    if schema.is_file():
+        with closing(sqlite3.connect(db)) as connection:
+            connection.executescript(schema.read_text(encoding="utf-8"))
+        return True
     from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine_with_retry
 
     engine = create_sqlalchemy_engine_with_retry(f"sqlite:///{db}")
@@ -54,3 +67,28 @@ def empty_store(db: Path) -> bool:
     finally:
         engine.dispose()
     return True
+
+
+def dump_empty_store() -> Path:
+    """Write the dump of the empty store the installed MLflow makes (its migrations run)
+    where :func:`empty_store` reads it; return its path. Run once for a new version:
+    ``python -c "from runner.compat.mlflow import dump_empty_store; dump_empty_store()"``."""
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine_with_retry
+
+    with tempfile.TemporaryDirectory() as folder:
+        db = Path(folder) / "empty.db"
+        engine = create_sqlalchemy_engine_with_retry(f"sqlite:///{db}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        with closing(sqlite3.connect(db)) as connection:
+            lines = list(connection.iterdump())
+    schema = dump_path()
+    schema.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return schema
+
+
+def dump_path() -> Path:
+    """Where the dump of the installed MLflow's empty store is kept."""
+    return SCHEMAS / f"mlflow-{minor(installed('mlflow'))}.sql"
