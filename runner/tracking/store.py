@@ -4,7 +4,7 @@ A store is opened once per process and URI (:func:`connect`): a tracking server 
 answer its health check, a SQLite file must be a file, writable and not another
 application's database, and MLflow creates or migrates a SQLite store's tables under a
 file lock, so that two sweeps started at once do not both create them. A new SQLite store
-starts as a copy of an empty one that MLflow made, kept in the cache folder (:func:`seed`).
+starts as a copy of an empty one, kept in the cache folder (:func:`seed`).
 """
 
 from __future__ import annotations
@@ -323,8 +323,9 @@ def seed(db: Path) -> None:
 
 
 def kept_store() -> Path | None:
-    """An empty SQLite store that MLflow made, kept in the cache folder per MLflow version
-    (``stores/``) and made on first need; None when it cannot be made or kept."""
+    """An empty SQLite store as MLflow makes one, kept in the cache folder per MLflow
+    version (``stores/``) and made on first need (:func:`runner.compat.mlflow.empty_store`);
+    None when it cannot be made or kept."""
     kept = backend.cache_dir() / "stores" / f"mlflow-{compat.installed('mlflow')}.db"
     if kept.is_file():
         return kept
