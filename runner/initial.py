@@ -3,9 +3,10 @@ named in the config, seeded with the kernel's own seed (:class:`Drawn`).
 
 Why not Keras's own draw: on JAX each of Keras's random draws is a small program that XLA
 compiles, one per kernel shape, and on a cold cache those compiles cost more than the
-rest of a small sweep's set-up (bench/README.md, "Initial weights drawn by numpy"). numpy
-draws the same distribution without compiling anything, and the same numbers on either
-backend: the same seed gives a model the same initial weights on JAX and on TensorFlow.
+rest of a small sweep's set-up (bench/README.md, "Initial weights drawn by numpy, and the
+first store from a dump"). numpy draws the same distribution without compiling anything,
+and the same numbers on either backend: the same seed gives a model the same initial
+weights on JAX and on TensorFlow.
 
 The distributions are Keras's, read from the Keras initializer itself (its scale, mode
 and distribution, its mean and deviation, its bounds, its gain): the variance-scaling
@@ -91,7 +92,7 @@ def draw(
     return np.asarray(values, dtype=kind)
 
 
-def fans(shape: tuple[int, ...], input_axes=None, output_axes=None) -> tuple[int, int]:
+def _fans(shape: tuple[int, ...], input_axes=None, output_axes=None) -> tuple[int, int]:
     """The units into and out of a kernel of ``shape``, as Keras counts them: a Dense
     kernel's rows and columns, a conv kernel's channels times its window; or the
     products of the axes given."""
@@ -113,7 +114,7 @@ def _variance_scaling(
 ) -> np.ndarray:
     """Keras's variance scaling: ``scale`` over the fans its mode counts, as the
     variance of a truncated normal, a normal, or a uniform."""
-    fan_in, fan_out = fans(
+    fan_in, fan_out = _fans(
         shape, getattr(initializer, "input_axes", None), getattr(initializer, "output_axes", None)
     )
     count = {"fan_in": fan_in, "fan_out": fan_out}.get(initializer.mode, (fan_in + fan_out) / 2)
