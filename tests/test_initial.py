@@ -52,7 +52,7 @@ def test_numpy_draws_the_distribution_keras_draws(initializer, shape):
     assert not np.array_equal(ours, theirs)  # numpy's numbers, not Keras's
     # About 60,000 values each: the mean, the deviation and the quantiles agree to a few
     # hundredths of the deviation.
-    std = theirs.std()
+    std = float(theirs.std())
     assert ours.std() == pytest.approx(std, rel=0.03)
     assert ours.mean() == pytest.approx(theirs.mean(), abs=0.03 * std)
     levels = [0.01, 0.1, 0.5, 0.9, 0.99]
