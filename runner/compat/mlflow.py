@@ -59,6 +59,12 @@ def empty_store(db: Path) -> bool:
         with closing(sqlite3.connect(db)) as connection:
             connection.executescript(schema.read_text(encoding="utf-8"))
         return True
+    _migrated(db)
+    return True
+
+
+def _migrated(db: Path) -> None:
+    """Make ``db`` as MLflow's SQL store does: its tables, then each of its migrations."""
     from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine_with_retry
 
     engine = create_sqlalchemy_engine_with_retry(f"sqlite:///{db}")
@@ -66,22 +72,15 @@ def empty_store(db: Path) -> bool:
         _initialize_tables(engine)
     finally:
         engine.dispose()
-    return True
 
 
 def dump_empty_store() -> Path:
     """Write the dump of the empty store the installed MLflow makes (its migrations run)
     where :func:`empty_store` reads it; return its path. Run once for a new version:
     ``python -c "from runner.compat.mlflow import dump_empty_store; dump_empty_store()"``."""
-    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine_with_retry
-
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "empty.db"
-        engine = create_sqlalchemy_engine_with_retry(f"sqlite:///{db}")
-        try:
-            _initialize_tables(engine)
-        finally:
-            engine.dispose()
+        _migrated(db)
         with closing(sqlite3.connect(db)) as connection:
             lines = list(connection.iterdump())
     schema = dump_path()
